@@ -1,0 +1,85 @@
+"""Config keys added by imagescore-det (``add_imagescore_config``), with their defaults."""
+from detectron2.config import CfgNode as CN
+
+
+def add_imagescore_config(cfg):
+    """Add the ``MODEL.VGG`` and ``IMAGE_SCORE`` namespaces to a Detectron2 config.
+
+    Call it right after ``get_cfg()``, before merging a config file, as with other
+    Detectron2 projects (e.g. ``add_pointrend_config``).
+    """
+    _C = cfg
+
+    # ---------------------------------------------------------------------------------
+    # VGG16 backbone (py-faster-rcnn layout: 13 convs, conv5_3 at stride 16, no pool5)
+    # ---------------------------------------------------------------------------------
+    _C.MODEL.VGG = CN()
+    # Channel multiplier: 1.0 is the real VGG16 (64..512 channels); tests and the CPU
+    # quickstart use a fraction of it.
+    _C.MODEL.VGG.WIDTH_MULT = 1.0
+    # Normalization after each conv: "" (none, as in the original VGG16 and its ImageNet
+    # weights), "BN", "SyncBN", "GN", "FrozenBN". Training from scratch needs BN or GN.
+    _C.MODEL.VGG.NORM = ""
+    # Output feature names, any of "conv1_2" ... "conv5_3" (the last conv of each stage is
+    # conv{s}_2 for s<=2 and conv{s}_3 for s>=3).
+    _C.MODEL.VGG.OUT_FEATURES = ["conv5_3"]
+    # Freeze the first N stages (py-faster-rcnn freezes conv1 and conv2 when fine-tuning
+    # ImageNet weights). 0 = train everything (from scratch).
+    _C.MODEL.VGG.FREEZE_AT = 2
+    # Dropout after fc6 and fc7 of the VGG16 box head (0.5 in py-faster-rcnn).
+    _C.MODEL.ROI_BOX_HEAD.DROPOUT = 0.0
+
+    # ---------------------------------------------------------------------------------
+    # Image Score semi-supervised training (see README "Configuration")
+    # ---------------------------------------------------------------------------------
+    _C.IMAGE_SCORE = CN()
+    # Turn pseudo-labeling on. Off, the trainer is Detectron2's DefaultTrainer plus the
+    # per-class AP evaluator.
+    _C.IMAGE_SCORE.ENABLED = False
+    # How unlabeled images are chosen for pseudo-labeling:
+    #   "image_score" - rank by the Image Score of the backbone activations (the method)
+    #   "softmax"     - rank by detection confidence (the paper's softmax baseline: the mean
+    #                   of the kept boxes' scores, so it needs full inference on the pool)
+    #   "random"      - a uniformly random subset (seeded by IMAGE_SCORE.SEED)
+    #   "none"        - no pseudo-labels (supervised only; the hook still evaluates/reports)
+    _C.IMAGE_SCORE.SELECTOR = "image_score"
+    # Registered datasets whose images are the unlabeled pool. Their annotations, if any,
+    # are never trained on; they are only used to measure pseudo-label precision.
+    _C.IMAGE_SCORE.UNLABELED_DATASETS = ()
+    # Datasets the dataset mask is fitted on; empty = DATASETS.TRAIN.
+    _C.IMAGE_SCORE.LABELED_DATASETS = ()
+    # Iteration at which the first selection happens (after the supervised warm-up).
+    _C.IMAGE_SCORE.START_ITER = 1000
+    # 0 = select once (the paper's detection experiment); N > 0 = select again every N
+    # iterations after START_ITER with the current model (its classification experiment).
+    _C.IMAGE_SCORE.REFRESH_PERIOD = 0
+    # Fraction of the unlabeled pool that gets pseudo-labels, in (0, 1].
+    _C.IMAGE_SCORE.TOP_FRACTION = 0.3
+    # Predicted boxes with a score below this are not kept as pseudo-labels.
+    _C.IMAGE_SCORE.BOX_SCORE_THRESH = 0.5
+    # Selected images with fewer kept boxes than this are dropped from the pseudo dataset
+    # (an image with no box would train everything in it as background). 0 keeps them.
+    _C.IMAGE_SCORE.MIN_BOXES_PER_IMAGE = 1
+    # Module names (regular expressions, full match) under model.backbone whose outputs are
+    # recorded. Empty = every conv block output after its ReLU (backbone-specific default,
+    # see imagescore_det/engine/layers.py).
+    _C.IMAGE_SCORE.LAYERS = []
+    # Overlap of an image mask with the dataset mask: "iou" (default) or "recall".
+    _C.IMAGE_SCORE.SIMILARITY = "iou"
+    # t_l = THRESHOLD_RATIO * max(mean activation of layer l).
+    _C.IMAGE_SCORE.THRESHOLD_RATIO = 0.5
+    # Every map is cropped to the image's valid (unpadded) region and average-pooled to this
+    # grid so neurons line up across images of different sizes.
+    _C.IMAGE_SCORE.GRID = (16, 16)
+    # Images per forward pass while fitting, scoring and pseudo-labeling.
+    _C.IMAGE_SCORE.BATCH_SIZE = 4
+    # Seed of the random selector; -1 = derived from SEED.
+    _C.IMAGE_SCORE.SEED = -1
+    # Measure pseudo-label precision/recall against the pool's annotations when it has them
+    # (synthetic data, or a real labeled set used as an unlabeled pool).
+    _C.IMAGE_SCORE.EVAL_PSEUDO_LABELS = True
+    # IoU at which a pseudo box counts as correct (same class).
+    _C.IMAGE_SCORE.PSEUDO_IOU_THRESH = 0.5
+    # Evaluate on DATASETS.TEST right before the first selection, so report.json has the
+    # mAP before and after pseudo-labeling.
+    _C.IMAGE_SCORE.EVAL_BEFORE = True
