@@ -1,0 +1,110 @@
+"""Datasets of imagescore-det.
+
+Importing this module registers (lazily: nothing is read from disk until
+``DatasetCatalog.get(name)``) the project's Detectron2 datasets, the way
+``detectron2.data.datasets.builtin`` does:
+
+==========================  =============================================  ==========
+name                        directory                                      classes
+==========================  =============================================  ==========
+synthetic_voc_labeled       ``<root>/synthetic_voc/VOC2007``, split        SYNTHETIC_
+synthetic_voc_unlabeled     ``labeled`` / ``unlabeled`` / ``test`` /       CLASSES
+synthetic_voc_test          ``trainval``                                   (4 shapes)
+synthetic_voc_trainval
+voc07real_labeled           ``$IMAGESCORE_VOC07REAL`` if set, else          20 VOC
+voc07real_unlabeled         ``<root>/voc2007-real/VOC2007``; split          classes
+voc07real_test              ``labeled`` / ``unlabeled`` / ``test``
+==========================  =============================================  ==========
+
+``<root>`` is ``$DETECTRON2_DATASETS`` (default ``datasets``, relative to the working
+directory, as in Detectron2). All are year 2007 with ``evaluator_type="pascal_voc"``; the
+dataset directory of any of them is ``MetadataCatalog.get(name).dirname`` (also
+:func:`dataset_root_of`). ``IMAGESCORE_VOC07REAL`` points at the ``VOC2007`` directory
+itself (e.g. ``/work/shared/voc2007-real/VOC2007``).
+
+The synthetic set is created by ``python datasets/prepare_synthetic_voc.py`` (or
+:func:`generate_synthetic_voc`); see ``datasets/README.md``.
+"""
+import os
+
+from .synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc, read_synthetic_meta
+
+__all__ = [
+    "SYNTHETIC_CLASSES",
+    "generate_synthetic_voc",
+    "read_synthetic_meta",
+    "datasets_root",
+    "register_all_imagescore_datasets",
+]
+
+SYNTHETIC_SPLITS = ("labeled", "unlabeled", "test", "trainval")
+VOC07REAL_SPLITS = ("labeled", "unlabeled", "test")
+
+
+def datasets_root(root=None):
+    """``root`` if given, else ``$DETECTRON2_DATASETS``, else ``datasets``."""
+    if root is None:
+        root = os.getenv("DETECTRON2_DATASETS", "datasets")
+    return os.path.expanduser(os.fspath(root))
+
+
+def voc07real_dirname(root=None):
+    """``$IMAGESCORE_VOC07REAL`` if set, else ``<root>/voc2007-real/VOC2007``."""
+    env = os.getenv("IMAGESCORE_VOC07REAL")
+    if env:
+        return os.path.expanduser(env)
+    return os.path.join(datasets_root(root), "voc2007-real", "VOC2007")
+
+
+try:
+    import detectron2  # noqa: F401
+except ImportError:  # the generator works without Detectron2; registration needs it
+    def register_all_imagescore_datasets(root=None, replace=False):
+        raise ImportError("register_all_imagescore_datasets needs Detectron2 (see README)")
+else:
+    from .voc import (  # noqa: F401
+        VOC_CLASS_NAMES,
+        check_class_names,
+        dataset_domains,
+        dataset_root_of,
+        read_split_ids,
+        register_voc,
+        validate_voc_split,
+        voc_image_ids,
+    )
+
+    __all__ += ["VOC_CLASS_NAMES", "check_class_names", "dataset_domains", "dataset_root_of",
+                "read_split_ids", "register_voc", "validate_voc_split", "voc_image_ids"]
+
+    def register_all_imagescore_datasets(root=None, replace=False):
+        """Register the ``synthetic_voc_*`` and ``voc07real_*`` datasets (no disk access).
+
+        Called once at import with the environment's root. Calling it again with the same
+        root is a no-op; with another root it raises, unless ``replace=True`` (which
+        re-registers the names under the new root). Returns the registered names.
+        """
+        root = datasets_root(root)
+        names = []
+        synth_dir = os.path.join(root, "synthetic_voc", "VOC2007")
+        synth_hint = (
+            f"Generate it with `python datasets/prepare_synthetic_voc.py --root "
+            f"{os.path.dirname(synth_dir)}`, or set DETECTRON2_DATASETS to the directory "
+            f"that contains synthetic_voc/ (currently {root!r}).")
+        for split in SYNTHETIC_SPLITS:
+            name = f"synthetic_voc_{split}"
+            register_voc(name, synth_dir, split, 2007, SYNTHETIC_CLASSES,
+                         missing_hint=synth_hint, replace=replace)
+            names.append(name)
+        real_dir = voc07real_dirname(root)
+        real_hint = (
+            "Set IMAGESCORE_VOC07REAL to the real data's VOC2007 directory (on the project's "
+            "machines: /work/shared/voc2007-real/VOC2007), or place it at "
+            "$DETECTRON2_DATASETS/voc2007-real/VOC2007.")
+        for split in VOC07REAL_SPLITS:
+            name = f"voc07real_{split}"
+            register_voc(name, real_dir, split, 2007, VOC_CLASS_NAMES,
+                         missing_hint=real_hint, replace=replace)
+            names.append(name)
+        return names
+
+    register_all_imagescore_datasets()
