@@ -174,7 +174,7 @@ def _texture(h, w, color, rng):
         on = (np.sin(2 * np.pi * u / period) > 0)[..., None]
         return np.where(on, tex, other[None, None]).astype(np.float32)
     if kind == "speckle":
-        return tex + rng.normal(0, 22, (h, w, 3)).astype(np.float32)
+        return tex + rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(22)
     t = (u - u.min()) / max(float(u.max() - u.min()), 1.0)  # gradient
     return (tex * (1 - 0.45 * t[..., None])).astype(np.float32)
 
@@ -256,9 +256,11 @@ def render_synthetic_image(rng, width, height, shifted=False, min_obj_size=18,
         mean = img.mean()
         img = mean + rng.uniform(0.55, 0.8) * (img - mean)
         img = img * rng.uniform(0.75, 1.15, 3)[None, None].astype(np.float32)
-        img += rng.normal(0, rng.uniform(15, 26), img.shape).astype(np.float32)
+        sigma = np.float32(rng.uniform(15, 26))
+        img += rng.standard_normal(img.shape, dtype=np.float32) * sigma
     else:
-        img += rng.normal(0, rng.uniform(3, 8), img.shape).astype(np.float32)
+        sigma = np.float32(rng.uniform(3, 8))
+        img += rng.standard_normal(img.shape, dtype=np.float32) * sigma
     return np.clip(np.round(img), 0, 255).astype(np.uint8), objects
 
 
