@@ -23,9 +23,8 @@ def add_imagescore_config(cfg):
     # Output feature names, any of "conv1_2" ... "conv5_3" (the last conv of each stage is
     # conv{s}_2 for s<=2 and conv{s}_3 for s>=3).
     _C.MODEL.VGG.OUT_FEATURES = ["conv5_3"]
-    # Freeze the first N stages (py-faster-rcnn freezes conv1 and conv2 when fine-tuning
-    # ImageNet weights). 0 = train everything (from scratch).
-    _C.MODEL.VGG.FREEZE_AT = 2
+    # Stages frozen: MODEL.BACKBONE.FREEZE_AT, as for ResNets (py-faster-rcnn freezes conv1
+    # and conv2 = 2 when fine-tuning ImageNet weights; 0 trains everything, from scratch).
     # Dropout after fc6 and fc7 of the VGG16 box head (0.5 in py-faster-rcnn).
     _C.MODEL.ROI_BOX_HEAD.DROPOUT = 0.0
 

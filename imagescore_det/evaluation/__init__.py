@@ -1,0 +1,2 @@
+"""Evaluation: VOC AP with per-class numbers, and pseudo-label quality."""
+from .voc import PerClassVOCEvaluator  # noqa: F401
