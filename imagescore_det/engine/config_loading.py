@@ -1,0 +1,112 @@
+"""Loading a config with errors that name the file or key and the fix."""
+import difflib
+import os
+
+import torch
+from yacs.config import CfgNode as _YacsNode
+
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+
+from ..config import add_imagescore_config
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot work; the message says how to fix it."""
+
+
+def _all_keys(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, _YacsNode):
+            yield from _all_keys(v, prefix + k + ".")
+        else:
+            yield prefix + k
+
+
+def _unknown_key_error(cfg, exc, where):
+    msg = str(exc.args[0]) if exc.args else str(exc)
+    key = msg.split(":", 1)[1].strip() if ":" in msg else msg
+    close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return ConfigError(f"Unknown config key '{key}' in {where}.{hint} "
+                       "(imagescore-det's own keys are under IMAGE_SCORE and MODEL.VGG; "
+                       "see imagescore_det/config.py.)")
+
+
+def get_imagescore_cfg():
+    """Detectron2's default config plus imagescore-det's keys."""
+    cfg = get_cfg()
+    add_imagescore_config(cfg)
+    return cfg
+
+
+def load_config(config_file, opts=(), cfg=None):
+    """Merge ``config_file`` and ``KEY VALUE`` ``opts`` into a fresh config and check it."""
+    cfg = cfg if cfg is not None else get_imagescore_cfg()
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"Config file '{config_file}' does not exist. Pass one of the "
+                              "files under configs/ (e.g. configs/synthetic/...) to --config-file.")
+        try:
+            cfg.merge_from_file(config_file)
+        except KeyError as e:
+            raise _unknown_key_error(cfg, e, f"config file '{config_file}' (or a _BASE_ of it)") \
+                from None
+    if opts:
+        if len(opts) % 2:
+            raise ConfigError(f"Command-line overrides come in KEY VALUE pairs; got {list(opts)}")
+        try:
+            cfg.merge_from_list(list(opts))
+        except KeyError as e:
+            raise _unknown_key_error(cfg, e, "the command-line overrides") from None
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"  # the default is "cuda"; a CPU-only machine runs on the CPU
+    check_config(cfg, config_file)
+    return cfg
+
+
+def check_config(cfg, where="the config"):
+    """Checks that would otherwise fail late (after training time is spent) or silently."""
+    s = cfg.IMAGE_SCORE
+    if s.SELECTOR not in ("image_score", "softmax", "random", "none"):
+        raise ConfigError(f"IMAGE_SCORE.SELECTOR is '{s.SELECTOR}' in {where}; use one of "
+                          "image_score, softmax, random, none.")
+    if not 0.0 < s.TOP_FRACTION <= 1.0:
+        raise ConfigError(f"IMAGE_SCORE.TOP_FRACTION is {s.TOP_FRACTION} in {where}; it is the "
+                          "fraction of the unlabeled pool to pseudo-label and must be in (0, 1].")
+    if s.SIMILARITY not in ("iou", "recall"):
+        raise ConfigError(f"IMAGE_SCORE.SIMILARITY is '{s.SIMILARITY}' in {where}; use iou or "
+                          "recall.")
+    if s.ENABLED and s.SELECTOR != "none":
+        if not s.UNLABELED_DATASETS:
+            raise ConfigError(f"IMAGE_SCORE.ENABLED is on in {where} but "
+                              "IMAGE_SCORE.UNLABELED_DATASETS is empty; name the registered "
+                              "datasets of the unlabeled pool, e.g. (\"voc_2012_trainval\",).")
+        if not 0 <= s.START_ITER < cfg.SOLVER.MAX_ITER:
+            raise ConfigError(f"IMAGE_SCORE.START_ITER={s.START_ITER} must be in "
+                              f"[0, SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}) in {where}.")
+    if s.REFRESH_PERIOD < 0:
+        raise ConfigError(f"IMAGE_SCORE.REFRESH_PERIOD must be >= 0 in {where}.")
+    if len(s.GRID) not in (0, 2):
+        raise ConfigError(f"IMAGE_SCORE.GRID must be (h, w) or () in {where}.")
+    check_class_count(cfg, where)
+
+
+def check_class_count(cfg, where="the config"):
+    """MODEL.ROI_HEADS.NUM_CLASSES must match the datasets' class list."""
+    from detectron2.data import DatasetCatalog
+
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) + list(
+        cfg.IMAGE_SCORE.UNLABELED_DATASETS)
+    for name in names:
+        if name not in DatasetCatalog.list():
+            raise ConfigError(f"Dataset '{name}' named in {where} is not registered. Registered "
+                              f"datasets close to it: {difflib.get_close_matches(name, DatasetCatalog.list(), n=5)}. "
+                              "Register it (see datasets/README.md) or fix the name.")
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+            raise ConfigError(
+                f"Dataset '{name}' has {len(classes)} classes {list(classes)} but "
+                f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} in {where}. "
+                f"Set MODEL.ROI_HEADS.NUM_CLASSES {len(classes)} or use a dataset with the "
+                "model's classes.")

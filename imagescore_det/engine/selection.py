@@ -1,0 +1,149 @@
+"""Running the selectors over an unlabeled pool, sharded across ranks.
+
+Every function here is called on every rank (like Detectron2's ``inference_on_dataset``) and
+returns the same result on every rank: each rank processes a contiguous shard of the images
+(Detectron2's ``InferenceSampler``) and the results are all-gathered in pool order.
+"""
+import logging
+import math
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from detectron2.data import DatasetMapper, build_detection_test_loader
+from detectron2.utils import comm
+
+from ..scoring import ImageBatch, ImageScorer
+
+logger = logging.getLogger(__name__)
+
+# Default recorded layers, by backbone class name: every conv block output after its ReLU.
+DEFAULT_LAYERS = {
+    "VGG16": r"conv\d_\d",
+    "ResNet": r"stem|res\d\.\d+",
+    "FPN": r"bottom_up\.(stem|res\d\.\d+)",
+}
+
+
+def default_layers(backbone):
+    name = type(backbone).__name__
+    if name not in DEFAULT_LAYERS:
+        raise ValueError(f"No default IMAGE_SCORE.LAYERS for backbone {name}; set "
+                         "IMAGE_SCORE.LAYERS to regular expressions of its module names.")
+    return DEFAULT_LAYERS[name]
+
+
+def layers_from_cfg(cfg, backbone):
+    if cfg.IMAGE_SCORE.LAYERS:
+        return "|".join(f"(?:{p})" for p in cfg.IMAGE_SCORE.LAYERS)
+    return default_layers(backbone)
+
+
+def _loader(cfg, dicts):
+    indexed = [dict(d, pool_index=i) for i, d in enumerate(dicts)]
+    return build_detection_test_loader(
+        indexed, mapper=DatasetMapper(cfg, is_train=False),
+        batch_size=cfg.IMAGE_SCORE.BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+
+def _progress(loader, desc):
+    return tqdm(loader, desc=desc, disable=not comm.is_main_process(), mininterval=5,
+                unit="batch")
+
+
+def _gather_in_order(index_value_pairs, n):
+    """All-gather (pool index, value) pairs of every rank into a list in pool order."""
+    out = [None] * n
+    for part in comm.all_gather(index_value_pairs):
+        for i, v in part:
+            out[i] = v
+    missing = [i for i, v in enumerate(out) if v is None]
+    if missing:
+        raise RuntimeError(f"{len(missing)} pool images got no result (first: {missing[:5]})")
+    return out
+
+
+def _all_reduce_sum(t):
+    if comm.get_world_size() > 1:
+        # gloo and NCCL both reduce float64 tensors; NCCL needs them on the GPU
+        dev = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        buf = t.to(dev)
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        t.copy_(buf.to(t.device))
+
+
+def _backbone_batches(model, loader, sink, desc):
+    for batch in _progress(loader, desc):
+        images = model.preprocess_image(batch)
+        sink.extend(d["pool_index"] for d in batch)
+        yield ImageBatch(inputs=images.tensor, valid_sizes=[tuple(s) for s in images.image_sizes])
+
+
+def image_scores(cfg, model, labeled_dicts, pool_dicts):
+    """Fit the dataset mask on ``labeled_dicts`` and score ``pool_dicts``.
+
+    Only the backbone runs. Returns (scores in pool order, fitted scorer, seconds).
+    """
+    t0 = time.perf_counter()
+    backbone = model.backbone
+    s = cfg.IMAGE_SCORE
+    scorer = ImageScorer(backbone, layers=layers_from_cfg(cfg, backbone),
+                         similarity=s.SIMILARITY, threshold_ratio=s.THRESHOLD_RATIO,
+                         grid=tuple(s.GRID) if len(s.GRID) else None)
+    seen = []
+    scorer.fit(_backbone_batches(model, _loader(cfg, labeled_dicts), seen, "fit mask"),
+               all_reduce=_all_reduce_sum)
+    order = []
+    scores = scorer.score(_backbone_batches(model, _loader(cfg, pool_dicts), order, "score"))
+    values = _gather_in_order(list(zip(order, scores.tolist())), len(pool_dicts))
+    return np.asarray(values, dtype=np.float64), scorer, time.perf_counter() - t0
+
+
+def predict(cfg, model, dicts, desc="pseudo-label"):
+    """Full detector inference on ``dicts``; per image {boxes, scores, classes} (numpy)."""
+    t0 = time.perf_counter()
+    results = []
+    with torch.no_grad():
+        for batch in _progress(_loader(cfg, dicts), desc):
+            for d, out in zip(batch, model(batch)):
+                inst = out["instances"].to("cpu")
+                results.append((d["pool_index"], {
+                    "boxes": inst.pred_boxes.tensor.numpy().astype(np.float64),
+                    "scores": inst.scores.numpy().astype(np.float64),
+                    "classes": inst.pred_classes.numpy().astype(np.int64)}))
+    return _gather_in_order(results, len(dicts)), time.perf_counter() - t0
+
+
+def softmax_confidence(predictions, score_thresh):
+    """The softmax baseline's image confidence.
+
+    The mean score of the boxes that would become pseudo-labels (score >= ``score_thresh``);
+    an image with none ranks below every image that has some, by its best box score (-1 when
+    it has no detection at all).
+    """
+    out = []
+    for p in predictions:
+        s = np.asarray(p["scores"], dtype=np.float64)
+        kept = s[s >= score_thresh]
+        out.append(float(kept.mean()) if len(kept) else (float(s.max()) - 1.0 if len(s) else -1.0))
+    return np.asarray(out, dtype=np.float64)
+
+
+def random_scores(n, seed):
+    """A uniformly random ranking (identical on every rank for the same seed)."""
+    return np.random.default_rng(seed).random(n)
+
+
+def select_top(scores, fraction):
+    """Indices of the ``ceil(fraction * n)`` highest scores, best first; ties by pool order."""
+    n = len(scores)
+    if n == 0:
+        raise ValueError("The unlabeled pool is empty: nothing to select from.")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"TOP_FRACTION must be in (0, 1], got {fraction}")
+    k = max(1, math.ceil(fraction * n - 1e-9))
+    order = np.lexsort((np.arange(n), -np.asarray(scores, dtype=np.float64)))
+    return order[:k]

@@ -1,0 +1,138 @@
+"""Trainer: Detectron2's DefaultTrainer plus the Image Score hook and per-class VOC AP."""
+import logging
+import os
+import weakref
+
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..evaluation import PerClassVOCEvaluator
+from ..utils import atomic_write_json
+from .hook import ImageScoreHook
+
+logger = logging.getLogger(__name__)
+
+
+def create_ddp_model(model, **kwargs):
+    """Detectron2's create_ddp_model, also right for CPU processes (gloo backend)."""
+    if comm.get_world_size() == 1:
+        return model
+    if next(model.parameters()).device.type == "cuda":
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    return DistributedDataParallel(model, **kwargs)
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` that pseudo-labels unlabeled images when ``IMAGE_SCORE.ENABLED``.
+
+    Adds :class:`ImageScoreHook` (first in the hook list, so a data-loader switch happens
+    before the step of its iteration), evaluates VOC datasets with per-class AP, and writes
+    ``OUTPUT_DIR/report.json`` (mAP before/after pseudo-labeling, every selection round).
+    """
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, except that DDP on CPU processes gets no device_ids.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR,
+                                                  trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.image_score_hook = None
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        if self.cfg.IMAGE_SCORE.ENABLED:
+            self.image_score_hook = ImageScoreHook(
+                self.cfg, self.build_train_loader,
+                evaluate=lambda: self.test(self.cfg, self.model))
+            ret.insert(0, self.image_score_hook)
+        return ret
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        kind = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+        if kind == "pascal_voc":
+            return PerClassVOCEvaluator(dataset_name, output_dir=output_folder)
+        if kind == "coco":
+            return COCOEvaluator(dataset_name, output_dir=output_folder)
+        raise NotImplementedError(f"No evaluator for dataset {dataset_name} (evaluator_type "
+                                  f"{kind!r}); register it as a Pascal VOC or COCO dataset.")
+
+    def train(self):
+        results = super().train()
+        if comm.is_main_process():
+            self.write_report(getattr(self, "_last_eval_results", None))
+        return results
+
+    def write_report(self, final_results):
+        """``OUTPUT_DIR/report.json``: what the run did and what it reached."""
+        h = self.image_score_hook
+        report = {
+            "config": {"selector": self.cfg.IMAGE_SCORE.SELECTOR if h else "none",
+                       "top_fraction": self.cfg.IMAGE_SCORE.TOP_FRACTION,
+                       "train": list(self.cfg.DATASETS.TRAIN),
+                       "unlabeled": list(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS),
+                       "test": list(self.cfg.DATASETS.TEST), "max_iter": self.max_iter},
+            "eval_before": h.eval_before if h else None,
+            "eval_after": final_results,
+            "rounds": h.history if h else [],
+        }
+        atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), _plain(report))
+        _log_summary(report)
+
+
+def _plain(obj):
+    """Results dicts hold numpy floats and OrderedDicts; make them JSON-plain."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        return obj.item()
+    return obj
+
+
+def _ap50(results):
+    """AP50 of DefaultTrainer.test's results: {"bbox": ...}, or {dataset: {"bbox": ...}}."""
+    if not results:
+        return None
+    if "bbox" not in results:  # several test datasets: report the first
+        results = next(iter(results.values()))
+    return results.get("bbox", {}).get("AP50")
+
+
+def _log_summary(report):
+    before, after = _ap50(report["eval_before"]), _ap50(report["eval_after"])
+    lines = ["Image Score run summary:"]
+    if before is not None:
+        lines.append(f"  VOC AP50 before pseudo-labels: {before:.2f}")
+    if after is not None:
+        lines.append(f"  VOC AP50 at the end:           {after:.2f}")
+    for r in report["rounds"]:
+        prec = r.get("pseudo_precision")
+        lines.append(f"  round {r['round']} @ iter {r['iteration']}: {r['selector']} selected "
+                     f"{r['num_selected']}/{r['pool_size']}, {r['num_pseudo_boxes']} pseudo boxes"
+                     + (f", precision {prec:.3f}" if prec is not None else ""))
+    logger.info("\n".join(lines))
+
+
+__all__ = ["Trainer", "create_ddp_model"]

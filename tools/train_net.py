@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Train and evaluate a detector with Image Score pseudo-labeling (Detectron2 style).
+
+    python tools/train_net.py --config-file configs/synthetic/imagescore_V16tiny_quick.yaml
+    python tools/train_net.py --config-file CFG --num-gpus 8 [KEY VALUE ...]
+    python tools/train_net.py --config-file CFG --resume
+    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS path/to/model.pth
+"""
+import sys
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, default_setup, launch
+
+import imagescore_det  # noqa: F401  (registers the VGG16 backbone and the datasets)
+from imagescore_det.data import register_all_imagescore_datasets  # noqa: F401
+from imagescore_det.engine import ConfigError, Trainer, load_config
+
+
+def setup(args):
+    cfg = load_config(args.config_file, args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume)
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines,
+               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
