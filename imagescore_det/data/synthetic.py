@@ -476,7 +476,7 @@ def generate_synthetic_voc(root, seed=0, num_labeled=200, num_unlabeled=300, num
 
     parent = os.path.dirname(root)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + ".tmp-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(root) + ".tmp-", dir=parent)
     try:
         meta = _write_dataset(os.path.join(tmp, _YEAR_DIR), params)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
