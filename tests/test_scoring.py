@@ -531,3 +531,15 @@ def test_layer_resolution():
     assert resolve_layers(model, ["relu3", "conv1", r"relu\d"]) == ["conv1", "relu1", "relu2", "relu3"]
     with pytest.raises(ValueError, match="has none"):
         ImageScorer(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_word_popcount_matches_bool_sum():
+    from imagescore_det.scoring.scorer import _as_words, _count_words
+    g = torch.Generator().manual_seed(0)
+    for K in (64, 72, 4096, 3 * 2**17):
+        for p in (0.0, 0.3, 1.0):
+            m = torch.rand(5, K, generator=g) < p
+            w = _as_words(m)
+            assert w is not None
+            assert torch.equal(_count_words(w), m.sum(1))
+    assert _as_words(torch.zeros(2, 68, dtype=torch.bool)) is None  # K % 8 != 0: fallback

@@ -166,6 +166,28 @@ class _BatchContext:
         return out
 
 
+def _count_words(w: torch.Tensor) -> torch.Tensor:
+    """Row sums of a bool (n, K) mask viewed as int64 words (n, K/8) of 0/1 bytes.
+
+    ~5x faster than ``mask.sum(1)`` on CPU (bool reductions are not vectorized): fold the
+    word's two 32-bit halves (each byte <= 2), then one multiply gathers the four byte sums
+    into byte 3. Nothing overflows (values < 2**51).
+    """
+    s = w >> 32
+    s += w & 0xFFFFFFFF
+    s *= 0x01010101
+    s >>= 24
+    s &= 0xFF
+    return s.sum(1)
+
+
+def _as_words(m: torch.Tensor) -> Optional[torch.Tensor]:
+    """(n, K) bool -> (n, K/8) int64 view, or None when K % 8 or the layout forbids it."""
+    if m.shape[1] % 8 or not m.is_contiguous() or m.shape[1] < 64:
+        return None
+    return m.view(torch.uint8).view(torch.int64)
+
+
 def _float32_at_least(t: float) -> float:
     """Smallest float32 >= t, so that ``x32 >= it`` equals ``float64(x32) >= t`` exactly."""
     t32 = torch.tensor(t, dtype=torch.float32)
@@ -555,7 +577,10 @@ class ImageScorer:
         def masks_on(device):
             ms = dev_masks.get(device)
             if ms is None:
-                ms = [fm.to(device) for fm in self._flat_masks]
+                ms = []
+                for fm in self._flat_masks:
+                    fm = fm.to(device).contiguous()
+                    ms.append((fm, _as_words(fm)))
                 dev_masks[device] = ms
             return ms
 
@@ -563,20 +588,25 @@ class ImageScorer:
             total = xf.sum()
             if not bool(torch.isfinite(total)) and not bool(torch.isfinite(xf).all()):
                 self._raise_nonfinite(idx, xf)
-            D = masks_on(xf.device)[idx]
+            D, Dw = masks_on(xf.device)[idx]
             if per_class:
                 lab = ctx.labels.to(xf.device)
                 tk = torch.tensor(self._t_cmp[idx], dtype=xf.dtype, device=xf.device)
                 if xf.dtype == torch.float64:
                     tk = self.thresholds[:, idx].to(xf.device).nan_to_num(nan=math.inf)
                 m = xf >= tk[lab].unsqueeze(1)
-                Dm = D[lab]
+                sel = lab
             else:
                 t = self._t_cmp[idx][0] if xf.dtype == torch.float32 else float(self.thresholds[0, idx])
                 m = xf >= t
-                Dm = D[0]
-            cur_size[idx] = m.sum(1)
-            cur_inter[idx] = (m & Dm).sum(1)
+                sel = 0
+            w = _as_words(m) if Dw is not None else None
+            if w is not None:
+                cur_size[idx] = _count_words(w)
+                cur_inter[idx] = _count_words(w & Dw[sel])
+            else:
+                cur_size[idx] = m.sum(1)
+                cur_inter[idx] = (m & D[sel]).sum(1)
 
         def on_batch(ctx):
             inter_parts.append(torch.stack([t.cpu() for t in cur_inter], 1))
