@@ -12,4 +12,5 @@ except ImportError:  # scoring core only
     pass
 else:
     from .config import add_imagescore_config  # noqa: F401
+    from . import data  # noqa: F401  (registers the synthetic_voc_* / voc07real_* datasets)
     from . import modeling  # noqa: F401  (registers backbone / box head)

@@ -12,6 +12,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..data import dataset_domains
 from ..data.pseudo import (load_pseudo_dataset, predictions_to_dicts, pseudo_dataset_name,
                            register_pseudo_dataset, save_pseudo_dataset)
 from ..evaluation.pseudo_labels import precision_by_score_bin, pseudo_label_quality
@@ -108,6 +109,9 @@ class ImageScoreHook(HookBase):
         it = self.trainer.iter
         if it in self.rounds:
             self.run_round(self.rounds.index(it) + 1)
+        elif (not self.rounds and it == self.cfg.IMAGE_SCORE.START_ITER
+              and self.trainer.start_iter <= it):
+            self._eval_before()  # SELECTOR none: the same "before" point, no pseudo-labels
 
     # ----------------------------------------------------------------------- a round
     def run_round(self, k):
@@ -117,15 +121,19 @@ class ImageScoreHook(HookBase):
         if manifest is not None and manifest.get("fingerprint") == config_fingerprint(cfg):
             logger.info("Selection round %d found complete on disk; reusing it", k)
         else:
-            if k == 1 and cfg.IMAGE_SCORE.EVAL_BEFORE and self._evaluate is not None:
-                self.eval_before = self._evaluate()
-                if comm.is_main_process():
-                    atomic_write_json(os.path.join(self.out_dir, "eval_before.json"),
-                                      self.eval_before)
+            if k == 1:
+                self._eval_before()
             manifest = self._compute_round(k)
         self.history.append(manifest)
         self._activate(manifest)
         self._put_scalars(manifest)
+
+    def _eval_before(self):
+        if self.cfg.IMAGE_SCORE.EVAL_BEFORE and self._evaluate is not None:
+            self.eval_before = self._evaluate()
+            if comm.is_main_process():
+                atomic_write_json(os.path.join(self.out_dir, "eval_before.json"),
+                                  self.eval_before)
 
     def _model(self):
         model = self.trainer.model
@@ -205,6 +213,9 @@ class ImageScoreHook(HookBase):
             "per_class_boxes": per_class, "timing": timing,
             "pseudo_dataset": "pseudo_dataset.json",
         }
+        domains = _pool_domains(s.UNLABELED_DATASETS, pool)
+        if domains is not None:
+            m["domains"] = _domain_stats(domains, scores, chosen)
         # Quality against the pool's true boxes, when it has them (never trained on).
         if s.EVAL_PSEUDO_LABELS and all("annotations" in pool[i] for i in chosen):
             kept = [[a for a, sc in zip(_anns(p), p["scores"]) if sc >= s.BOX_SCORE_THRESH]
@@ -248,7 +259,10 @@ class ImageScoreHook(HookBase):
         try:
             from ..evaluation.plots import plot_round
 
-            manifest["plots"] = plot_round(d, scores, chosen, manifest)
+            domains = _pool_domains(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS, pool)
+            groups = None if domains is None else {
+                f"{g} domain": np.asarray([x == g for x in domains]) for g in sorted(set(domains))}
+            manifest["plots"] = plot_round(d, scores, chosen, manifest, groups)
         except Exception as e:  # noqa: BLE001 - a plot must never lose a round
             logger.warning("Could not draw the round %d plots: %s", k, e)
         atomic_write_json(os.path.join(d, MANIFEST), manifest)  # last: marks the round done
@@ -290,3 +304,31 @@ class ImageScoreHook(HookBase):
 def _anns(p):
     return [{"bbox": list(map(float, b)), "category_id": int(c), "score": float(s)}
             for b, c, s in zip(p["boxes"], p["classes"], p["scores"])]
+
+
+def _pool_domains(dataset_names, pool):
+    """Per pool image, its synthetic domain ("typical"/"shifted"), or None if unknown."""
+    known = {}
+    for name in dataset_names:
+        try:
+            d = dataset_domains(name)
+        except Exception:  # noqa: BLE001 - not a synthetic dataset
+            d = None
+        if d is None:
+            return None
+        known.update(d)
+    out = [known.get(str(x.get("image_id"))) for x in pool]
+    return None if any(v is None for v in out) else out
+
+
+def _domain_stats(domains, scores, chosen):
+    """How the selection splits across the pool's domains (synthetic data only)."""
+    sel = np.zeros(len(scores), dtype=bool)
+    sel[np.asarray(chosen, dtype=np.int64)] = True
+    doms = np.asarray(domains)
+    out = {}
+    for g in sorted(set(domains)):
+        m = doms == g
+        out[g] = {"pool": int(m.sum()), "selected": int((m & sel).sum()),
+                  "mean_score": float(np.mean(scores[m]))}
+    return out

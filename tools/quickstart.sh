@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job on the embedded synthetic dataset, from a fresh clone:
+#   set-up (idempotent) -> synthetic VOC data -> supervised warm-up -> Image Score selection
+#   -> pseudo-labels -> continued training -> VOC mAP before/after + report.json and PNGs.
+# Extra arguments go to tools/train_net.py as KEY VALUE overrides, e.g.
+#   bash tools/quickstart.sh IMAGE_SCORE.SELECTOR softmax OUTPUT_DIR output/synthetic/softmax
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash tools/install.sh
+PY="${IMAGESCORE_VENV:-$ROOT/.venv}/bin/python"
+export DETECTRON2_DATASETS="${DETECTRON2_DATASETS:-$ROOT/datasets}"
+"$PY" datasets/prepare_synthetic_voc.py
+CONFIG="${CONFIG:-configs/synthetic/imagescore_V16tiny_quick.yaml}"
+"$PY" tools/train_net.py --config-file "$CONFIG" "$@"
