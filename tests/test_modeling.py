@@ -319,3 +319,107 @@ def test_full_model_train_and_eval(tiny_cfg):
             assert (b[:, 0] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
             assert ((inst.scores >= 0) & (inst.scores <= 1)).all()
             assert ((inst.pred_classes >= 0) & (inst.pred_classes < 4)).all()
+
+
+# --------------------------------------------------------------------------- ImageNet weights
+
+
+def _load_converter():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
+                        "convert_vgg16_to_d2.py")
+    spec = importlib.util.spec_from_file_location("convert_vgg16_to_d2", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_convert_torchvision_vgg16_and_load_into_full_model(tmp_path):
+    """The path users take with ImageNet weights: torchvision .pth -> .pkl -> MODEL.WEIGHTS."""
+    import os
+    import pickle
+
+    import numpy as np
+    tv = pytest.importorskip("torchvision")
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from conftest import REPO
+    from imagescore_det.engine import load_config
+
+    conv = _load_converter()
+    torch.manual_seed(1234)
+    src_sd = tv.models.vgg16(weights=None).state_dict()
+    src = tmp_path / "vgg16.pth"
+    torch.save(src_sd, src)
+    dst = tmp_path / "vgg16_d2.pkl"
+    assert conv.main([str(src), str(dst)]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["vgg16.pth", "vgg16_d2.pkl"]  # no temp files left
+
+    with open(dst, "rb") as f:
+        data = pickle.load(f)
+    assert data["__author__"] == "torchvision" and data["matching_heuristics"] is False
+    model_w = data["model"]
+    expected_names = {f"backbone.{n}.{p}" for n in CONV_NAMES for p in ("weight", "bias")} | {
+        f"roi_heads.box_head.{n}.{p}" for n in ("fc6", "fc7") for p in ("weight", "bias")}
+    assert set(model_w) == expected_names  # classifier.6 (ImageNet's 1000 classes) dropped
+    assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in model_w.values())
+
+    cfg = load_config(os.path.join(REPO, "configs", "faster_rcnn_V16_voc07.yaml"),
+                      ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(dst)])
+    pairs = list(zip(conv.TORCHVISION_CONV_INDICES, CONV_NAMES))
+    with torch.no_grad():
+        model = build_model(cfg)
+        assert not torch.equal(model.backbone.conv3_1.weight, src_sd["features.10.weight"])
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        for idx, name in pairs:
+            layer = getattr(model.backbone, name)
+            assert torch.equal(layer.weight, src_sd[f"features.{idx}.weight"]), name
+            assert torch.equal(layer.bias, src_sd[f"features.{idx}.bias"]), name
+        head = model.roi_heads.box_head
+        for tv_name, fc in (("classifier.0", head.fc6), ("classifier.3", head.fc7)):
+            assert torch.equal(fc.weight, src_sd[f"{tv_name}.weight"]), tv_name
+            assert torch.equal(fc.bias, src_sd[f"{tv_name}.bias"]), tv_name
+    # frozen stages stay frozen after loading (FREEZE_AT 2 in Base-RCNN-VGG16.yaml)
+    assert not model.backbone.conv2_2.weight.requires_grad
+    assert model.backbone.conv3_1.weight.requires_grad
+
+
+def test_convert_rejects_non_vgg16(tmp_path):
+    tv = pytest.importorskip("torchvision")
+    conv = _load_converter()
+    # vgg16_bn's features (conv, BN, ReLU, ...): indices differ and it has BN statistics
+    bn = tv.models.vgg.make_layers(tv.models.vgg.cfgs["D"], batch_norm=True)
+    sd = {f"features.{k}": v for k, v in bn.state_dict().items()}
+    with pytest.raises(conv.ConversionError, match="vgg16_bn"):
+        conv.convert_state_dict(sd)
+    # a ResNet-like state dict
+    with pytest.raises(conv.ConversionError, match="not a torchvision VGG16"):
+        conv.convert_state_dict({"conv1.weight": torch.zeros(64, 3, 7, 7)})
+    # VGG16 names with wrong shapes (e.g. a width-reduced net)
+    sd = {f"features.{i}.{p}": torch.zeros(8 if i < 5 else 16, 3 if i == 0 else 8, 3, 3)
+          if p == "weight" else torch.zeros(8) for i in conv.TORCHVISION_CONV_INDICES
+          for p in ("weight", "bias")}
+    with pytest.raises(conv.ConversionError, match=r"features.0 \(conv1_1\)"):
+        conv.convert_state_dict(sd, include_fc=False)
+    # features only, no classifier: an error suggesting --backbone-only
+    feats = tv.models.vgg.make_layers(tv.models.vgg.cfgs["D"], batch_norm=False)
+    sd = {f"features.{k}": v for k, v in feats.state_dict().items()}
+    with pytest.raises(conv.ConversionError, match="--backbone-only"):
+        conv.convert_state_dict(sd)
+    out = conv.convert_state_dict(sd, include_fc=False)
+    assert len(out) == 26 and "backbone.conv5_3.bias" in out
+    # files: not a torch file, not a dict, missing; the CLI exits non-zero with the message
+    bad = tmp_path / "bad.pth"
+    bad.write_text("not a checkpoint")
+    dst = tmp_path / "out.pkl"
+    for path, msg in ((bad, "cannot read"), (tmp_path / "missing.pth", "does not exist")):
+        with pytest.raises(SystemExit) as e:
+            conv.main([str(path), str(dst)])
+        assert msg in str(e.value.code) and str(path) in str(e.value.code)
+    tensor_file = tmp_path / "t.pth"
+    torch.save(torch.zeros(3), tensor_file)
+    with pytest.raises(SystemExit, match="expected a state dict"):
+        conv.main([str(tensor_file), str(dst)])
+    assert not dst.exists()
