@@ -33,6 +33,16 @@ def _unknown_key_error(cfg, exc, where):
                        "see imagescore_det/config.py.)")
 
 
+def _bad_value_error(exc, where):
+    """yacs' type-mismatch ValueError, with where it happened and how to write the value."""
+    msg = str(exc.args[0]) if exc.args else str(exc)
+    if "Type mismatch" not in msg:
+        return ConfigError(f"{msg} (in {where})")
+    return ConfigError(f"{msg} (in {where}). A value must have the type of the default: write "
+                       "floats with a decimal point (1.0, not 1), lists/tuples as (a, b) or "
+                       "[a, b], strings in quotes where YAML would read them otherwise.")
+
+
 def get_imagescore_cfg():
     """Detectron2's default config plus imagescore-det's keys."""
     cfg = get_cfg()
@@ -47,18 +57,27 @@ def load_config(config_file, opts=(), cfg=None):
         if not os.path.isfile(config_file):
             raise ConfigError(f"Config file '{config_file}' does not exist. Pass one of the "
                               "files under configs/ (e.g. configs/synthetic/...) to --config-file.")
+        where = f"config file '{config_file}' (or a _BASE_ of it)"
         try:
             cfg.merge_from_file(config_file)
         except KeyError as e:
-            raise _unknown_key_error(cfg, e, f"config file '{config_file}' (or a _BASE_ of it)") \
-                from None
+            raise _unknown_key_error(cfg, e, where) from None
+        except ValueError as e:
+            raise _bad_value_error(e, where) from None
     if opts:
         if len(opts) % 2:
             raise ConfigError(f"Command-line overrides come in KEY VALUE pairs; got {list(opts)}")
+        where = "the command-line overrides"
         try:
             cfg.merge_from_list(list(opts))
         except KeyError as e:
-            raise _unknown_key_error(cfg, e, "the command-line overrides") from None
+            raise _unknown_key_error(cfg, e, where) from None
+        except AssertionError as e:  # yacs asserts "Non-existent key: ..." for KEY VALUE lists
+            if "Non-existent key" not in str(e):
+                raise
+            raise _unknown_key_error(cfg, e, where) from None
+        except ValueError as e:
+            raise _bad_value_error(e, where) from None
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"  # the default is "cuda"; a CPU-only machine runs on the CPU
     check_config(cfg, config_file)

@@ -1,0 +1,235 @@
+"""Tests of the config: imagescore-det's keys and defaults, shipped configs, load_config errors."""
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from detectron2.config import get_cfg
+
+from conftest import REPO, TINY_CONFIG
+from imagescore_det.config import add_imagescore_config
+from imagescore_det.engine import ConfigError, get_imagescore_cfg, load_config
+from imagescore_det.engine import config_loading
+
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+
+VGG_DEFAULTS = {"WIDTH_MULT": 1.0, "NORM": "", "OUT_FEATURES": ["conv5_3"]}
+IMAGE_SCORE_DEFAULTS = {
+    "ENABLED": False, "SELECTOR": "image_score", "UNLABELED_DATASETS": (),
+    "LABELED_DATASETS": (), "START_ITER": 1000, "REFRESH_PERIOD": 0, "TOP_FRACTION": 0.3,
+    "BOX_SCORE_THRESH": 0.5, "MIN_BOXES_PER_IMAGE": 1, "LAYERS": [], "SIMILARITY": "iou",
+    "THRESHOLD_RATIO": 0.5, "GRID": (16, 16), "BATCH_SIZE": 4, "SEED": -1,
+    "EVAL_PSEUDO_LABELS": True, "PSEUDO_IOU_THRESH": 0.5, "EVAL_BEFORE": True,
+}
+
+
+def flat(node, prefix=""):
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(flat(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def write(tmp_path, text, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def base_of(text):
+    """A config file text based on the tiny synthetic config (absolute _BASE_)."""
+    return f'_BASE_: "{TINY_CONFIG}"\n' + text
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def test_add_imagescore_config_defaults():
+    cfg = get_cfg()
+    before = flat(cfg)
+    add_imagescore_config(cfg)
+    after = flat(cfg)
+    for k, v in VGG_DEFAULTS.items():
+        assert cfg.MODEL.VGG[k] == v, k
+    for k, v in IMAGE_SCORE_DEFAULTS.items():
+        assert cfg.IMAGE_SCORE[k] == v, k
+        assert type(cfg.IMAGE_SCORE[k]) is type(v), k  # yacs type-checks overrides by this
+    assert cfg.MODEL.ROI_BOX_HEAD.DROPOUT == 0.0
+    # Detectron2's own keys and defaults are untouched; only new keys are added
+    assert all(after[k] == v for k, v in before.items())
+    added = set(after) - set(before)
+    assert added >= {f"IMAGE_SCORE.{k}" for k in IMAGE_SCORE_DEFAULTS}
+    assert added >= {f"MODEL.VGG.{k}" for k in VGG_DEFAULTS} | {"MODEL.ROI_BOX_HEAD.DROPOUT"}
+    assert all(k.startswith(("IMAGE_SCORE.", "MODEL.VGG.", "MODEL.ROI_BOX_HEAD.")) for k in added)
+    # the defaults pass the checks
+    config_loading.check_config(cfg)
+    assert flat(get_imagescore_cfg()) == after
+
+
+# --------------------------------------------------------------------------- shipped configs
+
+
+def test_config_files_found():
+    names = {os.path.relpath(f, REPO) for f in CONFIG_FILES}
+    assert "configs/Base-RCNN-VGG16.yaml" in names
+    assert "configs/synthetic/Base-V16tiny-synthetic.yaml" in names
+    assert len(names) >= 7
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.relpath(p, REPO))
+def test_every_config_file_loads(path):
+    cfg = load_config(path)  # also registers nothing: every dataset named must exist already
+    assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+    if cfg.MODEL.BACKBONE.NAME == "build_vgg16_backbone":
+        outs = set(cfg.MODEL.VGG.OUT_FEATURES)
+        assert set(cfg.MODEL.RPN.IN_FEATURES) <= outs
+        assert set(cfg.MODEL.ROI_HEADS.IN_FEATURES) <= outs
+        assert cfg.MODEL.ROI_BOX_HEAD.NAME == "VGG16BoxHead"
+    if cfg.IMAGE_SCORE.ENABLED:
+        assert cfg.IMAGE_SCORE.UNLABELED_DATASETS
+        assert not set(cfg.IMAGE_SCORE.UNLABELED_DATASETS) & set(cfg.DATASETS.TEST)
+    if not torch.cuda.is_available():
+        assert cfg.MODEL.DEVICE == "cpu"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_typo_in_config_file(tmp_path):
+    path = write(tmp_path, base_of("IMAGE_SCORE:\n  TOP_FRACTON: 0.2\n"))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert "IMAGE_SCORE.TOP_FRACTON" in msg
+    assert path in msg
+    assert "Did you mean IMAGE_SCORE.TOP_FRACTION" in msg
+
+
+def test_typo_in_base_file(tmp_path):
+    base = write(tmp_path, "MODEL:\n  VGG:\n    WIDHT_MULT: 0.5\n", "base.yaml")
+    child = write(tmp_path, '_BASE_: "base.yaml"\n', "child.yaml")
+    with pytest.raises(ConfigError, match=r"MODEL\.VGG\.WIDHT_MULT.*_BASE_.*MODEL\.VGG\.WIDTH_MULT"):
+        load_config(child)
+    assert os.path.exists(base)
+
+
+@pytest.mark.parametrize("key,right", [("IMAGE_SCORE.TOP_FRACTON", "IMAGE_SCORE.TOP_FRACTION"),
+                                       ("MODEL.VGG.WIDHT_MULT", "MODEL.VGG.WIDTH_MULT"),
+                                       ("SOLVER.MAX_ITRE", "SOLVER.MAX_ITER")])
+def test_typo_on_command_line(key, right):
+    with pytest.raises(ConfigError) as e:
+        load_config(TINY_CONFIG, [key, "1"])
+    msg = str(e.value)
+    assert f"'{key}'" in msg and "command-line" in msg and f"Did you mean {right}" in msg
+
+
+def test_wrong_value_type_names_key_and_fix(tmp_path):
+    with pytest.raises(ConfigError, match=r"IMAGE_SCORE\.TOP_FRACTION.*command-line.*1\.0"):
+        load_config(TINY_CONFIG, ["IMAGE_SCORE.TOP_FRACTION", "1"])
+    path = write(tmp_path, base_of("MODEL:\n  VGG:\n    WIDTH_MULT: abc\n"))
+    with pytest.raises(ConfigError, match=r"MODEL\.VGG\.WIDTH_MULT") as e:
+        load_config(path)
+    assert path in str(e.value)
+
+
+def test_odd_number_of_overrides():
+    with pytest.raises(ConfigError, match="KEY VALUE pairs"):
+        load_config(TINY_CONFIG, ["SOLVER.MAX_ITER"])
+
+
+def test_missing_config_file(tmp_path):
+    path = str(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="does not exist") as e:
+        load_config(path)
+    assert path in str(e.value) and "configs/" in str(e.value)
+
+
+def test_num_classes_mismatch_names_both_and_fix(tmp_path):
+    path = write(tmp_path, base_of("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 20\n"))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert "synthetic_voc_labeled" in msg and "4 classes" in msg
+    for c in ("disc", "square", "triangle", "cross"):
+        assert c in msg
+    assert "NUM_CLASSES is 20" in msg and "MODEL.ROI_HEADS.NUM_CLASSES 4" in msg
+    # the same from the command line, and on an unlabeled pool
+    with pytest.raises(ConfigError, match="NUM_CLASSES is 3"):
+        load_config(TINY_CONFIG, ["MODEL.ROI_HEADS.NUM_CLASSES", "3"])
+    with pytest.raises(ConfigError, match="voc_2012_trainval.*20 classes"):
+        load_config(TINY_CONFIG, ["IMAGE_SCORE.UNLABELED_DATASETS", "('voc_2012_trainval',)"])
+
+
+@pytest.mark.parametrize("key", ["DATASETS.TRAIN", "DATASETS.TEST", "IMAGE_SCORE.UNLABELED_DATASETS"])
+def test_unregistered_dataset(key):
+    with pytest.raises(ConfigError) as e:
+        load_config(TINY_CONFIG, [key, "('synthetic_voc_labled',)"])
+    msg = str(e.value)
+    assert "'synthetic_voc_labled'" in msg and "not registered" in msg
+    assert "synthetic_voc_labeled" in msg  # the close registered name is suggested
+
+
+@pytest.mark.parametrize("value,ok", [("0.0", False), ("1.5", False), ("-0.1", False),
+                                      ("1.0", True), ("0.05", True)])
+def test_top_fraction_range(value, ok):
+    opts = ["IMAGE_SCORE.TOP_FRACTION", value]
+    if ok:
+        assert load_config(TINY_CONFIG, opts).IMAGE_SCORE.TOP_FRACTION == float(value)
+    else:
+        with pytest.raises(ConfigError, match=r"TOP_FRACTION.*\(0, 1\]"):
+            load_config(TINY_CONFIG, opts)
+
+
+def test_top_fraction_zero_in_file(tmp_path):
+    path = write(tmp_path, base_of("IMAGE_SCORE:\n  TOP_FRACTION: 0.0\n"))
+    with pytest.raises(ConfigError, match="TOP_FRACTION is 0.0") as e:
+        load_config(path)
+    assert path in str(e.value)
+
+
+@pytest.mark.parametrize("opts,match", [
+    (["IMAGE_SCORE.SELECTOR", "imagescore"], "SELECTOR"),
+    (["IMAGE_SCORE.SIMILARITY", "dice"], "SIMILARITY"),
+    (["IMAGE_SCORE.ENABLED", "True"], "UNLABELED_DATASETS is empty"),
+    (["IMAGE_SCORE.ENABLED", "True", "IMAGE_SCORE.UNLABELED_DATASETS",
+      "('synthetic_voc_unlabeled',)", "IMAGE_SCORE.START_ITER", "600"], "START_ITER=600"),
+    (["IMAGE_SCORE.REFRESH_PERIOD", "-1"], "REFRESH_PERIOD"),
+    (["IMAGE_SCORE.GRID", "(8,)"], "GRID"),
+])
+def test_other_checks(opts, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(TINY_CONFIG, opts)
+
+
+def test_enabled_config_accepted():
+    cfg = load_config(TINY_CONFIG, ["IMAGE_SCORE.ENABLED", "True",
+                                    "IMAGE_SCORE.UNLABELED_DATASETS", "('synthetic_voc_unlabeled',)",
+                                    "IMAGE_SCORE.START_ITER", "599"])
+    assert cfg.IMAGE_SCORE.ENABLED and cfg.IMAGE_SCORE.START_ITER == 599
+    assert cfg.MODEL.VGG.WIDTH_MULT == 0.125  # from the file, not the default
+
+
+@pytest.mark.parametrize("cuda,asked,expected", [(False, "cuda", "cpu"), (False, "cuda:1", "cpu"),
+                                                 (False, "cpu", "cpu"), (True, "cuda", "cuda")])
+def test_device_falls_back_to_cpu(monkeypatch, cuda, asked, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert get_imagescore_cfg().MODEL.DEVICE == "cuda"  # Detectron2's default
+    assert load_config(TINY_CONFIG, ["MODEL.DEVICE", asked]).MODEL.DEVICE == expected
+
+
+def test_train_net_exits_with_config_error(tmp_path):
+    path = write(tmp_path, base_of("IMAGE_SCORE:\n  TOP_FRACTON: 0.2\n"))
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+                        "--config-file", path, "OUTPUT_DIR", str(tmp_path / "out")],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "Unknown config key 'IMAGE_SCORE.TOP_FRACTON'" in r.stderr
+    assert "Did you mean IMAGE_SCORE.TOP_FRACTION" in r.stderr
+    assert "Traceback" not in r.stderr  # a message, not a stack trace
+    assert not (tmp_path / "out").exists()
