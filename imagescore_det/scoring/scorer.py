@@ -22,6 +22,7 @@ Pure PyTorch; no Detectron2 import.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import tempfile
@@ -165,20 +166,42 @@ class _BatchContext:
             self._crop_cache[key] = out
         return out
 
+    def pool_matrices(self, hf, wf, gh, gw, dtype, device):
+        key = (hf, wf, gh, gw, dtype, device)
+        mats = self._crop_cache.get(key)
+        if mats is None:
+            crops = self.crops(hf, wf)
+            if all(cr == crops[0] for cr in crops):
+                crops = crops[:1]  # broadcast one pair over the batch
+            Ph = torch.stack([_pool_matrix(ch, hf, gh) for ch, _ in crops]).unsqueeze(1)
+            Pw = torch.stack([_pool_matrix(cw, wf, gw).t() for _, cw in crops]).unsqueeze(1)
+            mats = (Ph.to(device=device, dtype=dtype), Pw.to(device=device, dtype=dtype))
+            self._crop_cache[key] = mats
+        return mats
+
+
+@functools.lru_cache(maxsize=None)
+def _word_chunk(num_words: int) -> Tuple[int, int]:
+    """(chunk, pad): a chunk length in [32, 127] dividing num_words (+ pad zeros if none does)."""
+    for c in range(127, 31, -1):
+        if num_words % c == 0:
+            return c, 0
+    return 127, (-num_words) % 127
+
 
 def _count_words(w: torch.Tensor) -> torch.Tensor:
-    """Row sums of a bool (n, K) mask viewed as int64 words (n, K/8) of 0/1 bytes.
+    """Row sums of a bool (n, K) mask viewed as int64 words ``w`` (n, K/8) of 0/1 bytes.
 
-    ~5x faster than ``mask.sum(1)`` on CPU (bool reductions are not vectorized): fold the
-    word's two 32-bit halves (each byte <= 2), then one multiply gathers the four byte sums
-    into byte 3. Nothing overflows (values < 2**51).
+    Much faster than ``mask.sum(1)`` on CPU (bool reductions are not vectorized): summing at
+    most 127 words adds their bytes lane by lane (each byte <= 127: no carry between bytes,
+    no signed overflow), then the few partial words are split into bytes and summed.
     """
-    s = w >> 32
-    s += w & 0xFFFFFFFF
-    s *= 0x01010101
-    s >>= 24
-    s &= 0xFF
-    return s.sum(1)
+    n, num_words = w.shape
+    c, pad = _word_chunk(num_words)
+    if pad:
+        w = F.pad(w, (0, pad))
+    partial = w.reshape(n, -1, c).sum(-1)
+    return partial.view(torch.uint8).sum(1, dtype=torch.int64)
 
 
 def _as_words(m: torch.Tensor) -> Optional[torch.Tensor]:
@@ -186,6 +209,16 @@ def _as_words(m: torch.Tensor) -> Optional[torch.Tensor]:
     if m.shape[1] % 8 or not m.is_contiguous() or m.shape[1] < 64:
         return None
     return m.view(torch.uint8).view(torch.int64)
+
+
+@functools.lru_cache(maxsize=4096)
+def _pool_matrix(crop: int, full: int, out: int) -> torch.Tensor:
+    """(out, full) float64: row i averages PyTorch's adaptive-pool window i of [0, crop)."""
+    P = torch.zeros(out, full, dtype=torch.float64)
+    for i in range(out):
+        s, e = (i * crop) // out, -(-(i + 1) * crop // out)
+        P[i, s:e] = 1.0 / (e - s)
+    return P
 
 
 def _float32_at_least(t: float) -> float:
@@ -324,19 +357,13 @@ class ImageScorer:
                 )
             return x.reshape(n, -1)
         gh, gw = self.grid
-        if crops is None or all(cr == crops[0] for cr in crops):
-            ch, cw = crops[0] if crops is not None else (hf, wf)
-            xc = x[:, :, :ch, :cw] if (ch, cw) != (hf, wf) else x
-            out = xc if (ch, cw) == (gh, gw) else F.adaptive_avg_pool2d(xc, (gh, gw))
+        if crops is None or all(cr == (hf, wf) for cr in crops):
+            out = x if (hf, wf) == (gh, gw) else F.adaptive_avg_pool2d(x, (gh, gw))
             return out.reshape(n, -1)
-        out = x.new_empty((n, c, gh, gw))
-        groups: Dict[Tuple[int, int], List[int]] = {}
-        for i, cr in enumerate(crops):
-            groups.setdefault(cr, []).append(i)
-        for (ch, cw), idx in groups.items():
-            sel = torch.tensor(idx, device=x.device)
-            xc = x.index_select(0, sel)[:, :, :ch, :cw]
-            out[sel] = xc if (ch, cw) == (gh, gw) else F.adaptive_avg_pool2d(xc, (gh, gw))
+        # crop + adaptive average pooling as two small matmuls with per-image averaging
+        # matrices (zero weight on padding): vectorized over the batch, no crop copies
+        Ph, Pw = ctx.pool_matrices(hf, wf, gh, gw, x.dtype, x.device)
+        out = torch.matmul(torch.matmul(Ph, x), Pw)  # (n,1,gh,hf) @ (n,C,hf,wf) @ (n,1,wf,gw)
         return out.reshape(n, -1)
 
     def _run_pass(
