@@ -70,8 +70,12 @@ def add_imagescore_config(cfg):
     # Every map is cropped to the image's valid (unpadded) region and average-pooled to this
     # grid so neurons line up across images of different sizes.
     _C.IMAGE_SCORE.GRID = (16, 16)
-    # Images per forward pass while fitting, scoring and pseudo-labeling.
-    _C.IMAGE_SCORE.BATCH_SIZE = 4
+    # Images per forward pass while fitting, scoring and pseudo-labeling. 1 (default) makes
+    # each image's score and pseudo-labels independent of its batch-mates and of how the
+    # pool is sharded across GPUs: in a batch, images are padded to the largest one, and
+    # the padding changes GroupNorm statistics and the activations near the image border.
+    # Larger is faster on GPUs, at the price of that (small) dependence.
+    _C.IMAGE_SCORE.BATCH_SIZE = 1
     # Seed of the random selector; -1 = derived from SEED.
     _C.IMAGE_SCORE.SEED = -1
     # Measure pseudo-label precision/recall against the pool's annotations when it has them

@@ -8,18 +8,22 @@
 """
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import imagescore_det  # noqa: F401  (registers the VGG16 backbone and the datasets)
 from imagescore_det.data import register_all_imagescore_datasets  # noqa: F401
 from imagescore_det.engine import ConfigError, Trainer, load_config
+from imagescore_det.engine.checkpoint import CheckedCheckpointer, CheckpointMismatchError
 
 
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    # this project's own loggers, like Detectron2's projects do (e.g. PointRend)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="imagescore_det")
     return cfg
 
 
@@ -27,7 +31,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
@@ -41,5 +45,5 @@ if __name__ == "__main__":
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines,
                machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
-    except ConfigError as e:
+    except (ConfigError, CheckpointMismatchError) as e:
         sys.exit(f"error: {e}")

@@ -66,6 +66,7 @@ class ImageScoreHook(HookBase):
         self.out_dir = os.path.join(cfg.OUTPUT_DIR, "image_score")
         self.history = []  # manifests of the rounds done or reloaded in this process
         self.eval_before = None
+        self._pool = None
 
     # ----------------------------------------------------------------------- layout
     def round_dir(self, k):
@@ -79,8 +80,23 @@ class ImageScoreHook(HookBase):
             return json.load(f)
 
     # ----------------------------------------------------------------------- hooks
+    def _load_pool(self):
+        """The unlabeled pool's dataset dicts, loaded once (an empty pool is an error)."""
+        if self._pool is None:
+            names = self.cfg.IMAGE_SCORE.UNLABELED_DATASETS
+            pool = []
+            for name in names:
+                pool.extend(DatasetCatalog.get(name))
+            if not pool:
+                raise ValueError(f"The unlabeled pool IMAGE_SCORE.UNLABELED_DATASETS={tuple(names)} "
+                                 "has no images: check the datasets' split files.")
+            self._pool = pool
+        return self._pool
+
     def before_train(self):
         start = self.trainer.start_iter
+        if any(it >= start for it in self.rounds):
+            self._load_pool()  # fail now, not after the warm-up
         done = [k for k, it in enumerate(self.rounds, 1) if it < start]
         if not done:
             return
@@ -142,11 +158,7 @@ class ImageScoreHook(HookBase):
     def _compute_round(self, k):
         cfg = self.cfg
         s = cfg.IMAGE_SCORE
-        pool = []
-        for name in s.UNLABELED_DATASETS:
-            pool.extend(DatasetCatalog.get(name))
-        if not pool:
-            raise ValueError(f"The unlabeled pool {tuple(s.UNLABELED_DATASETS)} has no images.")
+        pool = self._load_pool()
         model = self._model()
         was_training = model.training
         model.eval()
@@ -169,6 +181,8 @@ class ImageScoreHook(HookBase):
                 seed = s.SEED if s.SEED >= 0 else max(cfg.SEED, 0)
                 scores = selection.random_scores(len(pool), seed * 1000 + k)
             chosen = selection.select_top(scores, s.TOP_FRACTION)
+            logger.info("Rank %d selection digest %s", comm.get_rank(),
+                        hashlib.sha256(np.asarray(chosen, dtype=np.int64).tobytes()).hexdigest()[:16])
             if predictions is None:
                 chosen_preds, timing["pseudo_label_s"] = selection.predict(
                     cfg, model, [pool[i] for i in chosen])

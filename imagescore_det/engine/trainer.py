@@ -5,7 +5,6 @@ import weakref
 
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
@@ -14,6 +13,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..evaluation import PerClassVOCEvaluator
 from ..utils import atomic_write_json
+from .checkpoint import CheckedCheckpointer
 from .hook import ImageScoreHook
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Trainer(DefaultTrainer):
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
             model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR,
+        self.checkpointer = CheckedCheckpointer(model, cfg.OUTPUT_DIR,
                                                   trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
