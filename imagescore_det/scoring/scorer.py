@@ -173,8 +173,8 @@ class _BatchContext:
             crops = self.crops(hf, wf)
             if all(cr == crops[0] for cr in crops):
                 crops = crops[:1]  # broadcast one pair over the batch
-            Ph = torch.stack([_pool_matrix(ch, hf, gh) for ch, _ in crops]).unsqueeze(1)
-            Pw = torch.stack([_pool_matrix(cw, wf, gw).t() for _, cw in crops]).unsqueeze(1)
+            Ph = torch.stack([_pool_matrix(ch, hf, gh) for ch, _ in crops])  # (n|1, gh, hf)
+            Pw = torch.stack([_pool_matrix(cw, wf, gw).t() for _, cw in crops])  # (n|1, wf, gw)
             mats = (Ph.to(device=device, dtype=dtype), Pw.to(device=device, dtype=dtype))
             self._crop_cache[key] = mats
         return mats
@@ -363,8 +363,10 @@ class ImageScorer:
         # crop + adaptive average pooling as two small matmuls with per-image averaging
         # matrices (zero weight on padding): vectorized over the batch, no crop copies
         Ph, Pw = ctx.pool_matrices(hf, wf, gh, gw, x.dtype, x.device)
-        out = torch.matmul(torch.matmul(Ph, x), Pw)  # (n,1,gh,hf) @ (n,C,hf,wf) @ (n,1,wf,gw)
-        return out.reshape(n, -1)
+        y = torch.matmul(x.reshape(n, c * hf, wf), Pw)  # (n, C*hf, wf) @ (n|1, wf, gw)
+        y = y.view(n, c, hf, gw).transpose(1, 2).reshape(n, hf, c * gw)
+        out = torch.matmul(Ph, y)  # (n|1, gh, hf) @ (n, hf, C*gw)
+        return out.view(n, gh, c, gw).transpose(1, 2).reshape(n, -1)
 
     def _run_pass(
         self,
