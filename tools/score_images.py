@@ -194,7 +194,7 @@ def write_outputs(out_dir, cfg, args, dicts, scores, domains, scorer, seconds, s
     files.append(score_histogram(
         os.path.join(out_dir, "score_histogram.png"), scores, top,
         f"{args.selector} scores of {args.dataset} (top {cfg.IMAGE_SCORE.TOP_FRACTION:g} "
-        "highlighted)", groups))
+        "highlighted)", groups, chosen_label=f"top {cfg.IMAGE_SCORE.TOP_FRACTION:g}"))
 
     summary = {
         "dataset": args.dataset, "selector": args.selector,

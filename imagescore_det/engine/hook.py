@@ -216,6 +216,7 @@ class ImageScoreHook(HookBase):
         m = {
             "round": k, "iteration": self.trainer.iter, "selector": s.SELECTOR,
             "dataset_name": name, "fingerprint": config_fingerprint(cfg),
+            "unlabeled_datasets": list(s.UNLABELED_DATASETS), "thing_classes": classes,
             "pool_size": len(pool), "num_selected": int(len(chosen)),
             "num_pseudo_images": len(pseudo),
             "num_dropped_empty": int(sum(c < s.MIN_BOXES_PER_IMAGE for c in box_counts)),

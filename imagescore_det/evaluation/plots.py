@@ -16,7 +16,8 @@ def _save(fig, path):
     return os.path.basename(path)
 
 
-def score_histogram(path, scores, chosen, title, groups=None):
+def score_histogram(path, scores, chosen, title, groups=None,
+                    chosen_label=chosen_label):
     """Histogram of the pool's scores, the selected part highlighted.
 
     ``groups``: optional {label: boolean mask over the pool} drawn as outlines (e.g. the
@@ -28,7 +29,7 @@ def score_histogram(path, scores, chosen, title, groups=None):
     bins = np.histogram_bin_edges(scores, bins=min(40, max(5, len(scores) // 5)))
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.hist(scores[~sel], bins=bins, color="#bbbbbb", label="not selected")
-    ax.hist(scores[sel], bins=bins, color="#1f77b4", label="selected (pseudo-labeled)")
+    ax.hist(scores[sel], bins=bins, color="#1f77b4", label=chosen_label)
     for (label, mask), color in zip((groups or {}).items(), ("#2ca02c", "#d62728", "#9467bd")):
         ax.hist(scores[np.asarray(mask)], bins=bins, histtype="step", lw=1.5, color=color,
                 label=label)
