@@ -368,7 +368,8 @@ def test_convert_torchvision_vgg16_and_load_into_full_model(tmp_path):
 
     cfg = load_config(os.path.join(REPO, "configs", "faster_rcnn_V16_voc07.yaml"),
                       ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(dst)])
-    pairs = list(zip(conv.TORCHVISION_CONV_INDICES, CONV_NAMES))
+    # torchvision's vgg16().features: conv, ReLU (, max-pool) ... (written out, not imported)
+    pairs = list(zip((0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28), CONV_NAMES))
     with torch.no_grad():
         model = build_model(cfg)
         assert not torch.equal(model.backbone.conv3_1.weight, src_sd["features.10.weight"])
@@ -399,7 +400,7 @@ def test_convert_rejects_non_vgg16(tmp_path):
         conv.convert_state_dict({"conv1.weight": torch.zeros(64, 3, 7, 7)})
     # VGG16 names with wrong shapes (e.g. a width-reduced net)
     sd = {f"features.{i}.{p}": torch.zeros(8 if i < 5 else 16, 3 if i == 0 else 8, 3, 3)
-          if p == "weight" else torch.zeros(8) for i in conv.TORCHVISION_CONV_INDICES
+          if p == "weight" else torch.zeros(8) for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
           for p in ("weight", "bias")}
     with pytest.raises(conv.ConversionError, match=r"features.0 \(conv1_1\)"):
         conv.convert_state_dict(sd, include_fc=False)
