@@ -109,7 +109,8 @@ def reset_peak_rss() -> bool:
 
 # -------------------------------------------------------------------------- memory child
 def child(args) -> None:
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = build_model(args.width)
     padded = args.scenario == "padded"
     # warm up allocator / kernels on one batch so that the baseline includes them
@@ -172,12 +173,15 @@ def time_scenario(args, model, name: str):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=32, help="N images per timed pass (default 32)")
+    p.add_argument("--images", type=int, default=24, help="N images per timed pass (default 24)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=128, help="input side in pixels (default 128)")
     p.add_argument("--width", type=float, default=1.0, help="VGG16 channel multiplier (default 1.0)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1; 0 = torch default). On a shared, loaded "
+                        "machine multi-threaded small ops wait for busy cores, which inflates the "
+                        "score/plain ratio; 1 thread gives stable numbers")
     p.add_argument("--mem-scale", type=int, default=4, help="memory at N and mem-scale*N images")
     p.add_argument("--mem-scenario", choices=["uniform", "padded"], default="padded")
     p.add_argument("--skip-memory", action="store_true")
@@ -200,7 +204,8 @@ def main(argv=None) -> None:
         "benchmark": "imagescore_det.scoring.ImageScorer.score vs plain model(batch) under no_grad",
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "device": "cpu"},
+                    "torch_threads": torch.get_num_threads(), "device": "cpu",
+                    "loadavg_at_start": os.getloadavg()},
         "config": {"model": f"VGG16 conv body (13 conv+ReLU, width x{args.width})",
                    "images": args.images, "batch": args.batch, "size": args.size,
                    "repeats": args.repeats},
@@ -243,6 +248,7 @@ def main(argv=None) -> None:
               f"(plain pass: {mem['plain_peak_growth_mib']:+.1f} MiB); score - plain at N: "
               f"{mem['score_minus_plain_peak_mib_at_N']:+.1f} MiB")
     result["total_seconds"] = time.perf_counter() - t_start
+    result["machine"]["loadavg_at_end"] = os.getloadavg()
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
