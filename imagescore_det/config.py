@@ -20,11 +20,12 @@ def add_imagescore_config(cfg):
     # Normalization after each conv: "" (none, as in the original VGG16 and its ImageNet
     # weights), "BN", "SyncBN", "GN", "FrozenBN". Training from scratch needs BN or GN.
     _C.MODEL.VGG.NORM = ""
-    # Output feature names, any of "conv1_2" ... "conv5_3" (the last conv of each stage is
+    # Output feature names, any of "conv1_1" ... "conv5_3" (the last conv of each stage is
     # conv{s}_2 for s<=2 and conv{s}_3 for s>=3).
     _C.MODEL.VGG.OUT_FEATURES = ["conv5_3"]
-    # Stages frozen: MODEL.BACKBONE.FREEZE_AT, as for ResNets (py-faster-rcnn freezes conv1
-    # and conv2 = 2 when fine-tuning ImageNet weights; 0 trains everything, from scratch).
+    # (Frozen stages are set by MODEL.BACKBONE.FREEZE_AT, as for ResNets: py-faster-rcnn
+    # freezes conv1 and conv2, i.e. 2, when fine-tuning ImageNet weights; 0 trains all.)
+
     # Dropout after fc6 and fc7 of the VGG16 box head (0.5 in py-faster-rcnn).
     _C.MODEL.ROI_BOX_HEAD.DROPOUT = 0.0
 

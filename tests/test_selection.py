@@ -338,3 +338,12 @@ def test_two_processes_select_what_one_does(tiny_synthetic_root, tmp_path):
     p2 = json.load(open(os.path.join(two, "image_score", "round_1", "pseudo_dataset.json")))
     assert [d["file_name"] for d in p2["dataset_dicts"]] == \
         [d["file_name"] for d in p1["dataset_dicts"]]
+
+
+def test_shard_sizes_match_detectron2_inference_sampler():
+    from detectron2.data.samplers import InferenceSampler
+
+    for n in range(0, 12):
+        for world in range(1, 5):
+            ref = [len(InferenceSampler._get_local_indices(n, world, r)) for r in range(world)]
+            assert [selection._shard_size(n, r, world) for r in range(world)] == ref

@@ -54,6 +54,11 @@ def _progress(loader, desc):
                 unit="batch")
 
 
+def _shard_size(n, rank, world):
+    """Images of ``n`` that Detectron2's InferenceSampler gives ``rank``."""
+    return n // world + int(rank < n % world)
+
+
 def _gather_in_order(index_value_pairs, n):
     """All-gather (pool index, value) pairs of every rank into a list in pool order."""
     out = [None] * n
@@ -93,12 +98,20 @@ def image_scores(cfg, model, labeled_dicts, pool_dicts):
     scorer = ImageScorer(backbone, layers=layers_from_cfg(cfg, backbone),
                          similarity=s.SIMILARITY, threshold_ratio=s.THRESHOLD_RATIO,
                          grid=tuple(s.GRID) if len(s.GRID) else None)
+    world = comm.get_world_size()
+    if len(labeled_dicts) < world:
+        # every rank must fit on at least one image to take part in the all-reduce
+        raise ValueError(f"{len(labeled_dicts)} labeled images cannot be shared by {world} "
+                         "processes; use fewer processes or more labeled images.")
     seen = []
     scorer.fit(_backbone_batches(model, _loader(cfg, labeled_dicts), seen, "fit mask"),
                all_reduce=_all_reduce_sum)
-    order = []
-    scores = scorer.score(_backbone_batches(model, _loader(cfg, pool_dicts), order, "score"))
-    values = _gather_in_order(list(zip(order, scores.tolist())), len(pool_dicts))
+    pairs = []
+    if _shard_size(len(pool_dicts), comm.get_rank(), world) > 0:  # else nothing to score here
+        order = []
+        scores = scorer.score(_backbone_batches(model, _loader(cfg, pool_dicts), order, "score"))
+        pairs = list(zip(order, scores.tolist()))
+    values = _gather_in_order(pairs, len(pool_dicts))
     return np.asarray(values, dtype=np.float64), scorer, time.perf_counter() - t0
 
 
