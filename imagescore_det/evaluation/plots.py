@@ -17,7 +17,7 @@ def _save(fig, path):
 
 
 def score_histogram(path, scores, chosen, title, groups=None,
-                    chosen_label=chosen_label):
+                    chosen_label="selected (pseudo-labeled)"):
     """Histogram of the pool's scores, the selected part highlighted.
 
     ``groups``: optional {label: boolean mask over the pool} drawn as outlines (e.g. the
