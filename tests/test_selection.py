@@ -169,7 +169,10 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
     assert "image_score/pseudo_precision" in logged[0]
     report = json.load(open(os.path.join(cfg.OUTPUT_DIR, "report.json")))
     assert report["rounds"][0]["dataset_name"] == name and report["eval_after"]
-    assert os.path.isfile(os.path.join(rd, "score_histogram.png"))
+    assert manifest["plots"] == ["score_histogram.png", "precision_by_score_bin.png"]
+    for png in manifest["plots"]:
+        with open(os.path.join(rd, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     # synthetic pool: the split across typical/shifted domains is recorded
     doms = manifest["domains"]
     assert sum(v["pool"] for v in doms.values()) == len(pool)
