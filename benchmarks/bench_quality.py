@@ -111,6 +111,7 @@ def main():
 
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
     generate_synthetic_voc(os.path.join(os.environ["DETECTRON2_DATASETS"], "synthetic_voc"))
+    os.makedirs(args.work_dir, exist_ok=True)
     runs = {}
     for seed in args.seeds:
         for sel in args.selectors:

@@ -1,6 +1,5 @@
 """Pseudo-labeled datasets: predictions -> Detectron2 dataset dicts, on disk and registered."""
 import json
-import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode

@@ -7,7 +7,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 

@@ -1,5 +1,4 @@
 """Pascal VOC evaluation with per-class AP, on top of Detectron2's evaluator."""
-import json
 import logging
 import os
 import tempfile

@@ -593,7 +593,7 @@ class ImageScorer:
         """
         self._require_fitted("score")
         self._warn_empty()
-        L, K = len(self.layer_names), self._K
+        L = len(self.layer_names)
         per_class = self.num_classes is not None
         dev_masks: Dict[Any, List[torch.Tensor]] = {}
         inter_parts: List[torch.Tensor] = []
