@@ -198,7 +198,8 @@ def test_top_fraction_zero_in_file(tmp_path):
     (["IMAGE_SCORE.SIMILARITY", "dice"], "SIMILARITY"),
     (["IMAGE_SCORE.ENABLED", "True"], "UNLABELED_DATASETS is empty"),
     (["IMAGE_SCORE.ENABLED", "True", "IMAGE_SCORE.UNLABELED_DATASETS",
-      "('synthetic_voc_unlabeled',)", "IMAGE_SCORE.START_ITER", "600"], "START_ITER=600"),
+      "('synthetic_voc_unlabeled',)", "SOLVER.MAX_ITER", "600", "IMAGE_SCORE.START_ITER",
+      "600"], "START_ITER=600"),
     (["IMAGE_SCORE.REFRESH_PERIOD", "-1"], "REFRESH_PERIOD"),
     (["IMAGE_SCORE.GRID", "(8,)"], "GRID"),
 ])

@@ -162,8 +162,11 @@ def test_group_norm_on_thin_layers():
     # GN normalises per sample: outputs do not depend on the other images of the batch
     m.eval()
     with torch.no_grad():
-        x = torch.randn(2, 3, 48, 40)
-        assert torch.allclose(m(x)["conv5_3"][:1], m(x[:1])["conv5_3"], atol=1e-5)
+        x = torch.randn(2, 3, 48, 40, generator=torch.Generator().manual_seed(0))
+        # float32 convs may pick another algorithm for batch 1 vs 2: ~1e-5 apart on O(1)
+        # values; a batch dependence (BN-like statistics) would be O(0.1)
+        torch.testing.assert_close(m(x)["conv5_3"][:1], m(x[:1])["conv5_3"], rtol=1e-4,
+                                   atol=1e-4)
 
 
 @pytest.mark.parametrize("norm,cls", [("", None), ("BN", nn.BatchNorm2d), ("GN", nn.GroupNorm),
