@@ -84,6 +84,11 @@ def add_imagescore_config(cfg):
     _C.IMAGE_SCORE.EVAL_PSEUDO_LABELS = True
     # IoU at which a pseudo box counts as correct (same class).
     _C.IMAGE_SCORE.PSEUDO_IOU_THRESH = 0.5
+    # Analysis (costs full inference on the pool, not counted in the selection time): when
+    # the pool's truth is known, also measure the precision of the pseudo-labels that every
+    # pool image would get, by score decile over the whole pool (precision_by_score_bin
+    # only covers the selected images) and selected vs the rest.
+    _C.IMAGE_SCORE.ANALYZE_POOL = False
     # Evaluate on DATASETS.TEST right before the first selection, so report.json has the
     # mAP before and after pseudo-labeling.
     _C.IMAGE_SCORE.EVAL_BEFORE = True

@@ -121,7 +121,8 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
 
     from imagescore_det.data.pseudo import load_pseudo_dataset
 
-    cfg = tiny_cfg(*SELECT_OPTS, "IMAGE_SCORE.SELECTOR", selector)
+    cfg = tiny_cfg(*SELECT_OPTS, "IMAGE_SCORE.SELECTOR", selector,
+                   "IMAGE_SCORE.ANALYZE_POOL", "True")
     spy = []
     _train(cfg, spy=spy)
     rd = os.path.join(cfg.OUTPUT_DIR, "image_score", "round_1")
@@ -169,7 +170,20 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
     assert "image_score/pseudo_precision" in logged[0]
     report = json.load(open(os.path.join(cfg.OUTPUT_DIR, "report.json")))
     assert report["rounds"][0]["dataset_name"] == name and report["eval_after"]
-    assert manifest["plots"] == ["score_histogram.png", "precision_by_score_bin.png"]
+    assert manifest["plots"] == ["score_histogram.png", "precision_by_score_bin.png",
+                                 "pool_precision_by_score_bin.png"]
+    # whole-pool analysis: deciles cover the pool; one image per pass means the pool-wide
+    # predictions of the selected images are exactly the ones pseudo-labeled
+    bins = manifest["pool_precision_by_score_bin"]
+    assert sum(b["images"] for b in bins) == len(pool)
+    assert manifest["pool_precision_selected"] == manifest["pseudo_precision"]
+    timing = dict(manifest["timing"])
+    # softmax already has every pool prediction; the others pay an analysis-only pass,
+    # which is not part of the selection's cost
+    assert ("analysis_inference_pool_s" in timing) == (selector != "softmax")
+    timing.pop("analysis_inference_pool_s", None)
+    total = timing.pop("selection_total_s")
+    assert total == pytest.approx(sum(timing.values()))
     for png in manifest["plots"]:
         with open(os.path.join(rd, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"

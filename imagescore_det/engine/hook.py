@@ -189,9 +189,13 @@ class ImageScoreHook(HookBase):
             else:
                 chosen_preds = [predictions[i] for i in chosen]
                 timing["pseudo_label_s"] = 0.0
+            timing["selection_total_s"] = sum(timing.values())
+            if s.ANALYZE_POOL and _has_truth(pool) and predictions is None:
+                # analysis only: what pseudo-labels would every pool image have had?
+                predictions, timing["analysis_inference_pool_s"] = selection.predict(
+                    cfg, model, pool, "analyze pool")
         finally:
             model.train(was_training)
-        timing["selection_total_s"] = sum(timing.values())
 
         chosen_dicts = [pool[i] for i in chosen]
         pseudo, box_counts = predictions_to_dicts(chosen_dicts, chosen_preds,
@@ -199,6 +203,8 @@ class ImageScoreHook(HookBase):
         name = pseudo_dataset_name(s.UNLABELED_DATASETS, k)
         manifest = self._summarize(k, name, pool, scores, chosen, chosen_preds, box_counts,
                                    pseudo, timing)
+        if s.ANALYZE_POOL and predictions is not None and _has_truth(pool):
+            manifest.update(_pool_analysis(scores, chosen, predictions, pool, s))
         if comm.is_main_process():
             self._write_round(k, manifest, pool, scores, chosen, box_counts, pseudo, scorer)
         comm.synchronize()
@@ -232,11 +238,8 @@ class ImageScoreHook(HookBase):
         if domains is not None:
             m["domains"] = _domain_stats(domains, scores, chosen)
         # Quality against the pool's true boxes, when it has them (never trained on).
-        if s.EVAL_PSEUDO_LABELS and all("annotations" in pool[i] for i in chosen):
-            kept = [[a for a, sc in zip(_anns(p), p["scores"]) if sc >= s.BOX_SCORE_THRESH]
-                    for p in chosen_preds]
-            rows = pseudo_label_quality(kept, [pool[i]["annotations"] for i in chosen],
-                                        s.PSEUDO_IOU_THRESH)
+        if s.EVAL_PSEUDO_LABELS and _has_truth([pool[i] for i in chosen]):
+            rows = _quality(chosen_preds, [pool[i] for i in chosen], s)
             tp, fp, ng = (int(sum(r[j] for r in rows)) for j in range(3))
             m["pseudo_precision"] = tp / (tp + fp) if tp + fp else None
             m["pseudo_recall"] = tp / ng if ng else None
@@ -347,3 +350,30 @@ def _domain_stats(domains, scores, chosen):
         out[g] = {"pool": int(m.sum()), "selected": int((m & sel).sum()),
                   "mean_score": float(np.mean(scores[m]))}
     return out
+
+
+def _has_truth(dicts):
+    return all("annotations" in d for d in dicts)
+
+
+def _quality(predictions, dicts, s):
+    """Per image (tp, fp, n_true) of the boxes kept as pseudo-labels, against the truth."""
+    kept = [[a for a in _anns(p) if a["score"] >= s.BOX_SCORE_THRESH] for p in predictions]
+    return pseudo_label_quality(kept, [d["annotations"] for d in dicts], s.PSEUDO_IOU_THRESH)
+
+
+def _pool_analysis(scores, chosen, predictions, pool, s, num_bins=10):
+    """Precision of the pseudo-labels every pool image would get, by its score (decile
+    bins over the whole pool), and for the selected images against the rest."""
+    rows = _quality(predictions, pool, s)
+    tp, fp = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    sel = np.zeros(len(pool), dtype=bool)
+    sel[np.asarray(chosen, dtype=np.int64)] = True
+
+    def prec(mask):
+        n = int(tp[mask].sum() + fp[mask].sum())
+        return float(tp[mask].sum()) / n if n else None
+
+    return {"pool_precision_by_score_bin": precision_by_score_bin(scores, tp, fp, num_bins),
+            "pool_precision_selected": prec(sel), "pool_precision_rest": prec(~sel),
+            "pool_precision_all": prec(np.ones(len(pool), dtype=bool))}

@@ -40,7 +40,8 @@ def score_histogram(path, scores, chosen, title, groups=None,
     return _save(fig, path)
 
 
-def precision_by_bin_plot(path, bins, title):
+def precision_by_bin_plot(path, bins, title,
+                          xlabel="score bin of the selected images (equal counts, low to high)"):
     """Bar chart of pseudo-label precision per score bin (the detection Figure 2)."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     labels = [f"{b['score_min']:.3g}..{b['score_max']:.3g}" for b in bins]
@@ -51,7 +52,7 @@ def precision_by_bin_plot(path, bins, title):
     ax.set_xticks(range(len(bins)))
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel("score bin of the selected images (equal counts, low to high)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("pseudo-box precision @ IoU 0.5")
     ax.set_title(title)
     return _save(fig, path)
@@ -66,4 +67,10 @@ def plot_round(out_dir, scores, chosen, manifest, groups=None):
         files.append(precision_by_bin_plot(
             os.path.join(out_dir, "precision_by_score_bin.png"),
             manifest["precision_by_score_bin"], f"round {k}: pseudo-label precision by {sel} score"))
+    if manifest.get("pool_precision_by_score_bin"):
+        files.append(precision_by_bin_plot(
+            os.path.join(out_dir, "pool_precision_by_score_bin.png"),
+            manifest["pool_precision_by_score_bin"],
+            f"round {k}: precision by {sel} score, whole pool (deciles)",
+            xlabel="score bin over the whole pool (equal counts, low to high)"))
     return files
