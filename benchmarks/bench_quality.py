@@ -7,6 +7,8 @@ sequence), on the synthetic dataset whose pool truth is known, then compares:
 
 * pseudo-label precision / recall of the selected images (against the hidden truth),
 * the share of the selection drawn from the pool's shifted domain,
+* with IMAGE_SCORE.ANALYZE_POOL, the precision the same pseudo-labelling rule gets on every
+  pool image, by score decile: does a higher score mean better pseudo-labels?
 * VOC AP50 on the test split before the selection round and at the end.
 
 Budget: about 4 x the quickstart's time (4 x 4-8 minutes on 2 CPU cores). Several seeds
@@ -39,6 +41,7 @@ def run_one(selector, seed, out_dir, extra):
     else:
         cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
                CONFIG, "IMAGE_SCORE.SELECTOR", selector, "SEED", str(seed),
+               "IMAGE_SCORE.ANALYZE_POOL", "True",
                "OUTPUT_DIR", out_dir, *extra]
         print(f"[{selector} seed {seed}] {' '.join(cmd)}", flush=True)
         with open(os.path.join(os.path.dirname(out_dir), f"{os.path.basename(out_dir)}.log"),
@@ -68,6 +71,13 @@ def summarize(report):
             row["shifted_share_of_selection"] = doms["shifted"]["selected"] / r["num_selected"]
             row["shifted_share_of_pool"] = doms["shifted"]["pool"] / r["pool_size"]
         row["precision_by_score_bin"] = r.get("precision_by_score_bin")
+        # the same pseudo-labelling rule applied to the whole pool (ANALYZE_POOL)
+        row["pool_precision_by_score_bin"] = r.get("pool_precision_by_score_bin")
+        row["pool_precision_selected"] = r.get("pool_precision_selected")
+        row["pool_precision_rest"] = r.get("pool_precision_rest")
+        bins = r.get("pool_precision_by_score_bin") or []
+        if len(bins) >= 2 and bins[0]["precision"] is not None and bins[-1]["precision"] is not None:
+            row["pool_precision_top_minus_bottom_decile"] = bins[-1]["precision"] - bins[0]["precision"]
     return row
 
 
@@ -118,7 +128,9 @@ def main():
             out = os.path.join(args.work_dir, f"{sel}_seed{seed}")
             runs.setdefault(sel, []).append(summarize(run_one(sel, seed, out, args.opts)))
     keys = ("ap50_before", "ap50_after", "precision", "recall", "pseudo_images",
-            "shifted_share_of_selection", "shifted_share_of_pool", "selection_seconds")
+            "shifted_share_of_selection", "shifted_share_of_pool", "selection_seconds",
+            "pool_precision_selected", "pool_precision_rest",
+            "pool_precision_top_minus_bottom_decile")
     table = {sel: {k: mean_or_none([r.get(k) for r in rs]) for k in keys}
              for sel, rs in runs.items()}
     result = {"benchmark": "quality", "seeds": args.seeds, "config": os.path.relpath(CONFIG, ROOT),
@@ -131,11 +143,14 @@ def main():
         return "   -  " if v is None else f"{v:6.3f}"
 
     print(f"\nmean over seeds {args.seeds}")
-    print("selector     AP50 before  AP50 after  precision  recall  shifted share (pool)")
+    print("selector     AP50 before  AP50 after  precision  recall  shifted share (pool)"
+          "  pool prec. selected / rest / top-bottom decile")
     for sel, row in table.items():
         print(f"{sel:<12} {fmt(row['ap50_before'])}      {fmt(row['ap50_after'])}      "
               f"{fmt(row['precision'])}    {fmt(row['recall'])}  "
-              f"{fmt(row['shifted_share_of_selection'])} ({fmt(row['shifted_share_of_pool'])})")
+              f"{fmt(row['shifted_share_of_selection'])} ({fmt(row['shifted_share_of_pool'])})"
+              f"    {fmt(row['pool_precision_selected'])} / {fmt(row['pool_precision_rest'])}"
+              f" / {fmt(row['pool_precision_top_minus_bottom_decile'])}")
     print(f"wrote {args.output}")
 
 

@@ -134,14 +134,17 @@ class ImageScoreHook(HookBase):
         cfg = self.cfg
         resumed = self.trainer.start_iter > 0
         manifest = self._load_manifest(k) if resumed else None
+        dicts = None  # read from disk
         if manifest is not None and manifest.get("fingerprint") == config_fingerprint(cfg):
             logger.info("Selection round %d found complete on disk; reusing it", k)
         else:
             if k == 1:
                 self._eval_before()
-            manifest = self._compute_round(k)
+            # every rank holds the same pseudo dicts: no rank needs to read rank 0's files
+            # (OUTPUT_DIR need not be shared across machines)
+            manifest, dicts = self._compute_round(k)
         self.history.append(manifest)
-        self._activate(manifest)
+        self._activate(manifest, dicts)
         self._put_scalars(manifest)
 
     def _eval_before(self):
@@ -208,7 +211,7 @@ class ImageScoreHook(HookBase):
         if comm.is_main_process():
             self._write_round(k, manifest, pool, scores, chosen, box_counts, pseudo, scorer)
         comm.synchronize()
-        return manifest
+        return manifest, pseudo
 
     def _summarize(self, k, name, pool, scores, chosen, chosen_preds, box_counts, pseudo,
                    timing):
@@ -285,11 +288,14 @@ class ImageScoreHook(HookBase):
             logger.warning("Could not draw the round %d plots: %s", k, e)
         atomic_write_json(os.path.join(d, MANIFEST), manifest)  # last: marks the round done
 
-    def _activate(self, manifest):
-        """Register the round's pseudo dataset and train on labeled + pseudo from now on."""
-        k = manifest["round"]
-        path = os.path.join(self.round_dir(k), manifest["pseudo_dataset"])
-        dicts, _ = load_pseudo_dataset(path)
+    def _activate(self, manifest, dicts=None):
+        """Register the round's pseudo dataset and train on labeled + pseudo from now on.
+
+        ``dicts``: the round's pseudo dicts; None reads them from the round's folder.
+        """
+        if dicts is None:
+            path = os.path.join(self.round_dir(manifest["round"]), manifest["pseudo_dataset"])
+            dicts, _ = load_pseudo_dataset(path)
         name = register_pseudo_dataset(manifest["dataset_name"], dicts,
                                        self.cfg.IMAGE_SCORE.UNLABELED_DATASETS[0])
         cfg = self.cfg.clone()
