@@ -19,10 +19,13 @@ Default data: the real VOC2007 photos in ../shared/voc2007-real (its ``unlabeled
 the pool, ``labeled`` for the mask); ``--data synthetic`` uses the synthetic set instead.
 The model is the paper's VGG16 Faster R-CNN (full width, random weights: timing does not
 depend on the weights, as the number of proposals per image is fixed by
-POST_NMS_TOPK_TEST). Budget: the defaults take about 6-10 minutes on 2 CPU cores.
+POST_NMS_TOPK_TEST); ``--config configs/faster_rcnn_R_50_C4_voc07.yaml`` times Detectron2's
+R50-C4 instead. Budget: the defaults take about 7 minutes on 2 CPU cores.
 
     .venv/bin/python benchmarks/bench_selection.py                       # real data, VGG16
     .venv/bin/python benchmarks/bench_selection.py --pool 8 --labeled 4 --size 160   # smoke
+    .venv/bin/python benchmarks/bench_selection.py --config configs/faster_rcnn_R_50_C4_voc07.yaml \
+        --pool 20 --labeled 10 --output benchmarks/results/bench_selection_R50C4.json
 
 Writes benchmarks/results/bench_selection.json (atomically) and prints a summary.
 """
@@ -108,7 +111,10 @@ def main():
             for d in pool:
                 model.backbone(model.preprocess_image([mapper(d)]).tensor)
 
-    print(f"pool {len(pool)} images, labeled {len(labeled)}, {args.data} data, VGG16 x{args.width} "
+    model_name = (f"VGG16 x{args.width}" if cfg.MODEL.BACKBONE.NAME == "build_vgg16_backbone"
+                  else f"{cfg.MODEL.BACKBONE.NAME} R{cfg.MODEL.RESNETS.DEPTH}") + \
+        f" Faster R-CNN, {cfg.MODEL.RPN.POST_NMS_TOPK_TEST} proposals"
+    print(f"pool {len(pool)} images, labeled {len(labeled)}, {args.data} data, {model_name} "
           f"at {args.size}px, {torch.get_num_threads()} threads", flush=True)
     # warm-up (allocator, first-call overheads) on two images, not timed
     selection.predict(cfg, model, pool[:2], "warm-up")
@@ -136,7 +142,8 @@ def main():
     result = {
         "benchmark": "selection", "data": args.data, "pool_images": len(pool),
         "labeled_images": len(labeled), "selected": k, "top_fraction": args.top_fraction,
-        "model": f"VGG16 Faster R-CNN x{args.width}", "min_size_test": args.size,
+        "model": model_name, "config": os.path.relpath(args.config, ROOT),
+        "min_size_test": args.size,
         "post_nms_topk_test": cfg.MODEL.RPN.POST_NMS_TOPK_TEST, "grid": args.grid,
         "layers": scorer.layer_names, "device": str(cfg.MODEL.DEVICE),
         "threads": torch.get_num_threads(), "machine": platform.machine(),
