@@ -364,3 +364,29 @@ def test_shard_sizes_match_detectron2_inference_sampler():
         for world in range(1, 5):
             ref = [len(InferenceSampler._get_local_indices(n, world, r)) for r in range(world)]
             assert [selection._shard_size(n, r, world) for r in range(world)] == ref
+
+
+def test_a_round_leaves_the_global_rngs_as_it_found_them(tiny_cfg):
+    """Runs that differ only in SELECTOR must share the post-round random stream."""
+    import random
+
+    from detectron2.utils.env import seed_all_rng
+
+    from imagescore_det.engine.hook import _preserved_rng
+
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    with _preserved_rng():
+        random.random(), np.random.rand(), torch.rand(3)
+    after = (random.getstate(), np.random.get_state()[1], torch.get_rng_state())
+    assert before[0] == after[0] and np.array_equal(before[1], after[1])
+    assert torch.equal(before[2], after[2])
+    # and the hook uses it: a round with an analysis pass and evaluation (which create
+    # loaders) leaves torch's RNG where a round without them leaves it
+    states = []
+    for extra in (["IMAGE_SCORE.ANALYZE_POOL", "False", "IMAGE_SCORE.EVAL_BEFORE", "False"],
+                  ["IMAGE_SCORE.ANALYZE_POOL", "True", "IMAGE_SCORE.EVAL_BEFORE", "True"]):
+        cfg = tiny_cfg(*SELECT_OPTS, *extra, "DATALOADER.NUM_WORKERS", "1", max_iter=3)
+        seed_all_rng(cfg.SEED)  # as default_setup does in tools/train_net.py
+        _train(cfg)
+        states.append(torch.get_rng_state())
+    assert torch.equal(states[0], states[1])

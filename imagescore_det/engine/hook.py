@@ -1,12 +1,15 @@
 """ImageScoreHook: select, pseudo-label and register unlabeled images during training."""
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import logging
 import os
+import random
 
 import numpy as np
+import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import HookBase
@@ -123,11 +126,16 @@ class ImageScoreHook(HookBase):
 
     def before_step(self):
         it = self.trainer.iter
+        # A round's loaders, evaluation and analysis draw from the global RNGs (e.g. worker
+        # seeds); restoring them makes the rest of training see the same random stream
+        # whatever the selector, so runs that differ only in SELECTOR stay comparable.
         if it in self.rounds:
-            self.run_round(self.rounds.index(it) + 1)
+            with _preserved_rng():
+                self.run_round(self.rounds.index(it) + 1)
         elif (not self.rounds and it == self.cfg.IMAGE_SCORE.START_ITER
               and self.trainer.start_iter <= it):
-            self._eval_before()  # SELECTOR none: the same "before" point, no pseudo-labels
+            with _preserved_rng():
+                self._eval_before()  # SELECTOR none: the same "before" point, no pseudo-labels
 
     # ----------------------------------------------------------------------- a round
     def run_round(self, k):
@@ -356,6 +364,18 @@ def _domain_stats(domains, scores, chosen):
         out[g] = {"pool": int(m.sum()), "selected": int((m & sel).sum()),
                   "mean_score": float(np.mean(scores[m]))}
     return out
+
+
+@contextlib.contextmanager
+def _preserved_rng():
+    """Restore Python's, NumPy's and torch's (CPU and CUDA) global RNG states on exit."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 def _has_truth(dicts):
