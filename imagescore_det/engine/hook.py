@@ -212,17 +212,19 @@ class ImageScoreHook(HookBase):
         pseudo, box_counts = predictions_to_dicts(chosen_dicts, chosen_preds,
                                                   s.BOX_SCORE_THRESH, s.MIN_BOXES_PER_IMAGE)
         name = pseudo_dataset_name(s.UNLABELED_DATASETS, k)
+        domains = _pool_domains(s.UNLABELED_DATASETS, pool)  # synthetic pools only
         manifest = self._summarize(k, name, pool, scores, chosen, chosen_preds, box_counts,
-                                   pseudo, timing)
+                                   pseudo, timing, domains)
         if s.ANALYZE_POOL and predictions is not None and _has_truth(pool):
             manifest.update(_pool_analysis(scores, chosen, predictions, pool, s))
         if comm.is_main_process():
-            self._write_round(k, manifest, pool, scores, chosen, box_counts, pseudo, scorer)
+            self._write_round(k, manifest, pool, scores, chosen, box_counts, pseudo, scorer,
+                              domains)
         comm.synchronize()
         return manifest, pseudo
 
     def _summarize(self, k, name, pool, scores, chosen, chosen_preds, box_counts, pseudo,
-                   timing):
+                   timing, domains):
         cfg, s = self.cfg, self.cfg.IMAGE_SCORE
         classes = list(MetadataCatalog.get(s.UNLABELED_DATASETS[0]).thing_classes)
         per_class = {c: 0 for c in classes}
@@ -245,7 +247,6 @@ class ImageScoreHook(HookBase):
             "per_class_boxes": per_class, "timing": timing,
             "pseudo_dataset": "pseudo_dataset.json",
         }
-        domains = _pool_domains(s.UNLABELED_DATASETS, pool)
         if domains is not None:
             m["domains"] = _domain_stats(domains, scores, chosen)
         # Quality against the pool's true boxes, when it has them (never trained on).
@@ -259,7 +260,8 @@ class ImageScoreHook(HookBase):
             m["_quality_rows"] = rows
         return m
 
-    def _write_round(self, k, manifest, pool, scores, chosen, box_counts, pseudo, scorer):
+    def _write_round(self, k, manifest, pool, scores, chosen, box_counts, pseudo, scorer,
+                     domains):
         d = self.round_dir(k)
         os.makedirs(d, exist_ok=True)
         rows = manifest.pop("_quality_rows", None)
@@ -288,7 +290,6 @@ class ImageScoreHook(HookBase):
         try:
             from ..evaluation.plots import plot_round
 
-            domains = _pool_domains(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS, pool)
             groups = None if domains is None else {
                 f"{g} domain": np.asarray([x == g for x in domains]) for g in sorted(set(domains))}
             manifest["plots"] = plot_round(d, scores, chosen, manifest, groups)
