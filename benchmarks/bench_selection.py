@@ -63,7 +63,7 @@ def main():
     args = parse_args()
     from detectron2.data import DatasetCatalog
 
-    import imagescore_det  # noqa: F401
+    import imagescore_det.engine  # noqa: F401  (registers the backbone and the datasets)
     from imagescore_det.data import SYNTHETIC_CLASSES, VOC_CLASS_NAMES, register_voc
     from imagescore_det.engine import Trainer, load_config, selection
     from imagescore_det.utils import atomic_write_json

@@ -39,7 +39,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
-import imagescore_det  # noqa: F401  (registers the VGG16 backbone and the datasets)
+import imagescore_det.engine  # noqa: F401  (registers the VGG16 backbone and the datasets)
 from imagescore_det.data import dataset_domains
 from imagescore_det.engine import ConfigError, Trainer, load_config
 from imagescore_det.engine import selection

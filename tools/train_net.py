@@ -12,7 +12,7 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import imagescore_det  # noqa: F401  (registers the VGG16 backbone and the datasets)
+import imagescore_det.engine  # noqa: F401  (registers the VGG16 backbone and the datasets)
 from imagescore_det.data import register_all_imagescore_datasets  # noqa: F401
 from imagescore_det.engine import ConfigError, Trainer, load_config
 from imagescore_det.engine.checkpoint import CheckedCheckpointer, CheckpointMismatchError
