@@ -30,7 +30,10 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-SELECTORS = ("image_score", "softmax", "random", "none")
+from imagescore_det.engine.selectors import config_selector_names  # noqa: E402
+from imagescore_det.evaluation import ap50_of  # noqa: E402
+
+SELECTORS = config_selector_names()
 CONFIG = os.path.join(ROOT, "configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 
 
@@ -51,16 +54,8 @@ def run_one(selector, seed, out_dir, extra):
         return json.load(f)
 
 
-def ap50(results):
-    if not results:
-        return None
-    if "bbox" not in results:
-        results = next(iter(results.values()))
-    return results["bbox"]["AP50"]
-
-
 def summarize(report):
-    row = {"ap50_before": ap50(report["eval_before"]), "ap50_after": ap50(report["eval_after"])}
+    row = {"ap50_before": ap50_of(report["eval_before"]), "ap50_after": ap50_of(report["eval_after"])}
     if report["rounds"]:
         r = report["rounds"][0]
         row.update(precision=r.get("pseudo_precision"), recall=r.get("pseudo_recall"),

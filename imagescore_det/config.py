@@ -36,7 +36,8 @@ def add_imagescore_config(cfg):
     # Turn pseudo-labeling on. Off, the trainer is Detectron2's DefaultTrainer plus the
     # per-class AP evaluator.
     _C.IMAGE_SCORE.ENABLED = False
-    # How unlabeled images are chosen for pseudo-labeling:
+    # How unlabeled images are chosen for pseudo-labeling (the registered selectors, see
+    # imagescore_det/engine/selectors.py; a new one is added there with register_selector):
     #   "image_score" - rank by the Image Score of the backbone activations (the method)
     #   "softmax"     - rank by detection confidence (the paper's softmax baseline: the mean
     #                   of the kept boxes' scores, so it needs full inference on the pool)
@@ -62,7 +63,7 @@ def add_imagescore_config(cfg):
     _C.IMAGE_SCORE.MIN_BOXES_PER_IMAGE = 1
     # Module names (regular expressions, full match) under model.backbone whose outputs are
     # recorded. Empty = every conv block output after its ReLU (backbone-specific default,
-    # see imagescore_det/engine/layers.py).
+    # DEFAULT_LAYERS in imagescore_det/engine/selection.py).
     _C.IMAGE_SCORE.LAYERS = []
     # Overlap of an image mask with the dataset mask: "iou" (default) or "recall".
     _C.IMAGE_SCORE.SIMILARITY = "iou"

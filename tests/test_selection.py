@@ -372,10 +372,10 @@ def test_a_round_leaves_the_global_rngs_as_it_found_them(tiny_cfg):
 
     from detectron2.utils.env import seed_all_rng
 
-    from imagescore_det.engine.hook import _preserved_rng
+    from imagescore_det.engine.hook import preserved_rng
 
     before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
-    with _preserved_rng():
+    with preserved_rng():
         random.random(), np.random.rand(), torch.rand(3)
     after = (random.getstate(), np.random.get_state()[1], torch.get_rng_state())
     assert before[0] == after[0] and np.array_equal(before[1], after[1])

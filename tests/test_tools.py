@@ -234,6 +234,7 @@ def _fake_round(tiny_voc, round_dir, boxes, complete=True):
     from detectron2.structures import BoxMode
 
     from imagescore_det.data.pseudo import save_pseudo_dataset
+    from imagescore_det.engine.round_files import RoundManifest
     from imagescore_det.utils import atomic_write_json, atomic_write_text
 
     pool = DatasetCatalog.get("tiny_voc_unlabeled")
@@ -254,10 +255,14 @@ def _fake_round(tiny_voc, round_dir, boxes, complete=True):
                      f"{int(i in chosen)},{1 if i in chosen else ''}")
     atomic_write_text(os.path.join(round_dir, "scores.csv"), "\n".join(lines) + "\n")
     if complete:
-        atomic_write_json(os.path.join(round_dir, "selection.json"), {
-            "round": 1, "selector": "image_score", "dataset_name": "x_pseudo_r1",
-            "pseudo_dataset": "pseudo_dataset.json",
-            "per_class_boxes": {c: 0 for c in tiny_voc["meta"]["classes"]}})
+        classes = tiny_voc["meta"]["classes"]
+        atomic_write_json(os.path.join(round_dir, "selection.json"), RoundManifest(
+            round=1, iteration=1, selector="image_score", dataset_name="x_pseudo_r1",
+            fingerprint="0", unlabeled_datasets=["tiny_voc_unlabeled"], thing_classes=classes,
+            pool_size=len(pool), num_selected=len(dicts), num_pseudo_images=len(dicts),
+            num_dropped_empty=0, num_pseudo_boxes=len(dicts), boxes_per_image=1.0,
+            selected_score_mean=0.0, selected_score_min=0.0, pool_score_mean=0.0,
+            per_class_boxes={c: 0 for c in classes}, timing={}).to_dict())
     return [pool[i] for i in chosen]
 
 

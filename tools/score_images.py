@@ -6,13 +6,15 @@
     python tools/score_images.py --config-file CFG --dataset NAME --selector softmax \
         [--labeled-datasets A B] [--output DIR] [KEY VALUE ...]
 
-Selectors (the same code the training hook runs, imagescore_det.engine.selection):
+Selectors: every registered one (``imagescore_det/engine/selectors.py``, the same code the
+training hook runs), e.g.:
 
 * ``image_score``: fit the dataset mask on the labeled datasets (``--labeled-datasets``;
   default ``IMAGE_SCORE.LABELED_DATASETS``, else ``DATASETS.TRAIN``, as in training), then
   score the dataset's images; only the backbone runs. Scores are <= 0, higher = more typical.
 * ``softmax``: full detector inference; the mean score of the boxes that would become
   pseudo-labels (``IMAGE_SCORE.BOX_SCORE_THRESH``).
+* ``random``: a random ranking seeded by ``SEED`` (round 1's stream).
 
 Writes to ``--output`` (default ``OUTPUT_DIR/scores/<dataset>_<selector>``), each file
 atomically:
@@ -25,8 +27,6 @@ atomically:
 * ``summary.json``: count, mean/min/max score, per-domain mean score, seconds taken.
 """
 import argparse
-import csv
-import io
 import logging
 import os
 import sys
@@ -35,19 +35,18 @@ import time
 import numpy as np
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 import imagescore_det.engine  # noqa: F401  (registers the VGG16 backbone and the datasets)
-from imagescore_det.data import dataset_domains
-from imagescore_det.engine import ConfigError, Trainer, load_config
-from imagescore_det.engine import selection
+from imagescore_det.engine import (CheckedCheckpointer, CheckpointMismatchError, ConfigError,
+                                   Trainer, load_config, round_files)
+from imagescore_det.engine.ranking import select_top
+from imagescore_det.engine.selectors import SelectorContext, rank_pool, selector_names
 from imagescore_det.utils import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("imagescore_det.score_images")
 
-SELECTORS = ("image_score", "softmax")
 
 
 class ToolError(RuntimeError):
@@ -68,32 +67,14 @@ def parse_args(argv=None):
                         "IMAGE_SCORE.LABELED_DATASETS, else DATASETS.TRAIN)")
     p.add_argument("--output", default=None, metavar="DIR",
                    help="output directory (default: OUTPUT_DIR/scores/<dataset>_<selector>)")
-    p.add_argument("--selector", choices=SELECTORS, default="image_score")
+    p.add_argument("--selector", choices=selector_names(), default="image_score",
+                   help="a registered selector (imagescore_det/engine/selectors.py)")
     p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                    help="config overrides")
     return p.parse_args(argv)
 
 
 # ----------------------------------------------------------------------------- model
-class _RecordingCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that keeps what did not fit instead of only logging it."""
-
-    incompatible = None
-
-    def _log_incompatible_keys(self, incompatible):
-        self.incompatible = incompatible
-        super()._log_incompatible_keys(incompatible)
-
-
-def _config_hint(weights, config_file):
-    saved = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.yaml")
-    hint = (f"Pass --config-file the config that trained {weights} (with the same KEY VALUE "
-            "overrides)")
-    if os.path.isfile(saved):
-        hint += f"; the training run saved it as {saved}"
-    return hint + f", or MODEL.WEIGHTS a checkpoint trained with {config_file}."
-
-
 def load_model(cfg, config_file):
     """Build the detector of ``cfg`` and load ``cfg.MODEL.WEIGHTS`` into it, strictly."""
     weights = cfg.MODEL.WEIGHTS
@@ -105,31 +86,12 @@ def load_model(cfg, config_file):
     if "://" not in weights and not os.path.isfile(weights):
         raise ToolError(f"Checkpoint MODEL.WEIGHTS={weights} does not exist.")
     model = Trainer.build_model(cfg)
-    ckpt = _RecordingCheckpointer(model)
     try:
-        ckpt.load(weights)
+        CheckedCheckpointer(model, strict=True, config_file=config_file).load(weights)
+    except CheckpointMismatchError as e:
+        raise ToolError(str(e)) from e
     except Exception as e:  # noqa: BLE001 - unreadable file, not a checkpoint, ...
         raise ToolError(f"Cannot load checkpoint {weights}: {type(e).__name__}: {e}") from e
-    bad = ckpt.incompatible
-    # a key whose shape differs is dropped from the checkpoint, so it is also "missing"
-    missing = [] if bad is None else [
-        k for k in bad.missing_keys if k not in {s[0] for s in bad.incorrect_shapes}]
-    if bad is not None and (bad.incorrect_shapes or missing):
-        lines = [f"Checkpoint {weights} does not fit the model built from {config_file}:"]
-        for k, shape_ckpt, shape_model in bad.incorrect_shapes[:8]:
-            lines.append(f"  {k}: shape {tuple(shape_ckpt)} in the checkpoint, "
-                         f"{tuple(shape_model)} in the model")
-        if len(bad.incorrect_shapes) > 8:
-            lines.append(f"  ... {len(bad.incorrect_shapes)} shape mismatches in all")
-        if missing:
-            shown = ", ".join(missing[:8])
-            more = f" ... ({len(missing)} in all)" if len(missing) > 8 else ""
-            lines.append(f"  missing from the checkpoint: {shown}{more}")
-        lines.append(_config_hint(weights, config_file))
-        raise ToolError("\n".join(lines))
-    if bad is not None and bad.unexpected_keys:
-        logger.warning("Checkpoint %s has %d keys the model does not use (e.g. %s)", weights,
-                       len(bad.unexpected_keys), bad.unexpected_keys[0])
     model.eval()
     return model
 
@@ -147,44 +109,24 @@ def _dicts(names, what):
     return out
 
 
-def _domains(name, dicts):
-    """Per-image domain ("typical"/"shifted") of a synthetic dataset, or None."""
-    try:
-        by_id = dataset_domains(name)
-    except (KeyError, OSError, ValueError):
-        return None
-    if not by_id:
-        return None
-    doms = [by_id.get(str(d.get("image_id"))) for d in dicts]
-    return doms if all(x is not None for x in doms) else None
-
-
-def ranks_of(scores):
-    """1 = highest score; ties by dataset order (the order select_top picks them in)."""
-    n = len(scores)
-    ranks = np.empty(n, dtype=np.int64)
-    ranks[np.lexsort((np.arange(n), -np.asarray(scores, dtype=np.float64)))] = np.arange(1, n + 1)
-    return ranks
+def _domains(dicts):
+    """Per-image domain (the synthetic set's "typical"/"shifted"), or None when unknown."""
+    values = [d.get("domain") for d in dicts]
+    return None if any(v is None for v in values) else values
 
 
 # ----------------------------------------------------------------------------- outputs
 def write_outputs(out_dir, cfg, args, dicts, scores, domains, scorer, seconds, scoring_s):
     os.makedirs(out_dir, exist_ok=True)
-    ranks = ranks_of(scores)
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["image_id", "file_name", "score", "rank"] + (["domain"] if domains else []))
-    for i, d in enumerate(dicts):
-        w.writerow([d.get("image_id", i), d["file_name"], repr(float(scores[i])), int(ranks[i])]
-                   + ([domains[i]] if domains else []))
-    atomic_write_text(os.path.join(out_dir, "scores.csv"), buf.getvalue())
+    atomic_write_text(os.path.join(out_dir, round_files.SCORES_CSV),
+                      round_files.scores_csv_text(dicts, scores, domains))
 
     files = ["scores.csv"]
     if scorer is not None:
-        scorer.save(os.path.join(out_dir, "mask.pt"))
-        files.append("mask.pt")
+        scorer.save(os.path.join(out_dir, round_files.MASK))
+        files.append(round_files.MASK)
 
-    top = selection.select_top(scores, cfg.IMAGE_SCORE.TOP_FRACTION)
+    top = select_top(scores, cfg.IMAGE_SCORE.TOP_FRACTION)
     groups = None
     if domains:
         groups = {dom: np.array([x == dom for x in domains])
@@ -204,10 +146,10 @@ def write_outputs(out_dir, cfg, args, dicts, scores, domains, scorer, seconds, s
         "top_fraction": cfg.IMAGE_SCORE.TOP_FRACTION, "num_top": int(len(top)),
         "seconds": seconds, "scoring_seconds": scoring_s, "files": files + ["summary.json"],
     }
-    if args.selector == "image_score":
+    if scorer is not None:
         summary["labeled_datasets"] = list(args.labeled_datasets)
         summary["layers"] = list(scorer.layer_names)
-    else:
+    if args.selector == "softmax":
         summary["box_score_thresh"] = cfg.IMAGE_SCORE.BOX_SCORE_THRESH
     if domains:
         summary["per_domain"] = {
@@ -229,20 +171,14 @@ def main(args):
                                           f"{args.dataset}_{args.selector}")
     pool = _dicts([args.dataset], "The scored")
     model = load_model(cfg, args.config_file)
-    scorer = None
+    logger.info("Scoring %d images of %s with the %s selector", len(pool), args.dataset,
+                args.selector)
+    ctx = SelectorContext(cfg=cfg, model=model, pool=pool, seed=max(cfg.SEED, 0),
+                          labeled=lambda: _dicts(args.labeled_datasets, "The labeled"))
     with torch.no_grad():
-        if args.selector == "image_score":
-            labeled = _dicts(args.labeled_datasets, "The labeled")
-            logger.info("Fitting the mask on %d labeled images of %s, scoring %d images of %s",
-                        len(labeled), args.labeled_datasets, len(pool), args.dataset)
-            scores, scorer, scoring_s = selection.image_scores(cfg, model, labeled, pool)
-        else:
-            logger.info("Running the detector on %d images of %s", len(pool), args.dataset)
-            preds, scoring_s = selection.predict(cfg, model, pool, "infer")
-            scores = selection.softmax_confidence(preds, cfg.IMAGE_SCORE.BOX_SCORE_THRESH)
-    scores = np.asarray(scores, dtype=np.float64)
-    summary = write_outputs(out_dir, cfg, args, pool, scores, _domains(args.dataset, pool),
-                            scorer, time.perf_counter() - t0, scoring_s)
+        ranking = rank_pool(args.selector, ctx)
+    summary = write_outputs(out_dir, cfg, args, pool, ranking.scores, _domains(pool),
+                            ranking.scorer, time.perf_counter() - t0, sum(ranking.timing.values()))
     msg = (f"Scored {summary['count']} images of {args.dataset} ({args.selector}) in "
            f"{summary['seconds']:.1f} s: mean {summary['mean_score']:.4f}, min "
            f"{summary['min_score']:.4f}, max {summary['max_score']:.4f}")

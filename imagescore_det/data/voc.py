@@ -5,6 +5,7 @@
 are set exactly as Detectron2 sets them) and then swaps the catalog's loader for one that
 validates the files first and then calls ``load_voc_instances``. Registration itself never
 touches the disk; validation happens when ``DatasetCatalog.get(name)`` loads the dataset.
+A synthetic dataset's dicts also carry each image's ``"domain"`` ("typical"/"shifted").
 
 Errors name the offending file and say how to fix it:
 
@@ -16,7 +17,6 @@ Errors name the offending file and say how to fix it:
 """
 import os
 import threading
-import xml.etree.ElementTree as ET
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASS_NAMES
@@ -24,6 +24,7 @@ from detectron2.data.datasets.pascal_voc import load_voc_instances, register_pas
 from detectron2.structures import BoxMode
 
 from .synthetic import META_FILENAME, SYNTHETIC_CLASSES, read_synthetic_meta
+from .voc_xml import parse_voc_xml, to_detectron2_box
 
 __all__ = [
     "VOC_CLASS_NAMES",
@@ -94,37 +95,6 @@ def _suggest_classes(found, dirname):
     return ("the classes found in this split's annotations", sorted(found))
 
 
-def _parse_annotation(xml_path):
-    try:
-        tree = ET.parse(xml_path)
-    except ET.ParseError as e:
-        raise ValueError(f"Annotation {xml_path} is not valid XML ({e}). Fix or regenerate "
-                         f"it, or remove its id from the split file.") from e
-    root = tree.getroot()
-    try:
-        w = int(root.find("./size/width").text)
-        h = int(root.find("./size/height").text)
-    except (AttributeError, TypeError, ValueError) as e:
-        raise ValueError(f"Annotation {xml_path} has no usable <size><width>/<height> "
-                         f"(positive integers are required).") from e
-    if w <= 0 or h <= 0:
-        raise ValueError(f"Annotation {xml_path} has a non-positive size {w}x{h}.")
-    objects = []
-    for obj in root.findall("object"):
-        name_el = obj.find("name")
-        name = name_el.text.strip() if name_el is not None and name_el.text else None
-        if not name:
-            raise ValueError(f"Annotation {xml_path} has an <object> without a <name>.")
-        try:
-            box = [float(obj.find("bndbox").find(k).text)
-                   for k in ("xmin", "ymin", "xmax", "ymax")]
-        except (AttributeError, TypeError, ValueError) as e:
-            raise ValueError(f"Annotation {xml_path}: object {name!r} has no usable "
-                             f"<bndbox> with numeric xmin/ymin/xmax/ymax.") from e
-        objects.append((name, box))
-    return w, h, objects
-
-
 def validate_voc_split(dirname, split, class_names, missing_hint=DEFAULT_MISSING_HINT,
                        check_images=True):
     """Check everything ``load_voc_instances(dirname, split, class_names)`` relies on.
@@ -150,7 +120,7 @@ def validate_voc_split(dirname, split, class_names, missing_hint=DEFAULT_MISSING
                 raise FileNotFoundError(
                     f"Image {jpg} does not exist (image id {image_id!r} is listed in "
                     f"{_split_path(dirname, split)}).")
-        _, _, objects = _parse_annotation(xml_path)
+        _, _, objects = parse_voc_xml(xml_path)
         for name, _ in objects:
             found.add(name)
             if name not in known and first_unknown is None:
@@ -176,7 +146,7 @@ def check_class_names(dirname, split, class_names):
     validate_voc_split(dirname, split, class_names, check_images=False)
     counts = {c: 0 for c in class_names}
     for image_id in read_split_ids(dirname, split):
-        _, _, objects = _parse_annotation(os.path.join(dirname, "Annotations", image_id + ".xml"))
+        _, _, objects = parse_voc_xml(os.path.join(dirname, "Annotations", image_id + ".xml"))
         for name, _ in objects:
             counts[name] += 1
     return counts
@@ -185,9 +155,9 @@ def check_class_names(dirname, split, class_names):
 def _load_single(dirname, image_id, class_names):
     # load_voc_instances reads the split with np.loadtxt, which returns a 0-d array for a
     # one-line file and then fails to iterate; this mirrors its per-image code for that case.
-    w, h, objects = _parse_annotation(os.path.join(dirname, "Annotations", image_id + ".xml"))
+    w, h, objects = parse_voc_xml(os.path.join(dirname, "Annotations", image_id + ".xml"))
     anns = [{"category_id": list(class_names).index(n),
-             "bbox": [b[0] - 1.0, b[1] - 1.0, b[2], b[3]], "bbox_mode": BoxMode.XYXY_ABS}
+             "bbox": to_detectron2_box(b), "bbox_mode": BoxMode.XYXY_ABS}
             for n, b in objects]
     return [{"file_name": os.path.join(dirname, "JPEGImages", image_id + ".jpg"),
              "image_id": image_id, "height": h, "width": w, "annotations": anns}]
@@ -197,10 +167,26 @@ def _make_loader(dirname, split, class_names, missing_hint):
     def load():
         ids = validate_voc_split(dirname, split, class_names, missing_hint)
         if len(ids) == 1:
-            return _load_single(dirname, ids[0], class_names)
-        return load_voc_instances(dirname, split, class_names)
+            dicts = _load_single(dirname, ids[0], class_names)
+        else:
+            dicts = load_voc_instances(dirname, split, class_names)
+        return _with_domains(dirname, dicts)
 
     return load
+
+
+def _with_domains(dirname, dicts):
+    """Put each image's ``"domain"`` (synthetic data: "typical"/"shifted", from
+    ``synthetic_meta.json``) into its dataset dict; other datasets are returned as they are."""
+    meta = read_synthetic_meta(dirname)
+    if meta is None:
+        return dicts
+    domains = meta["domains"]
+    for d in dicts:
+        domain = domains.get(str(d["image_id"]))
+        if domain is not None:
+            d["domain"] = domain
+    return dicts
 
 
 def register_voc(name, dirname, split, year=2007, class_names=VOC_CLASS_NAMES,

@@ -1,21 +1,47 @@
-"""A DetectionCheckpointer that refuses a checkpoint made for another model."""
+"""The one checkpoint-fit policy: a DetectionCheckpointer that refuses checkpoints of another model."""
+import logging
+import os
+
 from detectron2.checkpoint import DetectionCheckpointer
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(RuntimeError):
     """The checkpoint does not belong to the configured model."""
 
 
+def _config_hint(path, config_file):
+    saved = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
+    hint = (f"Pass --config-file the config that trained {path} (with the same KEY VALUE "
+            "overrides)")
+    if os.path.isfile(saved):
+        hint += f"; the training run saved it as {saved}"
+    return hint + f", or MODEL.WEIGHTS a checkpoint trained with {config_file}."
+
+
 class CheckedCheckpointer(DetectionCheckpointer):
-    """Detectron2's checkpointer, but a checkpoint of another model stops with an error.
+    """Detectron2's checkpointer, but a checkpoint that does not fit stops with an error.
 
     Detectron2 only logs a warning when a checkpoint's tensors do not fit, then trains or
-    evaluates a model that is silently (partly) random. Fine-tuning still works as usual:
-    heads missing from an ImageNet checkpoint, or a class-count mismatch in the box
-    predictor, load with Detectron2's warning. What stops here is a checkpoint that fits
-    nothing of the model, or whose *backbone* tensors have other shapes (another backbone
-    or width), before any training time is spent.
+    evaluates a model that is silently (partly) random.
+
+    * ``strict=False`` (training, fine-tuning): heads missing from an ImageNet checkpoint,
+      or a class-count mismatch in the box predictor, load with Detectron2's warning. What
+      stops is a checkpoint that fits nothing of the model, or whose *backbone* tensors
+      have other shapes (another backbone or width), before any training time is spent.
+    * ``strict=True`` (scoring or evaluating a trained detector): every tensor of the model
+      must be in the checkpoint with its shape; keys the model does not use only warn.
+
+    ``config_file`` names the config in the error message's fix.
     """
+
+    def __init__(self, model, save_dir="", *, strict=False, config_file="the config",
+                 **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.strict = strict
+        self.config_file = config_file
+        self._loading_path = "the checkpoint"
 
     def load(self, path, *args, **kwargs):
         self._loading_path = path
@@ -23,11 +49,14 @@ class CheckedCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
+        path = self._loading_path
+        if self.strict:
+            self._check_strict(incompatible, path)
+            return incompatible
         model_keys = self.model.state_dict().keys()
         loaded = len(model_keys) - len(incompatible.missing_keys)
         bad_backbone = [(k, a, b) for k, a, b in incompatible.incorrect_shapes
                         if k.startswith("backbone.")]
-        path = getattr(self, "_loading_path", "the checkpoint")
         if loaded <= 0 or bad_backbone:
             detail = (f"{len(bad_backbone)} backbone tensors have other shapes, e.g. "
                       f"{bad_backbone[0][0]}: checkpoint {bad_backbone[0][1]} vs model "
@@ -38,3 +67,23 @@ class CheckedCheckpointer(DetectionCheckpointer):
                 "Use the config the checkpoint was trained with (its OUTPUT_DIR has "
                 "config.yaml), or point MODEL.WEIGHTS at a checkpoint of this model.")
         return incompatible
+
+    def _check_strict(self, incompatible, path):
+        # a key whose shape differs is dropped from the checkpoint, so it is also "missing"
+        wrong_shape = {key for key, _, _ in incompatible.incorrect_shapes}
+        missing = [key for key in incompatible.missing_keys if key not in wrong_shape]
+        if incompatible.incorrect_shapes or missing:
+            lines = [f"Checkpoint {path} does not fit the model built from {self.config_file}:"]
+            for key, shape_ckpt, shape_model in incompatible.incorrect_shapes[:8]:
+                lines.append(f"  {key}: shape {tuple(shape_ckpt)} in the checkpoint, "
+                             f"{tuple(shape_model)} in the model")
+            if len(incompatible.incorrect_shapes) > 8:
+                lines.append(f"  ... {len(incompatible.incorrect_shapes)} shape mismatches in all")
+            if missing:
+                more = f" ... ({len(missing)} in all)" if len(missing) > 8 else ""
+                lines.append(f"  missing from the checkpoint: {', '.join(missing[:8])}{more}")
+            lines.append(_config_hint(path, self.config_file))
+            raise CheckpointMismatchError("\n".join(lines))
+        if incompatible.unexpected_keys:
+            logger.warning("Checkpoint %s has %d keys the model does not use (e.g. %s)", path,
+                           len(incompatible.unexpected_keys), incompatible.unexpected_keys[0])

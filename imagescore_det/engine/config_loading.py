@@ -9,6 +9,7 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 
 from ..config import add_imagescore_config
+from .selectors import config_selector_names
 
 
 class ConfigError(ValueError):
@@ -87,9 +88,9 @@ def load_config(config_file, opts=(), cfg=None):
 def check_config(cfg, where="the config"):
     """Checks that would otherwise fail late (after training time is spent) or silently."""
     s = cfg.IMAGE_SCORE
-    if s.SELECTOR not in ("image_score", "softmax", "random", "none"):
+    if s.SELECTOR not in config_selector_names():
         raise ConfigError(f"IMAGE_SCORE.SELECTOR is '{s.SELECTOR}' in {where}; use one of "
-                          "image_score, softmax, random, none.")
+                          f"{', '.join(config_selector_names())}.")
     if not 0.0 < s.TOP_FRACTION <= 1.0:
         raise ConfigError(f"IMAGE_SCORE.TOP_FRACTION is {s.TOP_FRACTION} in {where}; it is the "
                           "fraction of the unlabeled pool to pseudo-label and must be in (0, 1].")

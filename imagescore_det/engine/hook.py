@@ -1,8 +1,6 @@
-"""ImageScoreHook: select, pseudo-label and register unlabeled images during training."""
+"""ImageScoreHook: when selection rounds happen, resume, and switching the trainer's data."""
 import contextlib
-import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -15,26 +13,23 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from ..data import dataset_domains
-from ..data.pseudo import (load_pseudo_dataset, predictions_to_dicts, pseudo_dataset_name,
-                           register_pseudo_dataset, save_pseudo_dataset)
-from ..evaluation.pseudo_labels import precision_by_score_bin, pseudo_label_quality
-from ..utils import atomic_write_json, atomic_write_text
-from . import selection
+from ..data.pseudo import register_pseudo_dataset
+from ..utils import atomic_write_json
+from . import round_files
+from .round import compute_round, summarize
+from .selectors import NO_SELECTION
 
 logger = logging.getLogger(__name__)
-
-MANIFEST = "selection.json"
 
 
 def round_iterations(cfg):
     """Iterations at which a selection round runs: START_ITER, then every REFRESH_PERIOD."""
-    s = cfg.IMAGE_SCORE
-    if not s.ENABLED or s.SELECTOR == "none":
+    settings = cfg.IMAGE_SCORE
+    if not settings.ENABLED or settings.SELECTOR == NO_SELECTION:
         return []
-    if s.REFRESH_PERIOD <= 0:
-        return [s.START_ITER]
-    return list(range(s.START_ITER, cfg.SOLVER.MAX_ITER, s.REFRESH_PERIOD))
+    if settings.REFRESH_PERIOD <= 0:
+        return [settings.START_ITER]
+    return list(range(settings.START_ITER, cfg.SOLVER.MAX_ITER, settings.REFRESH_PERIOD))
 
 
 def config_fingerprint(cfg):
@@ -45,14 +40,25 @@ def config_fingerprint(cfg):
     return hashlib.sha256(repr(keys).encode()).hexdigest()[:16]
 
 
+def load_datasets(names, what):
+    """The dataset dicts of registered datasets, concatenated (none at all is an error)."""
+    dicts = []
+    for name in names:
+        dicts.extend(DatasetCatalog.get(name))
+    if not dicts:
+        raise ValueError(f"The {what} {tuple(names)} has no images: check the datasets' "
+                         "split files.")
+    return dicts
+
+
 class ImageScoreHook(HookBase):
     """At each round iteration: score the unlabeled pool, pseudo-label the top fraction,
     register it and switch the trainer's data loader to labeled + pseudo-labeled images.
 
-    Everything a resumed or audited run needs is written under
-    ``OUTPUT_DIR/image_score/round_<k>/`` (mask, scores.csv, pseudo_dataset.json, plots and
-    the ``selection.json`` manifest, written last: a round without it is incomplete and is
-    recomputed).
+    The round itself is :func:`~imagescore_det.engine.round.compute_round`; its folder
+    ``OUTPUT_DIR/image_score/round_<k>/`` is written and read by
+    :mod:`~imagescore_det.engine.round_files` (the manifest last: a round without it is
+    incomplete and is recomputed).
     """
 
     def __init__(self, cfg, build_train_loader, evaluate=None):
@@ -67,35 +73,26 @@ class ImageScoreHook(HookBase):
         self._build_train_loader = build_train_loader
         self._evaluate = evaluate
         self.out_dir = os.path.join(cfg.OUTPUT_DIR, "image_score")
-        self.history = []  # manifests of the rounds done or reloaded in this process
+        self.history = []  # manifests (dicts) of the rounds done or reloaded in this process
         self.eval_before = None
         self._pool = None
 
-    # ----------------------------------------------------------------------- layout
-    def round_dir(self, k):
-        return os.path.join(self.out_dir, f"round_{k}")
+    def round_dir(self, round_index):
+        return round_files.round_dir(self.cfg.OUTPUT_DIR, round_index)
 
-    def _load_manifest(self, k):
-        path = os.path.join(self.round_dir(k), MANIFEST)
-        if not os.path.isfile(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
-
-    # ----------------------------------------------------------------------- hooks
     def _load_pool(self):
-        """The unlabeled pool's dataset dicts, loaded once (an empty pool is an error)."""
+        """The unlabeled pool's dataset dicts, loaded once."""
         if self._pool is None:
-            names = self.cfg.IMAGE_SCORE.UNLABELED_DATASETS
-            pool = []
-            for name in names:
-                pool.extend(DatasetCatalog.get(name))
-            if not pool:
-                raise ValueError(f"The unlabeled pool IMAGE_SCORE.UNLABELED_DATASETS={tuple(names)} "
-                                 "has no images: check the datasets' split files.")
-            self._pool = pool
+            self._pool = load_datasets(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS,
+                                       "unlabeled pool IMAGE_SCORE.UNLABELED_DATASETS")
         return self._pool
 
+    def _load_labeled(self):
+        settings = self.cfg.IMAGE_SCORE
+        return load_datasets(settings.LABELED_DATASETS or self.cfg.DATASETS.TRAIN,
+                             "labeled set IMAGE_SCORE.LABELED_DATASETS (or DATASETS.TRAIN)")
+
+    # ----------------------------------------------------------------------- hooks
     def before_train(self):
         start = self.trainer.start_iter
         if any(it >= start for it in self.rounds):
@@ -104,303 +101,108 @@ class ImageScoreHook(HookBase):
         if not done:
             return
         # Resumed after a switch: re-register the last round's dataset from disk.
-        k = done[-1]
-        manifest = self._load_manifest(k)
+        last = done[-1]
+        manifest = round_files.read_manifest(self.round_dir(last))
         if manifest is None:
             raise RuntimeError(
-                f"Resuming at iteration {start}, after selection round {k} (iteration "
-                f"{self.rounds[k - 1]}), but {self.round_dir(k)}/{MANIFEST} is missing. The "
-                "output directory does not belong to this run: resume from the right "
-                "OUTPUT_DIR, or start again without --resume.")
-        for j in done:
-            m = self._load_manifest(j)
-            if m is not None:
-                self.history.append(m)
-        logger.info("Resumed after selection round %d: reloading %s from disk", k,
-                    manifest["dataset_name"])
-        self._activate(manifest)
-        eb = os.path.join(self.out_dir, "eval_before.json")
-        if os.path.isfile(eb):
-            with open(eb) as f:
+                f"Resuming at iteration {start}, after selection round {last} (iteration "
+                f"{self.rounds[last - 1]}), but {self.round_dir(last)}/{round_files.MANIFEST} "
+                "is missing. The output directory does not belong to this run: resume from "
+                "the right OUTPUT_DIR, or start again without --resume.")
+        for k in done:
+            earlier = round_files.read_manifest(self.round_dir(k))
+            if earlier is not None:
+                self.history.append(earlier.to_dict())
+        logger.info("Resumed after selection round %d: reloading %s from disk", last,
+                    manifest.dataset_name)
+        self._activate(manifest, round_files.read_pseudo_dicts(self.round_dir(last), manifest))
+        eval_before = os.path.join(self.out_dir, round_files.EVAL_BEFORE)
+        if os.path.isfile(eval_before):
+            with open(eval_before) as f:
                 self.eval_before = json.load(f)
 
     def before_step(self):
-        it = self.trainer.iter
+        iteration = self.trainer.iter
         # A round's loaders, evaluation and analysis draw from the global RNGs (e.g. worker
         # seeds); restoring them makes the rest of training see the same random stream
         # whatever the selector, so runs that differ only in SELECTOR stay comparable.
-        if it in self.rounds:
-            with _preserved_rng():
-                self.run_round(self.rounds.index(it) + 1)
-        elif (not self.rounds and it == self.cfg.IMAGE_SCORE.START_ITER
-              and self.trainer.start_iter <= it):
-            with _preserved_rng():
+        if iteration in self.rounds:
+            with preserved_rng():
+                self.run_round(self.rounds.index(iteration) + 1)
+        elif (not self.rounds and iteration == self.cfg.IMAGE_SCORE.START_ITER
+              and self.trainer.start_iter <= iteration):
+            with preserved_rng():
                 self._eval_before()  # SELECTOR none: the same "before" point, no pseudo-labels
 
     # ----------------------------------------------------------------------- a round
-    def run_round(self, k):
-        cfg = self.cfg
+    def run_round(self, round_index):
+        directory = self.round_dir(round_index)
         resumed = self.trainer.start_iter > 0
-        manifest = self._load_manifest(k) if resumed else None
-        dicts = None  # read from disk
-        if manifest is not None and manifest.get("fingerprint") == config_fingerprint(cfg):
-            logger.info("Selection round %d found complete on disk; reusing it", k)
+        manifest = round_files.read_manifest(directory) if resumed else None
+        if manifest is not None and manifest.fingerprint == config_fingerprint(self.cfg):
+            logger.info("Selection round %d found complete on disk; reusing it", round_index)
+            pseudo = round_files.read_pseudo_dicts(directory, manifest)
         else:
-            if k == 1:
+            if round_index == 1:
                 self._eval_before()
-            # every rank holds the same pseudo dicts: no rank needs to read rank 0's files
+            result = compute_round(self.cfg, self._model(), self._load_pool(), round_index,
+                                   self.trainer.iter, self._load_labeled,
+                                   seed=max(self.cfg.SEED, 0) if self.cfg.IMAGE_SCORE.SEED < 0
+                                   else self.cfg.IMAGE_SCORE.SEED)
+            classes = MetadataCatalog.get(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS[0]).thing_classes
+            manifest = summarize(result, self.cfg, list(classes), config_fingerprint(self.cfg))
+            if comm.is_main_process():
+                round_files.write_round(directory, result, manifest)
+            comm.synchronize()
+            # every rank holds the same pseudo dicts: no rank reads rank 0's files
             # (OUTPUT_DIR need not be shared across machines)
-            manifest, dicts = self._compute_round(k)
-        self.history.append(manifest)
-        self._activate(manifest, dicts)
+            pseudo = result.pseudo
+        self.history.append(manifest.to_dict())
+        self._activate(manifest, pseudo)
         self._put_scalars(manifest)
 
     def _eval_before(self):
         if self.cfg.IMAGE_SCORE.EVAL_BEFORE and self._evaluate is not None:
             self.eval_before = self._evaluate()
             if comm.is_main_process():
-                atomic_write_json(os.path.join(self.out_dir, "eval_before.json"),
+                atomic_write_json(os.path.join(self.out_dir, round_files.EVAL_BEFORE),
                                   self.eval_before)
 
     def _model(self):
         model = self.trainer.model
         return model.module if hasattr(model, "module") else model
 
-    def _compute_round(self, k):
-        cfg = self.cfg
-        s = cfg.IMAGE_SCORE
-        pool = self._load_pool()
-        model = self._model()
-        was_training = model.training
-        model.eval()
-        logger.info("Selection round %d at iteration %d: %s over %d unlabeled images",
-                    k, self.trainer.iter, s.SELECTOR, len(pool))
-        timing, scorer = {}, None
-        predictions = None
-        try:
-            if s.SELECTOR == "image_score":
-                labeled = []
-                for name in (s.LABELED_DATASETS or cfg.DATASETS.TRAIN):
-                    labeled.extend(DatasetCatalog.get(name))
-                scores, scorer, timing["scoring_s"] = selection.image_scores(
-                    cfg, model, labeled, pool)
-            elif s.SELECTOR == "softmax":
-                predictions, timing["inference_pool_s"] = selection.predict(
-                    cfg, model, pool, "infer pool")
-                scores = selection.softmax_confidence(predictions, s.BOX_SCORE_THRESH)
-            else:  # random
-                seed = s.SEED if s.SEED >= 0 else max(cfg.SEED, 0)
-                scores = selection.random_scores(len(pool), seed * 1000 + k)
-            chosen = selection.select_top(scores, s.TOP_FRACTION)
-            logger.info("Rank %d selection digest %s", comm.get_rank(),
-                        hashlib.sha256(np.asarray(chosen, dtype=np.int64).tobytes()).hexdigest()[:16])
-            if predictions is None:
-                chosen_preds, timing["pseudo_label_s"] = selection.predict(
-                    cfg, model, [pool[i] for i in chosen])
-            else:
-                chosen_preds = [predictions[i] for i in chosen]
-                timing["pseudo_label_s"] = 0.0
-            timing["selection_total_s"] = sum(timing.values())
-            if s.ANALYZE_POOL and _has_truth(pool) and predictions is None:
-                # analysis only: what pseudo-labels would every pool image have had?
-                predictions, timing["analysis_inference_pool_s"] = selection.predict(
-                    cfg, model, pool, "analyze pool")
-        finally:
-            model.train(was_training)
-
-        chosen_dicts = [pool[i] for i in chosen]
-        pseudo, box_counts = predictions_to_dicts(chosen_dicts, chosen_preds,
-                                                  s.BOX_SCORE_THRESH, s.MIN_BOXES_PER_IMAGE)
-        name = pseudo_dataset_name(s.UNLABELED_DATASETS, k)
-        domains = _pool_domains(s.UNLABELED_DATASETS, pool)  # synthetic pools only
-        manifest = self._summarize(k, name, pool, scores, chosen, chosen_preds, box_counts,
-                                   pseudo, timing, domains)
-        if s.ANALYZE_POOL and predictions is not None and _has_truth(pool):
-            manifest.update(_pool_analysis(scores, chosen, predictions, pool, s))
-        if comm.is_main_process():
-            self._write_round(k, manifest, pool, scores, chosen, box_counts, pseudo, scorer,
-                              domains)
-        comm.synchronize()
-        return manifest, pseudo
-
-    def _summarize(self, k, name, pool, scores, chosen, chosen_preds, box_counts, pseudo,
-                   timing, domains):
-        cfg, s = self.cfg, self.cfg.IMAGE_SCORE
-        classes = list(MetadataCatalog.get(s.UNLABELED_DATASETS[0]).thing_classes)
-        per_class = {c: 0 for c in classes}
-        for d in pseudo:
-            for a in d["annotations"]:
-                per_class[classes[a["category_id"]]] += 1
-        sel_scores = scores[chosen]
-        m = {
-            "round": k, "iteration": self.trainer.iter, "selector": s.SELECTOR,
-            "dataset_name": name, "fingerprint": config_fingerprint(cfg),
-            "unlabeled_datasets": list(s.UNLABELED_DATASETS), "thing_classes": classes,
-            "pool_size": len(pool), "num_selected": int(len(chosen)),
-            "num_pseudo_images": len(pseudo),
-            "num_dropped_empty": int(sum(c < s.MIN_BOXES_PER_IMAGE for c in box_counts)),
-            "num_pseudo_boxes": int(sum(len(d["annotations"]) for d in pseudo)),
-            "boxes_per_image": (float(np.mean(box_counts)) if box_counts else 0.0),
-            "selected_score_mean": float(np.mean(sel_scores)),
-            "selected_score_min": float(np.min(sel_scores)),
-            "pool_score_mean": float(np.mean(scores)),
-            "per_class_boxes": per_class, "timing": timing,
-            "pseudo_dataset": "pseudo_dataset.json",
-        }
-        if domains is not None:
-            m["domains"] = _domain_stats(domains, scores, chosen)
-        # Quality against the pool's true boxes, when it has them (never trained on).
-        if s.EVAL_PSEUDO_LABELS and _has_truth([pool[i] for i in chosen]):
-            rows = _quality(chosen_preds, [pool[i] for i in chosen], s)
-            tp, fp, ng = (int(sum(r[j] for r in rows)) for j in range(3))
-            m["pseudo_precision"] = tp / (tp + fp) if tp + fp else None
-            m["pseudo_recall"] = tp / ng if ng else None
-            m["precision_by_score_bin"] = precision_by_score_bin(
-                sel_scores, [r[0] for r in rows], [r[1] for r in rows])
-            m["_quality_rows"] = rows
-        return m
-
-    def _write_round(self, k, manifest, pool, scores, chosen, box_counts, pseudo, scorer,
-                     domains):
-        d = self.round_dir(k)
-        os.makedirs(d, exist_ok=True)
-        rows = manifest.pop("_quality_rows", None)
-        selected = {int(i): j for j, i in enumerate(chosen)}
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        header = ["image_id", "file_name", "score", "rank", "selected", "pseudo_boxes"]
-        if rows is not None:
-            header += ["true_positives", "false_positives", "true_boxes"]
-        w.writerow(header)
-        ranks = np.empty(len(scores), dtype=np.int64)
-        ranks[np.lexsort((np.arange(len(scores)), -scores))] = np.arange(1, len(scores) + 1)
-        for i, dd in enumerate(pool):
-            j = selected.get(i)
-            row = [dd.get("image_id", i), dd["file_name"], repr(float(scores[i])), int(ranks[i]),
-                   int(j is not None), box_counts[j] if j is not None else ""]
-            if rows is not None:
-                row += list(rows[j]) if j is not None else ["", "", ""]
-            w.writerow(row)
-        atomic_write_text(os.path.join(d, "scores.csv"), buf.getvalue())
-        save_pseudo_dataset(os.path.join(d, "pseudo_dataset.json"), pseudo,
-                            {"name": manifest["dataset_name"], "round": k})
-        if scorer is not None:
-            scorer.save(os.path.join(d, "mask.pt"))
-            manifest["mask"] = "mask.pt"
-        try:
-            from ..evaluation.plots import plot_round
-
-            groups = None if domains is None else {
-                f"{g} domain": np.asarray([x == g for x in domains]) for g in sorted(set(domains))}
-            manifest["plots"] = plot_round(d, scores, chosen, manifest, groups)
-        except Exception as e:  # noqa: BLE001 - a plot must never lose a round
-            logger.warning("Could not draw the round %d plots: %s", k, e)
-        atomic_write_json(os.path.join(d, MANIFEST), manifest)  # last: marks the round done
-
-    def _activate(self, manifest, dicts=None):
-        """Register the round's pseudo dataset and train on labeled + pseudo from now on.
-
-        ``dicts``: the round's pseudo dicts; None reads them from the round's folder.
-        """
-        if dicts is None:
-            path = os.path.join(self.round_dir(manifest["round"]), manifest["pseudo_dataset"])
-            dicts, _ = load_pseudo_dataset(path)
-        name = register_pseudo_dataset(manifest["dataset_name"], dicts,
+    def _activate(self, manifest, pseudo):
+        """Register the round's pseudo dataset and train on labeled + pseudo from now on."""
+        name = register_pseudo_dataset(manifest.dataset_name, pseudo,
                                        self.cfg.IMAGE_SCORE.UNLABELED_DATASETS[0])
         cfg = self.cfg.clone()
         cfg.defrost()
-        cfg.DATASETS.TRAIN = tuple(cfg.DATASETS.TRAIN) + ((name,) if dicts else ())
+        cfg.DATASETS.TRAIN = tuple(cfg.DATASETS.TRAIN) + ((name,) if pseudo else ())
         cfg.freeze()
         logger.info("Training from now on on %s (%d pseudo-labeled images)",
-                    cfg.DATASETS.TRAIN, len(dicts))
+                    cfg.DATASETS.TRAIN, len(pseudo))
         self.trainer._trainer.reset_data_loader(lambda: self._build_train_loader(cfg))
 
-    def _put_scalars(self, m):
-        storage = self.trainer.storage
-        vals = {"num_selected": m["num_selected"], "num_pseudo_images": m["num_pseudo_images"],
-                "num_pseudo_boxes": m["num_pseudo_boxes"],
-                "boxes_per_image": m["boxes_per_image"],
-                "selected_score_mean": m["selected_score_mean"],
-                "selected_score_min": m["selected_score_min"]}
-        if m.get("pseudo_precision") is not None:
-            vals["pseudo_precision"] = m["pseudo_precision"]
-        if m.get("pseudo_recall") is not None:
-            vals["pseudo_recall"] = m["pseudo_recall"]
-        for c, n in m["per_class_boxes"].items():
-            vals[f"boxes/{c}"] = n
-        for key, v in m["timing"].items():
-            vals[f"time/{key}"] = v
-        storage.put_scalars(**{f"image_score/{k}": v for k, v in vals.items()},
-                            smoothing_hint=False)
-
-
-def _anns(p):
-    return [{"bbox": list(map(float, b)), "category_id": int(c), "score": float(s)}
-            for b, c, s in zip(p["boxes"], p["classes"], p["scores"])]
-
-
-def _pool_domains(dataset_names, pool):
-    """Per pool image, its synthetic domain ("typical"/"shifted"), or None if unknown."""
-    known = {}
-    for name in dataset_names:
-        try:
-            d = dataset_domains(name)
-        except Exception:  # noqa: BLE001 - not a synthetic dataset
-            d = None
-        if d is None:
-            return None
-        known.update(d)
-    out = [known.get(str(x.get("image_id"))) for x in pool]
-    return None if any(v is None for v in out) else out
-
-
-def _domain_stats(domains, scores, chosen):
-    """How the selection splits across the pool's domains (synthetic data only)."""
-    sel = np.zeros(len(scores), dtype=bool)
-    sel[np.asarray(chosen, dtype=np.int64)] = True
-    doms = np.asarray(domains)
-    out = {}
-    for g in sorted(set(domains)):
-        m = doms == g
-        out[g] = {"pool": int(m.sum()), "selected": int((m & sel).sum()),
-                  "mean_score": float(np.mean(scores[m]))}
-    return out
+    def _put_scalars(self, manifest):
+        values = {key: getattr(manifest, key) for key in (
+            "num_selected", "num_pseudo_images", "num_pseudo_boxes", "boxes_per_image",
+            "selected_score_mean", "selected_score_min", "pseudo_precision", "pseudo_recall")}
+        values.update({f"boxes/{name}": count
+                       for name, count in manifest.per_class_boxes.items()})
+        values.update({f"time/{phase}": seconds for phase, seconds in manifest.timing.items()})
+        self.trainer.storage.put_scalars(
+            **{f"image_score/{key}": value for key, value in values.items() if value is not None},
+            smoothing_hint=False)
 
 
 @contextlib.contextmanager
-def _preserved_rng():
+def preserved_rng():
     """Restore Python's, NumPy's and torch's (CPU and CUDA) global RNG states on exit."""
-    py, npy = random.getstate(), np.random.get_state()
+    py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         try:
             yield
         finally:
-            random.setstate(py)
-            np.random.set_state(npy)
-
-
-def _has_truth(dicts):
-    return all("annotations" in d for d in dicts)
-
-
-def _quality(predictions, dicts, s):
-    """Per image (tp, fp, n_true) of the boxes kept as pseudo-labels, against the truth."""
-    kept = [[a for a in _anns(p) if a["score"] >= s.BOX_SCORE_THRESH] for p in predictions]
-    return pseudo_label_quality(kept, [d["annotations"] for d in dicts], s.PSEUDO_IOU_THRESH)
-
-
-def _pool_analysis(scores, chosen, predictions, pool, s, num_bins=10):
-    """Precision of the pseudo-labels every pool image would get, by its score (decile
-    bins over the whole pool), and for the selected images against the rest."""
-    rows = _quality(predictions, pool, s)
-    tp, fp = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
-    sel = np.zeros(len(pool), dtype=bool)
-    sel[np.asarray(chosen, dtype=np.int64)] = True
-
-    def prec(mask):
-        n = int(tp[mask].sum() + fp[mask].sum())
-        return float(tp[mask].sum()) / n if n else None
-
-    return {"pool_precision_by_score_bin": precision_by_score_bin(scores, tp, fp, num_bins),
-            "pool_precision_selected": prec(sel), "pool_precision_rest": prec(~sel),
-            "pool_precision_all": prec(np.ones(len(pool), dtype=bool))}
+            random.setstate(py_state)
+            np.random.set_state(np_state)

@@ -5,7 +5,6 @@ returns the same result on every rank: each rank processes a contiguous shard of
 (Detectron2's ``InferenceSampler``) and the results are all-gathered in pool order.
 """
 import logging
-import math
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.utils import comm
 
 from ..scoring import ImageBatch, ImageScorer
+from .ranking import select_top  # noqa: F401  (re-exported: selection.select_top)
 
 logger = logging.getLogger(__name__)
 
@@ -148,15 +148,3 @@ def softmax_confidence(predictions, score_thresh):
 def random_scores(n, seed):
     """A uniformly random ranking (identical on every rank for the same seed)."""
     return np.random.default_rng(seed).random(n)
-
-
-def select_top(scores, fraction):
-    """Indices of the ``ceil(fraction * n)`` highest scores, best first; ties by pool order."""
-    n = len(scores)
-    if n == 0:
-        raise ValueError("The unlabeled pool is empty: nothing to select from.")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"TOP_FRACTION must be in (0, 1], got {fraction}")
-    k = max(1, math.ceil(fraction * n - 1e-9))
-    order = np.lexsort((np.arange(n), -np.asarray(scores, dtype=np.float64)))
-    return order[:k]

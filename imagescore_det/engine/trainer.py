@@ -11,7 +11,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..evaluation import PerClassVOCEvaluator
+from ..evaluation import PerClassVOCEvaluator, ap50_of
 from ..utils import atomic_write_json
 from .checkpoint import CheckedCheckpointer
 from .hook import ImageScoreHook
@@ -111,17 +111,8 @@ def _plain(obj):
     return obj
 
 
-def _ap50(results):
-    """AP50 of DefaultTrainer.test's results: {"bbox": ...}, or {dataset: {"bbox": ...}}."""
-    if not results:
-        return None
-    if "bbox" not in results:  # several test datasets: report the first
-        results = next(iter(results.values()))
-    return results.get("bbox", {}).get("AP50")
-
-
 def _log_summary(report):
-    before, after = _ap50(report["eval_before"]), _ap50(report["eval_after"])
+    before, after = ap50_of(report["eval_before"]), ap50_of(report["eval_after"])
     lines = ["Image Score run summary:"]
     if before is not None:
         lines.append(f"  VOC AP50 before pseudo-labels: {before:.2f}")

@@ -67,3 +67,24 @@ def precision_by_score_bin(scores, tps, fps, num_bins=5):
                      "images": int(len(chunk)), "boxes": tp + fp,
                      "precision": tp / (tp + fp) if tp + fp else None})
     return bins
+
+
+def pool_precision_analysis(scores, chosen, rows, num_bins=10):
+    """Precision of the pseudo-labels every pool image would get, by its score (equal-count
+    bins over the whole pool), and for the selected images against the rest.
+
+    ``rows``: per pool image (tp, fp, n_true), e.g. from :func:`pseudo_label_quality`.
+    """
+    tp = np.array([r[0] for r in rows])
+    fp = np.array([r[1] for r in rows])
+    selected = np.zeros(len(rows), dtype=bool)
+    selected[np.asarray(chosen, dtype=np.int64)] = True
+
+    def precision(mask):
+        boxes = int(tp[mask].sum() + fp[mask].sum())
+        return float(tp[mask].sum()) / boxes if boxes else None
+
+    return {"pool_precision_by_score_bin": precision_by_score_bin(scores, tp, fp, num_bins),
+            "pool_precision_selected": precision(selected),
+            "pool_precision_rest": precision(~selected),
+            "pool_precision_all": precision(np.ones(len(rows), dtype=bool))}

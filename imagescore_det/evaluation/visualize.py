@@ -1,8 +1,7 @@
 """Drawing a selection round's pseudo-labels (``tools/visualize_pseudo_labels.py``).
 
-A round directory (``OUTPUT_DIR/image_score/round_<k>/``, written by ImageScoreHook) holds
-``selection.json`` (written last: without it the round is incomplete), ``scores.csv`` and
-``pseudo_dataset.json``. :func:`visualize_round` draws its selected images, highest score
+A round directory (``OUTPUT_DIR/image_score/round_<k>/``) is read through
+``imagescore_det.engine.round_files`` (which defines its files). :func:`visualize_round` draws its selected images, highest score
 first: pseudo boxes solid in a per-class colour with "class score", true boxes (from the
 image's VOC XML, when there is one) dashed white. Every box has a thin black underlay so
 it reads on any background.
@@ -11,14 +10,11 @@ Each image is drawn at ``scale`` = an integer >= 1 that brings its longer side t
 ``target_size`` pixels; pixel (x, y) of the image is pixel (x * scale, y * scale) of its PNG
 (a caption strip is added *below* the image, never above or to the left).
 """
-import csv
 import io
-import json
 import logging
 import math
 import os
 import re
-import xml.etree.ElementTree as ET
 
 import matplotlib
 
@@ -27,12 +23,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..data.pseudo import load_pseudo_dataset  # noqa: E402
+from ..data.voc_xml import parse_voc_xml, to_detectron2_box  # noqa: E402
+from ..engine import round_files  # noqa: E402
+from ..engine.round_files import RoundError  # noqa: E402,F401  (raised by visualize_round)
 from ..utils import atomic_write_bytes  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "selection.json"
 MONTAGE = "pseudo_labels_montage.png"
 TRUTH_COLOR = "#ffffff"
 # Saturated colours that stand out from each other (no pure white: that is the truth).
@@ -42,38 +39,13 @@ PALETTE = ["#ff3b30", "#1e90ff", "#ffd60a", "#ff2dff", "#00e5ff", "#ff9500", "#7
 _IMAGE_PNG = re.compile(r"^\d{3}_rank\d+_.*\.png$")
 
 
-class RoundError(RuntimeError):
-    """The round directory cannot be visualized; the message says why and what to do."""
-
-
 # ----------------------------------------------------------------------------- reading
 def read_round(round_dir):
-    """(manifest, pseudo dicts, {file_name: (score, rank, image_id)}) of a round directory."""
-    if not os.path.isdir(round_dir):
-        raise RoundError(f"{round_dir} is not a directory. Pass --round-dir "
-                         "OUTPUT_DIR/image_score/round_<k> of a training run.")
-    manifest_path = os.path.join(round_dir, MANIFEST)
-    if not os.path.isfile(manifest_path):
-        raise RoundError(f"{round_dir} has no {MANIFEST}: incomplete round: re-run training "
-                         "with --resume to finish it.")
-    with open(manifest_path) as f:
-        manifest = json.load(f)
-    pseudo_path = os.path.join(round_dir, manifest.get("pseudo_dataset", "pseudo_dataset.json"))
-    if not os.path.isfile(pseudo_path):
-        raise RoundError(f"{pseudo_path} is missing although {MANIFEST} exists; delete "
-                         f"{round_dir} and re-run training with --resume to recompute it.")
-    dicts, _ = load_pseudo_dataset(pseudo_path)
-    scores = {}
-    scores_path = os.path.join(round_dir, "scores.csv")
-    if os.path.isfile(scores_path):
-        with open(scores_path, newline="") as f:
-            for row in csv.DictReader(f):
-                scores[row["file_name"]] = (float(row["score"]), int(row["rank"]),
-                                            row["image_id"])
-    else:
-        logger.warning("%s is missing: images are drawn in pseudo_dataset.json order",
-                       scores_path)
-    return manifest, dicts, scores
+    """(manifest dict, pseudo dicts, {file_name: (score, rank, image_id)}) of a round folder."""
+    record = round_files.read_round(round_dir)
+    scores = {row["file_name"]: (row["score"], row["rank"], row["image_id"])
+              for row in record.scores or []}
+    return record.manifest.to_dict(), record.pseudo, scores
 
 
 def class_names_of(manifest, num_needed=0):
@@ -105,12 +77,7 @@ def voc_annotation_path(file_name):
 def read_voc_boxes(xml_path):
     """[(class name, [x0, y0, x1, y1])] of a VOC XML, in Detectron2's coordinates
     (``xmin - 1, ymin - 1, xmax, ymax``, as ``load_voc_instances``)."""
-    out = []
-    for obj in ET.parse(xml_path).getroot().findall("object"):
-        b = obj.find("bndbox")
-        x0, y0, x1, y1 = (float(b.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
-        out.append((obj.find("name").text.strip(), [x0 - 1.0, y0 - 1.0, x1, y1]))
-    return out
+    return [(name, to_detectron2_box(box)) for name, box in parse_voc_xml(xml_path)[2]]
 
 
 def read_rgb(file_name):

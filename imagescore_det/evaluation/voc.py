@@ -17,6 +17,16 @@ from ..utils import atomic_write_json
 logger = logging.getLogger(__name__)
 
 
+def ap50_of(results):
+    """AP50 of ``DefaultTrainer.test``'s results: ``{"bbox": ...}``, or ``{dataset: {"bbox":
+    ...}}`` for several test datasets (the first is reported); None when there are none."""
+    if not results:
+        return None
+    if "bbox" not in results:
+        results = next(iter(results.values()))
+    return results.get("bbox", {}).get("AP50")
+
+
 class PerClassVOCEvaluator(PascalVOCDetectionEvaluator):
     """:class:`PascalVOCDetectionEvaluator` that also reports AP50 (and AP) of every class.
 

@@ -1,0 +1,250 @@
+"""The round folder ``OUTPUT_DIR/image_score/round_<k>/``: its file names, schema, writer and reader.
+
+Everything that reads or writes a round goes through this module: the hook (resume), the
+tools (``score_images.py``, ``visualize_pseudo_labels.py``) and the benchmarks.
+
+==========================  ===========================================================
+file                        content
+==========================  ===========================================================
+``scores.csv``              one row per pool image, in pool order (:data:`SCORES_COLUMNS`)
+``pseudo_dataset.json``     the pseudo-labeled dataset dicts (``data.pseudo`` format)
+``mask.pt``                 the fitted ``ImageScorer`` (image_score selector only)
+``*.png``                   score histogram, precision by score bin (when truth is known)
+``selection.json``          the :class:`RoundManifest`, written last: a round folder
+                            without it is incomplete and is recomputed on resume
+==========================  ===========================================================
+
+Every file is written atomically. Manifest format versions: 1 (no ``format_version`` key;
+same fields) and 2 (adds ``format_version``; ``scores.csv`` gains a ``domain`` column when
+the pool's domains are known).
+"""
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..data.pseudo import load_pseudo_dataset, save_pseudo_dataset
+from ..utils import atomic_write_json, atomic_write_text
+from .ranking import ranks_of
+
+logger = logging.getLogger(__name__)
+
+ROUND_FORMAT_VERSION = 2
+MANIFEST = "selection.json"
+SCORES_CSV = "scores.csv"
+PSEUDO_DATASET = "pseudo_dataset.json"
+MASK = "mask.pt"
+EVAL_BEFORE = "eval_before.json"
+# scores.csv columns; the optional ones appear only when known
+SCORES_COLUMNS = ("image_id", "file_name", "score", "rank")
+SELECTION_COLUMNS = ("selected", "pseudo_boxes")
+QUALITY_COLUMNS = ("true_positives", "false_positives", "true_boxes")
+
+
+class RoundError(RuntimeError):
+    """A round folder that cannot be read; the message says why and what to do."""
+
+
+@dataclasses.dataclass
+class RoundManifest:
+    """``selection.json``: what a round did. Optional fields are None when not measured."""
+
+    round: int
+    iteration: int
+    selector: str
+    dataset_name: str  # the registered pseudo dataset, <unlabeled>_pseudo_r<k>
+    fingerprint: str  # config_fingerprint: a resumed run reuses the round only if equal
+    unlabeled_datasets: List[str]
+    thing_classes: List[str]
+    pool_size: int
+    num_selected: int
+    num_pseudo_images: int  # selected images kept (>= MIN_BOXES_PER_IMAGE boxes)
+    num_dropped_empty: int
+    num_pseudo_boxes: int
+    boxes_per_image: float  # mean over the selected images
+    selected_score_mean: float
+    selected_score_min: float
+    pool_score_mean: float
+    per_class_boxes: Dict[str, int]
+    timing: Dict[str, float]  # seconds per phase; selection_total_s = the selection's cost
+    pseudo_dataset: str = PSEUDO_DATASET
+    format_version: int = ROUND_FORMAT_VERSION
+    mask: Optional[str] = None
+    plots: Optional[List[str]] = None
+    domains: Optional[Dict[str, dict]] = None  # {domain: {pool, selected, mean_score}}
+    # against the pool's true boxes (never trained on), when it has them
+    pseudo_precision: Optional[float] = None
+    pseudo_recall: Optional[float] = None
+    precision_by_score_bin: Optional[list] = None
+    # IMAGE_SCORE.ANALYZE_POOL
+    pool_precision_by_score_bin: Optional[list] = None
+    pool_precision_selected: Optional[float] = None
+    pool_precision_rest: Optional[float] = None
+    pool_precision_all: Optional[float] = None
+
+    def to_dict(self):
+        """JSON form; optional fields that were not measured are left out."""
+        out = dataclasses.asdict(self)
+        return {key: value for key, value in out.items()
+                if value is not None or key in _REQUIRED}
+
+    @classmethod
+    def from_dict(cls, data, path="the manifest"):
+        version = data.get("format_version", 1)
+        if version not in (1, ROUND_FORMAT_VERSION):
+            raise RoundError(f"{path} has round format {version}; this version of imagescore-det "
+                             f"reads 1 and {ROUND_FORMAT_VERSION}. Delete its round folder to "
+                             "recompute the selection.")
+        unknown = sorted(set(data) - _FIELDS)
+        missing = sorted(_REQUIRED - set(data))
+        if unknown or missing:
+            raise RoundError(f"{path} is not a round manifest of this version (unknown keys "
+                             f"{unknown}, missing keys {missing}). Delete its round folder to "
+                             "recompute the selection.")
+        return cls(**dict(data, format_version=version))
+
+
+_FIELDS = {f.name for f in dataclasses.fields(RoundManifest)}
+_REQUIRED = {f.name for f in dataclasses.fields(RoundManifest)
+             if f.default is dataclasses.MISSING}
+
+
+def round_dir(output_dir, round_index):
+    """``OUTPUT_DIR/image_score/round_<k>``."""
+    return os.path.join(output_dir, "image_score", f"round_{round_index}")
+
+
+# --------------------------------------------------------------------------- scores.csv
+def scores_csv_text(dicts, scores, domains=None, chosen=None, box_counts=None, quality=None):
+    """``scores.csv`` content: one row per image in order, rank 1 = best.
+
+    ``chosen`` (indices, best first) adds ``selected`` / ``pseudo_boxes`` (``box_counts`` in
+    chosen order); ``quality`` (per chosen image (tp, fp, n_true)) adds the quality columns;
+    ``domains`` adds a ``domain`` column.
+    """
+    position = {} if chosen is None else {int(i): j for j, i in enumerate(chosen)}
+    header = list(SCORES_COLUMNS)
+    if chosen is not None:
+        header += SELECTION_COLUMNS
+    if quality is not None:
+        header += QUALITY_COLUMNS
+    if domains is not None:
+        header.append("domain")
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    ranks = ranks_of(scores)
+    for i, d in enumerate(dicts):
+        row = [d.get("image_id", i), d["file_name"], repr(float(scores[i])), int(ranks[i])]
+        j = position.get(i)
+        if chosen is not None:
+            row += [int(j is not None), box_counts[j] if j is not None else ""]
+        if quality is not None:
+            row += list(quality[j]) if j is not None else ["", "", ""]
+        if domains is not None:
+            row.append(domains[i])
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def read_scores_csv(path):
+    """Rows of a ``scores.csv`` as dicts (score float, rank int, the rest as written)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["score"] = float(row["score"])
+        row["rank"] = int(row["rank"])
+    return rows
+
+
+# --------------------------------------------------------------------------- writing
+def write_round(directory, result, manifest, plots=True):
+    """Write a :class:`~imagescore_det.engine.round.RoundResult` and its manifest.
+
+    The manifest goes last, so an interrupted write leaves an incomplete round (recomputed
+    on resume), never one that looks complete. Updates ``manifest.mask`` / ``.plots``.
+    """
+    os.makedirs(directory, exist_ok=True)
+    atomic_write_text(os.path.join(directory, SCORES_CSV), scores_csv_text(
+        result.pool, result.scores, result.domains, result.chosen, result.box_counts,
+        result.quality))
+    save_pseudo_dataset(os.path.join(directory, PSEUDO_DATASET), result.pseudo,
+                        {"name": manifest.dataset_name, "round": manifest.round})
+    if result.scorer is not None:
+        result.scorer.save(os.path.join(directory, MASK))
+        manifest.mask = MASK
+    if plots:
+        manifest.plots = _draw_plots(directory, result, manifest)
+    atomic_write_json(os.path.join(directory, MANIFEST), manifest.to_dict())
+
+
+def _draw_plots(directory, result, manifest):
+    try:
+        from ..evaluation.plots import plot_round
+
+        groups = None
+        if result.domains is not None:
+            domains = np.asarray(result.domains)
+            groups = {f"{group} domain": domains == group for group in sorted(set(result.domains))}
+        return plot_round(directory, result.scores, result.chosen, manifest.to_dict(), groups)
+    except Exception as e:  # noqa: BLE001 - a plot must never lose a round
+        logger.warning("Could not draw the round %d plots: %s", manifest.round, e)
+        return None
+
+
+# --------------------------------------------------------------------------- reading
+def read_manifest(directory):
+    """The round's :class:`RoundManifest`, or None when the round is incomplete."""
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise RoundError(f"Cannot read {path}: {e}. Delete {directory} to recompute the "
+                         "round.") from e
+    if not isinstance(data, dict):
+        raise RoundError(f"{path} is not a JSON object. Delete {directory} to recompute the "
+                         "round.")
+    return RoundManifest.from_dict(data, path)
+
+
+def read_pseudo_dicts(directory, manifest):
+    """The round's pseudo-labeled dataset dicts."""
+    return load_pseudo_dataset(os.path.join(directory, manifest.pseudo_dataset))[0]
+
+
+@dataclasses.dataclass
+class RoundRecord:
+    """A complete round read back: manifest, pseudo dicts, scores.csv rows (or None)."""
+
+    directory: str
+    manifest: RoundManifest
+    pseudo: List[dict]
+    scores: Optional[List[dict]]
+
+
+def read_round(directory):
+    """Read a complete round folder (for tools and audits); :class:`RoundError` otherwise."""
+    if not os.path.isdir(directory):
+        raise RoundError(f"{directory} is not a directory. Pass OUTPUT_DIR/image_score/"
+                         "round_<k> of a training run.")
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise RoundError(f"{directory} has no {MANIFEST}: incomplete round: re-run training "
+                         "with --resume to finish it.")
+    pseudo_path = os.path.join(directory, manifest.pseudo_dataset)
+    if not os.path.isfile(pseudo_path):
+        raise RoundError(f"{pseudo_path} is missing although {MANIFEST} exists; delete "
+                         f"{directory} and re-run training with --resume to recompute it.")
+    scores_path = os.path.join(directory, SCORES_CSV)
+    scores = read_scores_csv(scores_path) if os.path.isfile(scores_path) else None
+    if scores is None:
+        logger.warning("%s is missing", scores_path)
+    return RoundRecord(directory, manifest, read_pseudo_dicts(directory, manifest), scores)

@@ -1,0 +1,128 @@
+"""The selector registry: one place that knows every selector's name and how it ranks a pool.
+
+A selector is a function ``fn(ctx: SelectorContext) -> Ranking`` registered under its
+config name (``IMAGE_SCORE.SELECTOR``)::
+
+    from imagescore_det.engine.selectors import Ranking, register_selector
+
+    @register_selector("my_selector")
+    def my_selector(ctx):
+        return Ranking(scores=...)   # one float per pool image, higher = pseudo-label first
+
+Config checks, the hook, ``tools/score_images.py`` and the benchmarks read the names from
+here; nothing else needs to change to add one. ``"none"`` (:data:`NO_SELECTION`) is not a
+selector: it means supervised training only.
+"""
+import dataclasses
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from . import selection
+
+NO_SELECTION = "none"
+
+_SELECTORS: Dict[str, Callable] = {}
+
+
+@dataclasses.dataclass
+class SelectorContext:
+    """What a selector may use. Every rank calls the selector with the same context and
+    must get the same ranking (``selection``'s functions shard and all-gather)."""
+
+    cfg: object
+    model: object  # the detector, in eval mode
+    pool: List[dict]  # the unlabeled pool's dataset dicts, in pool order
+    labeled: Callable[[], List[dict]]  # loads the labeled dataset dicts (only if needed)
+    round_index: int = 1
+    seed: int = 0  # the run's seed (random selection)
+
+
+@dataclasses.dataclass
+class Ranking:
+    """A selector's answer.
+
+    Attributes:
+        scores: float64 (len(pool),): higher = pseudo-label first.
+        predictions: per pool image the detector's output ({boxes, scores, classes}) when the
+            selector already ran the detector on the whole pool (then no second pass runs).
+        scorer: the fitted ``ImageScorer`` when there is one (saved as the round's mask.pt).
+        timing: seconds of each phase of the selection.
+    """
+
+    scores: np.ndarray
+    predictions: Optional[list] = None
+    scorer: Optional[object] = None
+    timing: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def register_selector(name):
+    """Decorator: register ``fn(ctx) -> Ranking`` as selector ``name``."""
+    if name == NO_SELECTION:
+        raise ValueError(f"'{NO_SELECTION}' is reserved: it means no pseudo-labels")
+
+    def deco(fn):
+        if name in _SELECTORS and _SELECTORS[name] is not fn:
+            raise ValueError(f"A selector named {name!r} is already registered "
+                             f"({_SELECTORS[name].__module__}.{_SELECTORS[name].__name__})")
+        _SELECTORS[name] = fn
+        return fn
+
+    return deco
+
+
+def unregister_selector(name):
+    """Remove a registered selector (tests and plug-ins that register temporary ones)."""
+    _SELECTORS.pop(name, None)
+
+
+def selector_names():
+    """The registered selector names (without ``"none"``), in registration order."""
+    return tuple(_SELECTORS)
+
+
+def config_selector_names():
+    """Every valid ``IMAGE_SCORE.SELECTOR`` value."""
+    return selector_names() + (NO_SELECTION,)
+
+
+def get_selector(name):
+    if name not in _SELECTORS:
+        raise KeyError(f"Unknown selector {name!r}; registered: {', '.join(selector_names())} "
+                       f"(or '{NO_SELECTION}').")
+    return _SELECTORS[name]
+
+
+def rank_pool(name, ctx):
+    """Run selector ``name`` on ``ctx``; checks the shape of its answer."""
+    ranking = get_selector(name)(ctx)
+    scores = np.asarray(ranking.scores, dtype=np.float64)
+    if scores.shape != (len(ctx.pool),):
+        raise ValueError(f"Selector {name!r} returned {scores.shape} scores for a pool of "
+                         f"{len(ctx.pool)} images")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"Selector {name!r} returned non-finite scores")
+    ranking.scores = scores
+    return ranking
+
+
+# --------------------------------------------------------------------------- built-ins
+@register_selector("image_score")
+def image_score(ctx):
+    """The method: fit the dataset mask on the labeled images, score the pool (backbone only)."""
+    scores, scorer, seconds = selection.image_scores(ctx.cfg, ctx.model, ctx.labeled(), ctx.pool)
+    return Ranking(scores, scorer=scorer, timing={"scoring_s": seconds})
+
+
+@register_selector("softmax")
+def softmax(ctx):
+    """The paper's softmax baseline: mean confidence of the boxes that would be kept."""
+    predictions, seconds = selection.predict(ctx.cfg, ctx.model, ctx.pool, "infer pool")
+    scores = selection.softmax_confidence(predictions, ctx.cfg.IMAGE_SCORE.BOX_SCORE_THRESH)
+    return Ranking(scores, predictions=predictions, timing={"inference_pool_s": seconds})
+
+
+@register_selector("random")
+def random_selection(ctx):
+    """A uniformly random subset, seeded by the run's seed and the round."""
+    return Ranking(selection.random_scores(len(ctx.pool), ctx.seed * 1000 + ctx.round_index))
