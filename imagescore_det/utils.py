@@ -27,3 +27,16 @@ def atomic_write_text(path, text: str):
 
 def atomic_write_json(path, obj, indent=2):
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def read_json_object(path, what, fix, error=RuntimeError):
+    """The JSON object in ``path``; ``error`` naming ``what`` the file is, the problem and
+    ``fix`` when it cannot be read, does not parse, or is not an object."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise error(f"Cannot read {what} {path}: {e}. {fix}") from e
+    if not isinstance(data, dict):
+        raise error(f"{what[0].upper() + what[1:]} {path} is not a JSON object. {fix}")
+    return data

@@ -1,10 +1,8 @@
 """Pseudo-labeled datasets: predictions -> Detectron2 dataset dicts, on disk and registered."""
-import json
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from ..utils import atomic_write_json
+from ..utils import atomic_write_json, read_json_object
 
 PSEUDO_FORMAT_VERSION = 1
 
@@ -58,12 +56,8 @@ def save_pseudo_dataset(path, dicts, extra=None):
 
 def load_pseudo_dataset(path):
     """Read a file written by :func:`save_pseudo_dataset`; returns (dicts, header)."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise RuntimeError(f"Cannot read the pseudo-label dataset {path}: {e}. Delete its round "
-                           "folder to recompute the selection.") from e
+    data = read_json_object(path, "the pseudo-label dataset",
+                            "Delete its round folder to recompute the selection.")
     if data.get("format_version") != PSEUDO_FORMAT_VERSION:
         raise RuntimeError(f"{path} has pseudo-label format {data.get('format_version')}, this "
                            f"version reads {PSEUDO_FORMAT_VERSION}. Delete its round folder to "

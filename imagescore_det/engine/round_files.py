@@ -21,7 +21,6 @@ the pool's domains are known).
 import csv
 import dataclasses
 import io
-import json
 import logging
 import os
 from typing import Dict, List, Optional
@@ -29,7 +28,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..data.pseudo import load_pseudo_dataset, save_pseudo_dataset
-from ..utils import atomic_write_json, atomic_write_text
+from ..utils import atomic_write_json, atomic_write_text, read_json_object
 from .ranking import ranks_of
 
 logger = logging.getLogger(__name__)
@@ -203,15 +202,8 @@ def read_manifest(directory):
     path = os.path.join(directory, MANIFEST)
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise RoundError(f"Cannot read {path}: {e}. Delete {directory} to recompute the "
-                         "round.") from e
-    if not isinstance(data, dict):
-        raise RoundError(f"{path} is not a JSON object. Delete {directory} to recompute the "
-                         "round.")
+    data = read_json_object(path, "the round manifest",
+                            f"Delete {directory} to recompute the round.", RoundError)
     return RoundManifest.from_dict(data, path)
 
 
