@@ -9,7 +9,7 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 
 from ..config import add_imagescore_config
-from .selectors import config_selector_names
+from .selectors import NO_SELECTION, config_selector_names
 
 
 class ConfigError(ValueError):
@@ -17,11 +17,11 @@ class ConfigError(ValueError):
 
 
 def _all_keys(node, prefix=""):
-    for k, v in node.items():
-        if isinstance(v, _YacsNode):
-            yield from _all_keys(v, prefix + k + ".")
+    for key, value in node.items():
+        if isinstance(value, _YacsNode):
+            yield from _all_keys(value, prefix + key + ".")
         else:
-            yield prefix + k
+            yield prefix + key
 
 
 def _unknown_key_error(cfg, exc, where):
@@ -87,27 +87,27 @@ def load_config(config_file, opts=(), cfg=None):
 
 def check_config(cfg, where="the config"):
     """Checks that would otherwise fail late (after training time is spent) or silently."""
-    s = cfg.IMAGE_SCORE
-    if s.SELECTOR not in config_selector_names():
-        raise ConfigError(f"IMAGE_SCORE.SELECTOR is '{s.SELECTOR}' in {where}; use one of "
+    settings = cfg.IMAGE_SCORE
+    if settings.SELECTOR not in config_selector_names():
+        raise ConfigError(f"IMAGE_SCORE.SELECTOR is '{settings.SELECTOR}' in {where}; use one of "
                           f"{', '.join(config_selector_names())}.")
-    if not 0.0 < s.TOP_FRACTION <= 1.0:
-        raise ConfigError(f"IMAGE_SCORE.TOP_FRACTION is {s.TOP_FRACTION} in {where}; it is the "
+    if not 0.0 < settings.TOP_FRACTION <= 1.0:
+        raise ConfigError(f"IMAGE_SCORE.TOP_FRACTION is {settings.TOP_FRACTION} in {where}; it is the "
                           "fraction of the unlabeled pool to pseudo-label and must be in (0, 1].")
-    if s.SIMILARITY not in ("iou", "recall"):
-        raise ConfigError(f"IMAGE_SCORE.SIMILARITY is '{s.SIMILARITY}' in {where}; use iou or "
+    if settings.SIMILARITY not in ("iou", "recall"):
+        raise ConfigError(f"IMAGE_SCORE.SIMILARITY is '{settings.SIMILARITY}' in {where}; use iou or "
                           "recall.")
-    if s.ENABLED and s.SELECTOR != "none":
-        if not s.UNLABELED_DATASETS:
+    if settings.ENABLED and settings.SELECTOR != NO_SELECTION:
+        if not settings.UNLABELED_DATASETS:
             raise ConfigError(f"IMAGE_SCORE.ENABLED is on in {where} but "
                               "IMAGE_SCORE.UNLABELED_DATASETS is empty; name the registered "
                               "datasets of the unlabeled pool, e.g. (\"voc_2012_trainval\",).")
-        if not 0 <= s.START_ITER < cfg.SOLVER.MAX_ITER:
-            raise ConfigError(f"IMAGE_SCORE.START_ITER={s.START_ITER} must be in "
+        if not 0 <= settings.START_ITER < cfg.SOLVER.MAX_ITER:
+            raise ConfigError(f"IMAGE_SCORE.START_ITER={settings.START_ITER} must be in "
                               f"[0, SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}) in {where}.")
-    if s.REFRESH_PERIOD < 0:
+    if settings.REFRESH_PERIOD < 0:
         raise ConfigError(f"IMAGE_SCORE.REFRESH_PERIOD must be >= 0 in {where}.")
-    if len(s.GRID) not in (0, 2):
+    if len(settings.GRID) not in (0, 2):
         raise ConfigError(f"IMAGE_SCORE.GRID must be (h, w) or () in {where}.")
     check_class_count(cfg, where)
 

@@ -109,8 +109,8 @@ class ImageScoreHook(HookBase):
                 f"{self.rounds[last - 1]}), but {self.round_dir(last)}/{round_files.MANIFEST} "
                 "is missing. The output directory does not belong to this run: resume from "
                 "the right OUTPUT_DIR, or start again without --resume.")
-        for k in done:
-            earlier = round_files.read_manifest(self.round_dir(k))
+        for round_index in done:
+            earlier = round_files.read_manifest(self.round_dir(round_index))
             if earlier is not None:
                 self.history.append(earlier.to_dict())
         logger.info("Resumed after selection round %d: reloading %s from disk", last,

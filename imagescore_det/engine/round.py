@@ -133,8 +133,8 @@ def summarize(result, cfg, thing_classes, fingerprint):
     """The round's :class:`RoundManifest` (what report.json and the round folder record)."""
     settings = cfg.IMAGE_SCORE
     per_class = {name: 0 for name in thing_classes}
-    for d in result.pseudo:
-        for ann in d["annotations"]:
+    for pseudo_dict in result.pseudo:
+        for ann in pseudo_dict["annotations"]:
             per_class[thing_classes[ann["category_id"]]] += 1
     selected_scores = result.scores[result.chosen]
     manifest = RoundManifest(

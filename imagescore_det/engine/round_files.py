@@ -138,15 +138,16 @@ def scores_csv_text(dicts, scores, domains=None, chosen=None, box_counts=None, q
     writer = csv.writer(buf)
     writer.writerow(header)
     ranks = ranks_of(scores)
-    for i, d in enumerate(dicts):
-        row = [d.get("image_id", i), d["file_name"], repr(float(scores[i])), int(ranks[i])]
-        j = position.get(i)
+    for index, image in enumerate(dicts):
+        row = [image.get("image_id", index), image["file_name"], repr(float(scores[index])),
+               int(ranks[index])]
+        place = position.get(index)  # in chosen order, None = not selected
         if chosen is not None:
-            row += [int(j is not None), box_counts[j] if j is not None else ""]
+            row += [int(place is not None), box_counts[place] if place is not None else ""]
         if quality is not None:
-            row += list(quality[j]) if j is not None else ["", "", ""]
+            row += list(quality[place]) if place is not None else ["", "", ""]
         if domains is not None:
-            row.append(domains[i])
+            row.append(domains[index])
         writer.writerow(row)
     return buf.getvalue()
 

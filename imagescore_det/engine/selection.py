@@ -63,8 +63,8 @@ def _gather_in_order(index_value_pairs, n):
     """All-gather (pool index, value) pairs of every rank into a list in pool order."""
     out = [None] * n
     for part in comm.all_gather(index_value_pairs):
-        for i, v in part:
-            out[i] = v
+        for index, value in part:
+            out[index] = value
     missing = [i for i, v in enumerate(out) if v is None]
     if missing:
         raise RuntimeError(f"{len(missing)} pool images got no result (first: {missing[:5]})")
@@ -83,8 +83,8 @@ def _all_reduce_sum(t):
 def _backbone_batches(model, loader, sink, desc):
     for batch in _progress(loader, desc):
         images = model.preprocess_image(batch)
-        sink.extend(d["pool_index"] for d in batch)
-        yield ImageBatch(inputs=images.tensor, valid_sizes=[tuple(s) for s in images.image_sizes])
+        sink.extend(image["pool_index"] for image in batch)
+        yield ImageBatch(inputs=images.tensor, valid_sizes=[tuple(size) for size in images.image_sizes])
 
 
 def image_scores(cfg, model, labeled_dicts, pool_dicts):
@@ -94,10 +94,10 @@ def image_scores(cfg, model, labeled_dicts, pool_dicts):
     """
     t0 = time.perf_counter()
     backbone = model.backbone
-    s = cfg.IMAGE_SCORE
+    settings = cfg.IMAGE_SCORE
     scorer = ImageScorer(backbone, layers=layers_from_cfg(cfg, backbone),
-                         similarity=s.SIMILARITY, threshold_ratio=s.THRESHOLD_RATIO,
-                         grid=tuple(s.GRID) if len(s.GRID) else None)
+                         similarity=settings.SIMILARITY, threshold_ratio=settings.THRESHOLD_RATIO,
+                         grid=tuple(settings.GRID) if len(settings.GRID) else None)
     world = comm.get_world_size()
     if len(labeled_dicts) < world:
         # every rank must fit on at least one image to take part in the all-reduce
@@ -121,9 +121,9 @@ def predict(cfg, model, dicts, desc="pseudo-label"):
     results = []
     with torch.no_grad():
         for batch in _progress(_loader(cfg, dicts), desc):
-            for d, out in zip(batch, model(batch)):
+            for image, out in zip(batch, model(batch)):
                 inst = out["instances"].to("cpu")
-                results.append((d["pool_index"], {
+                results.append((image["pool_index"], {
                     "boxes": inst.pred_boxes.tensor.numpy().astype(np.float64),
                     "scores": inst.scores.numpy().astype(np.float64),
                     "classes": inst.pred_classes.numpy().astype(np.int64)}))
@@ -138,10 +138,13 @@ def softmax_confidence(predictions, score_thresh):
     it has no detection at all).
     """
     out = []
-    for p in predictions:
-        s = np.asarray(p["scores"], dtype=np.float64)
-        kept = s[s >= score_thresh]
-        out.append(float(kept.mean()) if len(kept) else (float(s.max()) - 1.0 if len(s) else -1.0))
+    for prediction in predictions:
+        box_scores = np.asarray(prediction["scores"], dtype=np.float64)
+        kept = box_scores[box_scores >= score_thresh]
+        if len(kept):
+            out.append(float(kept.mean()))
+        else:
+            out.append(float(box_scores.max()) - 1.0 if len(box_scores) else -1.0)
     return np.asarray(out, dtype=np.float64)
 
 

@@ -85,16 +85,16 @@ class Trainer(DefaultTrainer):
 
     def write_report(self, final_results):
         """``OUTPUT_DIR/report.json``: what the run did and what it reached."""
-        h = self.image_score_hook
+        hook = self.image_score_hook
         report = {
-            "config": {"selector": self.cfg.IMAGE_SCORE.SELECTOR if h else "none",
+            "config": {"selector": self.cfg.IMAGE_SCORE.SELECTOR if hook else "none",
                        "top_fraction": self.cfg.IMAGE_SCORE.TOP_FRACTION,
                        "train": list(self.cfg.DATASETS.TRAIN),
                        "unlabeled": list(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS),
                        "test": list(self.cfg.DATASETS.TEST), "max_iter": self.max_iter},
-            "eval_before": h.eval_before if h else None,
+            "eval_before": hook.eval_before if hook else None,
             "eval_after": final_results,
-            "rounds": h.history if h else [],
+            "rounds": hook.history if hook else [],
         }
         atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), _plain(report))
         _log_summary(report)
@@ -118,11 +118,12 @@ def _log_summary(report):
         lines.append(f"  VOC AP50 before pseudo-labels: {before:.2f}")
     if after is not None:
         lines.append(f"  VOC AP50 at the end:           {after:.2f}")
-    for r in report["rounds"]:
-        prec = r.get("pseudo_precision")
-        lines.append(f"  round {r['round']} @ iter {r['iteration']}: {r['selector']} selected "
-                     f"{r['num_selected']}/{r['pool_size']}, {r['num_pseudo_boxes']} pseudo boxes"
-                     + (f", precision {prec:.3f}" if prec is not None else ""))
+    for entry in report["rounds"]:
+        precision = entry.get("pseudo_precision")
+        lines.append(f"  round {entry['round']} @ iter {entry['iteration']}: {entry['selector']} "
+                     f"selected {entry['num_selected']}/{entry['pool_size']}, "
+                     f"{entry['num_pseudo_boxes']} pseudo boxes"
+                     + (f", precision {precision:.3f}" if precision is not None else ""))
     logger.info("\n".join(lines))
 
 
