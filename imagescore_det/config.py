@@ -41,7 +41,7 @@ def add_imagescore_config(cfg):
     #   "image_score" - rank by the Image Score of the backbone activations (the method)
     #   "softmax"     - rank by detection confidence (the paper's softmax baseline: the mean
     #                   of the kept boxes' scores, so it needs full inference on the pool)
-    #   "random"      - a uniformly random subset (seeded by IMAGE_SCORE.SEED)
+    #   "random"      - a uniformly random subset (IMAGE_SCORE.SEED, else the run's SEED)
     #   "none"        - no pseudo-labels (supervised only; the hook still evaluates/reports)
     _C.IMAGE_SCORE.SELECTOR = "image_score"
     # Registered datasets whose images are the unlabeled pool. Their annotations, if any,
@@ -59,8 +59,15 @@ def add_imagescore_config(cfg):
     # Predicted boxes with a score below this are not kept as pseudo-labels.
     _C.IMAGE_SCORE.BOX_SCORE_THRESH = 0.5
     # Selected images with fewer kept boxes than this are dropped from the pseudo dataset
-    # (an image with no box would train everything in it as background). 0 keeps them.
+    # (an image with no box would train everything in it as background). 0 keeps them and
+    # trains them as background; that needs DATALOADER.FILTER_EMPTY_ANNOTATIONS False
+    # (Detectron2 drops images without annotations otherwise; the config check says so).
     _C.IMAGE_SCORE.MIN_BOXES_PER_IMAGE = 1
+    # Equal counts between selectors: a selected image dropped for having fewer than
+    # MIN_BOXES_PER_IMAGE boxes is replaced by the next image by rank, until
+    # ceil(TOP_FRACTION * N) images are pseudo-labeled or the pool runs out (only the
+    # replacements are pseudo-labeled). False keeps the literal top fraction, minus drops.
+    _C.IMAGE_SCORE.BACKFILL = True
     # Module names (regular expressions, full match) under model.backbone whose outputs are
     # recorded. Empty = every conv block output after its ReLU (backbone-specific default,
     # DEFAULT_LAYERS in imagescore_det/engine/selection.py).
@@ -78,7 +85,8 @@ def add_imagescore_config(cfg):
     # the padding changes GroupNorm statistics and the activations near the image border.
     # Larger is faster on GPUs, at the price of that (small) dependence.
     _C.IMAGE_SCORE.BATCH_SIZE = 1
-    # Seed of the random selector; -1 = derived from SEED.
+    # Seed of the random selector; -1 = SEED, or when SEED is -1 too, a seed drawn once per
+    # run on rank 0 (each round's manifest records the seed it used).
     _C.IMAGE_SCORE.SEED = -1
     # Measure pseudo-label precision/recall against the pool's annotations when it has them
     # (synthetic data, or a real labeled set used as an unlabeled pool).

@@ -96,7 +96,7 @@ def test_a_selector_with_the_wrong_number_of_scores_fails(tiny_cfg):
 def _manifest(**kw):
     fields = dict(round=1, iteration=5, selector="random", dataset_name="pool_pseudo_r1",
                   fingerprint="f", unlabeled_datasets=["pool"], thing_classes=["a", "b"],
-                  pool_size=3, num_selected=2, num_pseudo_images=1, num_dropped_empty=1,
+                  pool_size=3, num_selected=2, num_pseudo_images=1, num_dropped=1,
                   num_pseudo_boxes=1, boxes_per_image=0.5, selected_score_mean=0.5,
                   selected_score_min=0.2, pool_score_mean=0.4, per_class_boxes={"a": 0, "b": 1},
                   timing={"selection_total_s": 0.1})
@@ -114,7 +114,9 @@ class _Result:
                       "domain": dom} for i, dom in enumerate(["typical", "shifted", "shifted"])]
         self.scores = np.array([0.2, 0.8, 0.2])
         self.chosen = np.array([1, 0])
+        self.examined = np.array([1, 0])
         self.box_counts = [1, 0]
+        self.trained = [True, False]
         self.quality = [(1, 0, 2), (0, 0, 1)]
         self.domains = [d["domain"] for d in self.pool]
         self.scorer = None
@@ -136,7 +138,9 @@ def test_round_folder_round_trip(tmp_path):
     assert [r["image_id"] for r in rows] == ["im0", "im1", "im2"]
     assert [r["rank"] for r in rows] == [2, 1, 3]  # tie between im0 and im2: pool order
     assert [r["selected"] for r in rows] == ["1", "1", "0"]
+    assert [r["backfilled"] for r in rows] == ["0", "0", "0"]
     assert [r["pseudo_boxes"] for r in rows] == ["0", "1", ""]
+    assert [r["trained"] for r in rows] == ["0", "1", ""]
     assert [r["true_positives"] for r in rows] == ["0", "1", ""]
     assert [r["true_boxes"] for r in rows] == ["1", "2", ""]
     assert [r["domain"] for r in rows] == ["typical", "shifted", "shifted"]
@@ -147,11 +151,14 @@ def test_round_folder_round_trip(tmp_path):
 def test_version_1_manifest_is_read(tmp_path):
     manifest = _manifest()
     old = manifest.to_dict()
-    del old["format_version"]
+    for key in ("format_version", "num_backfilled", "num_background_images"):
+        del old[key]
+    old["num_dropped_empty"] = old.pop("num_dropped")
     os.makedirs(tmp_path / "r")
     json.dump(old, open(tmp_path / "r" / "selection.json", "w"))
     read = round_files.read_manifest(str(tmp_path / "r"))
     assert read.format_version == 1 and read.num_selected == manifest.num_selected
+    assert read.num_dropped == manifest.num_dropped and read.num_backfilled == 0
 
 
 @pytest.mark.parametrize("content,message", [

@@ -151,7 +151,12 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
     registered = DatasetCatalog.get(name)
     saved, _ = load_pseudo_dataset(os.path.join(rd, "pseudo_dataset.json"))
     assert registered == saved and len(registered) == manifest["num_pseudo_images"]
-    assert {d["file_name"] for d in registered} <= chosen
+    trained = {r["file_name"] for r in rows if r["trained"] == "1"}
+    assert {d["file_name"] for d in registered} == trained
+    assert manifest["num_pseudo_images"] == k  # back-fill: as many as selected
+    backfilled = {r["file_name"] for r in rows if r["backfilled"] == "1"}
+    assert len(backfilled) == manifest["num_backfilled"] == manifest["num_dropped"]
+    assert trained <= chosen | backfilled
     for d in registered:
         assert d["annotations"] and all("score" in a for a in d["annotations"])
         assert all(0 <= a["category_id"] < 4 for a in d["annotations"])

@@ -102,6 +102,12 @@ def check_config(cfg, where="the config"):
             raise ConfigError(f"IMAGE_SCORE.ENABLED is on in {where} but "
                               "IMAGE_SCORE.UNLABELED_DATASETS is empty; name the registered "
                               "datasets of the unlabeled pool, e.g. (\"voc_2012_trainval\",).")
+        if settings.MIN_BOXES_PER_IMAGE == 0 and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+            raise ConfigError(
+                f"IMAGE_SCORE.MIN_BOXES_PER_IMAGE is 0 in {where}: pseudo-labeled images without "
+                "a box are meant to train as background, but DATALOADER.FILTER_EMPTY_ANNOTATIONS "
+                "is True, so Detectron2 would drop them. Set DATALOADER.FILTER_EMPTY_ANNOTATIONS "
+                "False to train them as background, or MIN_BOXES_PER_IMAGE 1 to leave them out.")
         if not 0 <= settings.START_ITER < cfg.SOLVER.MAX_ITER:
             raise ConfigError(f"IMAGE_SCORE.START_ITER={settings.START_ITER} must be in "
                               f"[0, SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}) in {where}.")
@@ -117,7 +123,7 @@ def check_class_count(cfg, where="the config"):
     from detectron2.data import DatasetCatalog
 
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) + list(
-        cfg.IMAGE_SCORE.UNLABELED_DATASETS)
+        cfg.IMAGE_SCORE.UNLABELED_DATASETS) + list(cfg.IMAGE_SCORE.LABELED_DATASETS)
     for name in names:
         if name not in DatasetCatalog.list():
             raise ConfigError(f"Dataset '{name}' named in {where} is not registered. Registered "

@@ -1,6 +1,5 @@
 """ImageScoreHook: when selection rounds happen, resume, and switching the trainer's data."""
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -9,13 +8,15 @@ import random
 import numpy as np
 import torch
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..data.pseudo import register_pseudo_dataset
 from ..utils import atomic_write_json
 from . import round_files
+from .consistency import (check_equal_sizes, check_round_belongs_to_run, config_fingerprint,
+                          fingerprint_items, from_rank0, load_datasets, selection_seed)
 from .round import compute_round, summarize
 from .selectors import NO_SELECTION
 
@@ -30,25 +31,6 @@ def round_iterations(cfg):
     if settings.REFRESH_PERIOD <= 0:
         return [settings.START_ITER]
     return list(range(settings.START_ITER, cfg.SOLVER.MAX_ITER, settings.REFRESH_PERIOD))
-
-
-def config_fingerprint(cfg):
-    """What a saved selection depends on (a resumed run reuses it only if this matches)."""
-    keys = {"IMAGE_SCORE": cfg.IMAGE_SCORE, "TRAIN": cfg.DATASETS.TRAIN,
-            "MODEL": cfg.MODEL.META_ARCHITECTURE, "BACKBONE": cfg.MODEL.BACKBONE.NAME,
-            "INPUT_TEST": (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)}
-    return hashlib.sha256(repr(keys).encode()).hexdigest()[:16]
-
-
-def load_datasets(names, what):
-    """The dataset dicts of registered datasets, concatenated (none at all is an error)."""
-    dicts = []
-    for name in names:
-        dicts.extend(DatasetCatalog.get(name))
-    if not dicts:
-        raise ValueError(f"The {what} {tuple(names)} has no images: check the datasets' "
-                         "split files.")
-    return dicts
 
 
 class ImageScoreHook(HookBase):
@@ -75,6 +57,7 @@ class ImageScoreHook(HookBase):
         self.out_dir = os.path.join(cfg.OUTPUT_DIR, "image_score")
         self.history = []  # manifests (dicts) of the rounds done or reloaded in this process
         self.eval_before = None
+        self.seed = None  # selection_seed, set in before_train
         self._pool = None
 
     def round_dir(self, round_index):
@@ -95,31 +78,44 @@ class ImageScoreHook(HookBase):
     # ----------------------------------------------------------------------- hooks
     def before_train(self):
         start = self.trainer.start_iter
+        settings = self.cfg.IMAGE_SCORE
+        self.seed = selection_seed(self.cfg)
         if any(it >= start for it in self.rounds):
-            self._load_pool()  # fail now, not after the warm-up
+            pool = self._load_pool()  # fail now, not after the warm-up
+            if settings.SELECTOR == "image_score" and not len(settings.GRID):
+                check_equal_sizes(self.cfg, self._load_labeled() + pool,
+                                  "labeled set and unlabeled pool")
+        if start > 0:
+            self.eval_before = from_rank0(self._read_eval_before)
         done = [k for k, it in enumerate(self.rounds, 1) if it < start]
         if not done:
             return
         # Resumed after a switch: re-register the last round's dataset from disk.
+        manifests, pseudo = from_rank0(lambda: self._read_done_rounds(done, start))
+        self.history.extend(manifest.to_dict() for manifest in manifests if manifest is not None)
+        logger.info("Resumed after selection round %d: reloading %s from disk", done[-1],
+                    manifests[-1].dataset_name)
+        self._activate(manifests[-1], pseudo)
+
+    def _read_eval_before(self):
+        path = os.path.join(self.out_dir, round_files.EVAL_BEFORE)
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def _read_done_rounds(self, done, start):
+        """(manifests of the rounds before ``start``, the last one's pseudo dicts), checked."""
         last = done[-1]
-        manifest = round_files.read_manifest(self.round_dir(last))
-        if manifest is None:
+        manifests = [round_files.read_manifest(self.round_dir(k)) for k in done]
+        if manifests[-1] is None:
             raise RuntimeError(
                 f"Resuming at iteration {start}, after selection round {last} (iteration "
                 f"{self.rounds[last - 1]}), but {self.round_dir(last)}/{round_files.MANIFEST} "
                 "is missing. The output directory does not belong to this run: resume from "
                 "the right OUTPUT_DIR, or start again without --resume.")
-        for round_index in done:
-            earlier = round_files.read_manifest(self.round_dir(round_index))
-            if earlier is not None:
-                self.history.append(earlier.to_dict())
-        logger.info("Resumed after selection round %d: reloading %s from disk", last,
-                    manifest.dataset_name)
-        self._activate(manifest, round_files.read_pseudo_dicts(self.round_dir(last), manifest))
-        eval_before = os.path.join(self.out_dir, round_files.EVAL_BEFORE)
-        if os.path.isfile(eval_before):
-            with open(eval_before) as f:
-                self.eval_before = json.load(f)
+        check_round_belongs_to_run(manifests[-1], self.cfg, self.round_dir(last))
+        return manifests, round_files.read_pseudo_dicts(self.round_dir(last), manifests[-1])
 
     def before_step(self):
         iteration = self.trainer.iter
@@ -137,29 +133,35 @@ class ImageScoreHook(HookBase):
     # ----------------------------------------------------------------------- a round
     def run_round(self, round_index):
         directory = self.round_dir(round_index)
-        resumed = self.trainer.start_iter > 0
-        manifest = round_files.read_manifest(directory) if resumed else None
-        if manifest is not None and manifest.fingerprint == config_fingerprint(self.cfg):
+        saved = None
+        if self.trainer.start_iter > 0:  # resumed exactly at this round: is it on disk?
+            saved = from_rank0(lambda: self._read_saved_round(directory))
+        if saved is not None:
+            manifest, pseudo = saved
             logger.info("Selection round %d found complete on disk; reusing it", round_index)
-            pseudo = round_files.read_pseudo_dicts(directory, manifest)
         else:
-            if round_index == 1:
+            if round_index == 1 and self.eval_before is None:
                 self._eval_before()
             result = compute_round(self.cfg, self._model(), self._load_pool(), round_index,
-                                   self.trainer.iter, self._load_labeled,
-                                   seed=max(self.cfg.SEED, 0) if self.cfg.IMAGE_SCORE.SEED < 0
-                                   else self.cfg.IMAGE_SCORE.SEED)
+                                   self.trainer.iter, self._load_labeled, seed=self.seed)
             classes = MetadataCatalog.get(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS[0]).thing_classes
-            manifest = summarize(result, self.cfg, list(classes), config_fingerprint(self.cfg))
+            manifest = summarize(result, self.cfg, list(classes), config_fingerprint(self.cfg),
+                                 fingerprint_items(self.cfg))
             if comm.is_main_process():
                 round_files.write_round(directory, result, manifest)
             comm.synchronize()
             # every rank holds the same pseudo dicts: no rank reads rank 0's files
-            # (OUTPUT_DIR need not be shared across machines)
             pseudo = result.pseudo
         self.history.append(manifest.to_dict())
         self._activate(manifest, pseudo)
         self._put_scalars(manifest)
+
+    def _read_saved_round(self, directory):
+        manifest = round_files.read_manifest(directory)
+        if manifest is None:
+            return None
+        check_round_belongs_to_run(manifest, self.cfg, directory)
+        return manifest, round_files.read_pseudo_dicts(directory, manifest)
 
     def _eval_before(self):
         if self.cfg.IMAGE_SCORE.EVAL_BEFORE and self._evaluate is not None:

@@ -17,7 +17,7 @@ from ..data.pseudo import predictions_to_dicts, pseudo_dataset_name
 from ..evaluation.pseudo_labels import (pool_precision_analysis, precision_by_score_bin,
                                         pseudo_label_quality)
 from . import selection
-from .ranking import select_top
+from .ranking import rank_order, select_top
 from .round_files import RoundManifest
 from .selectors import SelectorContext, rank_pool
 
@@ -28,10 +28,14 @@ logger = logging.getLogger(__name__)
 class RoundResult:
     """Everything one round computed (the same on every rank).
 
-    ``chosen`` are pool indices, best first; ``predictions`` the detector's output for the
-    chosen images (in ``chosen`` order); ``box_counts`` the boxes each chosen image kept;
-    ``pseudo`` the dataset dicts trained on; ``quality`` per chosen image (true positives,
-    false positives, true boxes) when the pool has annotations.
+    ``chosen``: the top ``ceil(TOP_FRACTION * N)`` pool indices, best first (the literal
+    selection). ``examined``: the indices that were pseudo-labeled, in rank order: ``chosen``
+    plus, with ``IMAGE_SCORE.BACKFILL``, the next images by rank that replaced chosen ones
+    left with fewer than ``MIN_BOXES_PER_IMAGE`` boxes. ``predictions`` / ``box_counts`` /
+    ``quality`` are per examined image (in ``examined`` order); ``trained`` marks the examined
+    images kept in the pseudo dataset ``pseudo`` (what the detector trains on).
+    ``quality`` rows are (true positives, false positives, true boxes) when the pool has
+    annotations.
     """
 
     round_index: int
@@ -40,10 +44,13 @@ class RoundResult:
     pool: List[dict]
     scores: np.ndarray
     chosen: np.ndarray
+    examined: np.ndarray
     predictions: list
     box_counts: List[int]
+    trained: List[bool]
     pseudo: List[dict]
     timing: Dict[str, float]
+    seed: int = 0
     scorer: Optional[object] = None
     quality: Optional[list] = None
     pool_analysis: Optional[dict] = None
@@ -55,8 +62,11 @@ class RoundResult:
         return None if any(v is None for v in values) else values
 
     def selection_digest(self):
-        """A short hash of the chosen indices (equal on every rank, logged for audits)."""
-        return hashlib.sha256(np.asarray(self.chosen, dtype=np.int64).tobytes()).hexdigest()[:16]
+        """A short hash of the pseudo-labeled indices and which were kept (equal on every
+        rank, logged for audits)."""
+        data = np.stack([np.asarray(self.examined, dtype=np.int64),
+                         np.asarray(self.trained, dtype=np.int64)]) if len(self.examined) else b""
+        return hashlib.sha256(bytes(data)).hexdigest()[:16]
 
 
 def has_truth(dicts):
@@ -78,6 +88,37 @@ def quality_rows(predictions, dicts, settings):
                                 settings.PSEUDO_IOU_THRESH)
 
 
+def pseudo_label_in_rank_order(order, target, predict, num_kept_boxes, min_boxes, backfill):
+    """Pseudo-label images in rank order until ``target`` of them keep enough boxes.
+
+    Args:
+        order: pool indices, best first.
+        target: how many pseudo-labeled images are wanted (``ceil(TOP_FRACTION * N)``).
+        predict: callable(list of pool indices) -> their predictions (one pass each call).
+        num_kept_boxes: callable(prediction) -> boxes that would become pseudo-labels.
+        min_boxes: an image with fewer kept boxes is not trained on.
+        backfill: False pseudo-labels exactly ``order[:target]``; True replaces every image
+            left with too few boxes by the next one by rank, predicting only what is needed.
+
+    Returns:
+        (examined indices, their predictions, their kept-box counts), in rank order.
+    """
+    examined, predictions, counts = [], [], []
+    kept, position = 0, 0
+    while kept < target and position < len(order):
+        batch = [int(i) for i in order[position:position + target - kept]]
+        position += len(batch)
+        for index, prediction in zip(batch, predict(batch)):
+            count = num_kept_boxes(prediction)
+            examined.append(index)
+            predictions.append(prediction)
+            counts.append(count)
+            kept += int(count >= min_boxes)
+        if not backfill:
+            break
+    return examined, predictions, counts
+
+
 def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0):
     """Rank ``pool`` with ``cfg.IMAGE_SCORE.SELECTOR``, select the top fraction and
     pseudo-label it with ``model`` (put in eval mode for the round, restored after).
@@ -97,12 +138,19 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0):
         ranking = rank_pool(settings.SELECTOR, ctx)
         timing = dict(ranking.timing)
         chosen = select_top(ranking.scores, settings.TOP_FRACTION)
-        if ranking.predictions is None:
-            chosen_predictions, timing["pseudo_label_s"] = selection.predict(
-                cfg, model, [pool[i] for i in chosen])
-        else:
-            chosen_predictions = [ranking.predictions[i] for i in chosen]
-            timing["pseudo_label_s"] = 0.0
+        timing["pseudo_label_s"] = 0.0
+
+        def predict(indices):
+            if ranking.predictions is not None:
+                return [ranking.predictions[i] for i in indices]
+            out, seconds = selection.predict(cfg, model, [pool[i] for i in indices])
+            timing["pseudo_label_s"] += seconds
+            return out
+
+        examined, predictions, box_counts = pseudo_label_in_rank_order(
+            rank_order(ranking.scores), len(chosen), predict,
+            lambda p: len(kept_annotations(p, settings.BOX_SCORE_THRESH)),
+            settings.MIN_BOXES_PER_IMAGE, settings.BACKFILL)
         timing["selection_total_s"] = sum(timing.values())
         pool_predictions = ranking.predictions
         if settings.ANALYZE_POOL and has_truth(pool) and pool_predictions is None:
@@ -112,53 +160,60 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0):
     finally:
         model.train(was_training)
 
-    chosen_dicts = [pool[i] for i in chosen]
-    pseudo, box_counts = predictions_to_dicts(chosen_dicts, chosen_predictions,
-                                              settings.BOX_SCORE_THRESH,
-                                              settings.MIN_BOXES_PER_IMAGE)
+    examined_dicts = [pool[i] for i in examined]
+    pseudo, _ = predictions_to_dicts(examined_dicts, predictions, settings.BOX_SCORE_THRESH,
+                                     settings.MIN_BOXES_PER_IMAGE)
     result = RoundResult(round_index=round_index, iteration=iteration,
                          selector=settings.SELECTOR, pool=pool, scores=ranking.scores,
-                         chosen=chosen, predictions=chosen_predictions, box_counts=box_counts,
-                         pseudo=pseudo, timing=timing, scorer=ranking.scorer)
-    if settings.EVAL_PSEUDO_LABELS and has_truth(chosen_dicts):
-        result.quality = quality_rows(chosen_predictions, chosen_dicts, settings)
+                         chosen=chosen, examined=np.asarray(examined, dtype=np.int64),
+                         predictions=predictions, box_counts=box_counts,
+                         trained=[count >= settings.MIN_BOXES_PER_IMAGE for count in box_counts],
+                         pseudo=pseudo, timing=timing, seed=seed, scorer=ranking.scorer)
+    if settings.EVAL_PSEUDO_LABELS and has_truth(examined_dicts):
+        result.quality = quality_rows(predictions, examined_dicts, settings)
     if settings.ANALYZE_POOL and pool_predictions is not None and has_truth(pool):
         rows = quality_rows(pool_predictions, pool, settings)
-        result.pool_analysis = pool_precision_analysis(ranking.scores, chosen, rows)
+        trained = [i for i, kept in zip(examined, result.trained) if kept]
+        result.pool_analysis = pool_precision_analysis(ranking.scores, trained, rows)
     logger.info("Rank %d selection digest %s", comm.get_rank(), result.selection_digest())
     return result
 
 
-def summarize(result, cfg, thing_classes, fingerprint):
+def summarize(result, cfg, thing_classes, fingerprint, fingerprint_items=None):
     """The round's :class:`RoundManifest` (what report.json and the round folder record)."""
     settings = cfg.IMAGE_SCORE
     per_class = {name: 0 for name in thing_classes}
     for pseudo_dict in result.pseudo:
         for ann in pseudo_dict["annotations"]:
             per_class[thing_classes[ann["category_id"]]] += 1
-    selected_scores = result.scores[result.chosen]
+    trained = result.examined[np.asarray(result.trained, dtype=bool)]
+    trained_scores = result.scores[trained] if len(trained) else result.scores[result.chosen]
     manifest = RoundManifest(
         round=result.round_index, iteration=result.iteration, selector=result.selector,
         dataset_name=pseudo_dataset_name(settings.UNLABELED_DATASETS, result.round_index),
         fingerprint=fingerprint, unlabeled_datasets=list(settings.UNLABELED_DATASETS),
         thing_classes=list(thing_classes), pool_size=len(result.pool),
-        num_selected=int(len(result.chosen)), num_pseudo_images=len(result.pseudo),
-        num_dropped_empty=int(sum(c < settings.MIN_BOXES_PER_IMAGE for c in result.box_counts)),
+        num_selected=int(len(result.chosen)),
+        num_backfilled=int(len(result.examined) - len(result.chosen)),
+        num_dropped=int(len(result.examined) - len(trained)),
+        num_pseudo_images=len(result.pseudo),
+        num_background_images=int(sum(len(d["annotations"]) == 0 for d in result.pseudo)),
         num_pseudo_boxes=int(sum(len(d["annotations"]) for d in result.pseudo)),
         boxes_per_image=float(np.mean(result.box_counts)) if result.box_counts else 0.0,
-        selected_score_mean=float(np.mean(selected_scores)),
-        selected_score_min=float(np.min(selected_scores)),
+        selected_score_mean=float(np.mean(trained_scores)),
+        selected_score_min=float(np.min(trained_scores)),
         pool_score_mean=float(np.mean(result.scores)),
-        per_class_boxes=per_class, timing=dict(result.timing))
+        per_class_boxes=per_class, timing=dict(result.timing), seed=result.seed,
+        fingerprint_items=fingerprint_items)
     if result.domains is not None:
-        manifest.domains = domain_stats(result.domains, result.scores, result.chosen)
+        manifest.domains = domain_stats(result.domains, result.scores, trained)
     if result.quality is not None:
-        tp, fp, n_true = (int(sum(row[j] for row in result.quality)) for j in range(3))
+        rows = [row for row, kept in zip(result.quality, result.trained) if kept]
+        tp, fp, n_true = (int(sum(row[j] for row in rows)) for j in range(3))
         manifest.pseudo_precision = tp / (tp + fp) if tp + fp else None
         manifest.pseudo_recall = tp / n_true if n_true else None
         manifest.precision_by_score_bin = precision_by_score_bin(
-            selected_scores, [row[0] for row in result.quality],
-            [row[1] for row in result.quality])
+            trained_scores, [row[0] for row in rows], [row[1] for row in rows])
     if result.pool_analysis is not None:
         for key, value in result.pool_analysis.items():
             setattr(manifest, key, value)

@@ -15,8 +15,9 @@ file                        content
 ==========================  ===========================================================
 
 Every file is written atomically. Manifest format versions: 1 (no ``format_version`` key;
-same fields) and 2 (adds ``format_version``; ``scores.csv`` gains a ``domain`` column when
-the pool's domains are known).
+``num_dropped_empty``, no back-fill) and 2 (``format_version``, ``num_dropped``,
+``num_backfilled``, ``num_background_images``, ``seed``; ``scores.csv`` gains the
+``backfilled`` / ``trained`` columns, and ``domain`` when the pool's domains are known).
 """
 import csv
 import dataclasses
@@ -41,7 +42,7 @@ MASK = "mask.pt"
 EVAL_BEFORE = "eval_before.json"
 # scores.csv columns; the optional ones appear only when known
 SCORES_COLUMNS = ("image_id", "file_name", "score", "rank")
-SELECTION_COLUMNS = ("selected", "pseudo_boxes")
+SELECTION_COLUMNS = ("selected", "backfilled", "pseudo_boxes", "trained")
 QUALITY_COLUMNS = ("true_positives", "false_positives", "true_boxes")
 
 
@@ -61,18 +62,22 @@ class RoundManifest:
     unlabeled_datasets: List[str]
     thing_classes: List[str]
     pool_size: int
-    num_selected: int
-    num_pseudo_images: int  # selected images kept (>= MIN_BOXES_PER_IMAGE boxes)
-    num_dropped_empty: int
+    num_selected: int  # ceil(TOP_FRACTION * pool_size): the top of the ranking
+    num_pseudo_images: int  # images trained on (>= MIN_BOXES_PER_IMAGE boxes)
+    num_dropped: int  # pseudo-labeled images left with fewer boxes (not trained on)
     num_pseudo_boxes: int
-    boxes_per_image: float  # mean over the selected images
-    selected_score_mean: float
+    boxes_per_image: float  # mean over the pseudo-labeled images
+    selected_score_mean: float  # over the images trained on
     selected_score_min: float
     pool_score_mean: float
     per_class_boxes: Dict[str, int]
     timing: Dict[str, float]  # seconds per phase; selection_total_s = the selection's cost
     pseudo_dataset: str = PSEUDO_DATASET
     format_version: int = ROUND_FORMAT_VERSION
+    num_backfilled: int = 0  # IMAGE_SCORE.BACKFILL: images below the top that replaced drops
+    num_background_images: int = 0  # trained on with no box (MIN_BOXES_PER_IMAGE 0)
+    seed: Optional[int] = None  # the run's seed the round used (random selector)
+    fingerprint_items: Optional[Dict[str, str]] = None  # the settings behind `fingerprint`
     mask: Optional[str] = None
     plots: Optional[List[str]] = None
     domains: Optional[Dict[str, dict]] = None  # {domain: {pool, selected, mean_score}}
@@ -99,6 +104,9 @@ class RoundManifest:
             raise RoundError(f"{path} has round format {version}; this version of imagescore-det "
                              f"reads 1 and {ROUND_FORMAT_VERSION}. Delete its round folder to "
                              "recompute the selection.")
+        if version == 1:  # renamed in version 2
+            data = dict(data)
+            data["num_dropped"] = data.pop("num_dropped_empty", None)
         unknown = sorted(set(data) - _FIELDS)
         missing = sorted(_REQUIRED - set(data))
         if unknown or missing:
@@ -119,19 +127,22 @@ def round_dir(output_dir, round_index):
 
 
 # --------------------------------------------------------------------------- scores.csv
-def scores_csv_text(dicts, scores, domains=None, chosen=None, box_counts=None, quality=None):
+def scores_csv_text(dicts, scores, domains=None, result=None):
     """``scores.csv`` content: one row per image in order, rank 1 = best.
 
-    ``chosen`` (indices, best first) adds ``selected`` / ``pseudo_boxes`` (``box_counts`` in
-    chosen order); ``quality`` (per chosen image (tp, fp, n_true)) adds the quality columns;
-    ``domains`` adds a ``domain`` column.
+    ``result`` (a :class:`~imagescore_det.engine.round.RoundResult`) adds ``selected`` (in
+    the top fraction), ``backfilled`` (pseudo-labeled in place of a dropped one),
+    ``pseudo_boxes`` and ``trained`` (pseudo-labeled images only) and, when the pool's
+    truth is known, the quality columns; ``domains`` adds a ``domain`` column.
     """
-    position = {} if chosen is None else {int(i): j for j, i in enumerate(chosen)}
     header = list(SCORES_COLUMNS)
-    if chosen is not None:
+    chosen, place = set(), {}
+    if result is not None:
         header += SELECTION_COLUMNS
-    if quality is not None:
-        header += QUALITY_COLUMNS
+        chosen = {int(i) for i in result.chosen}
+        place = {int(i): j for j, i in enumerate(result.examined)}
+        if result.quality is not None:
+            header += QUALITY_COLUMNS
     if domains is not None:
         header.append("domain")
     buf = io.StringIO()
@@ -141,11 +152,12 @@ def scores_csv_text(dicts, scores, domains=None, chosen=None, box_counts=None, q
     for index, image in enumerate(dicts):
         row = [image.get("image_id", index), image["file_name"], repr(float(scores[index])),
                int(ranks[index])]
-        place = position.get(index)  # in chosen order, None = not selected
-        if chosen is not None:
-            row += [int(place is not None), box_counts[place] if place is not None else ""]
-        if quality is not None:
-            row += list(quality[place]) if place is not None else ["", "", ""]
+        if result is not None:
+            j = place.get(index)  # position among the pseudo-labeled images, None = not one
+            row += [int(index in chosen), int(j is not None and index not in chosen)]
+            row += ["", ""] if j is None else [result.box_counts[j], int(result.trained[j])]
+            if result.quality is not None:
+                row += ["", "", ""] if j is None else list(result.quality[j])
         if domains is not None:
             row.append(domains[index])
         writer.writerow(row)
@@ -170,9 +182,8 @@ def write_round(directory, result, manifest, plots=True):
     on resume), never one that looks complete. Updates ``manifest.mask`` / ``.plots``.
     """
     os.makedirs(directory, exist_ok=True)
-    atomic_write_text(os.path.join(directory, SCORES_CSV), scores_csv_text(
-        result.pool, result.scores, result.domains, result.chosen, result.box_counts,
-        result.quality))
+    atomic_write_text(os.path.join(directory, SCORES_CSV),
+                      scores_csv_text(result.pool, result.scores, result.domains, result))
     save_pseudo_dataset(os.path.join(directory, PSEUDO_DATASET), result.pseudo,
                         {"name": manifest.dataset_name, "round": manifest.round})
     if result.scorer is not None:
@@ -191,7 +202,8 @@ def _draw_plots(directory, result, manifest):
         if result.domains is not None:
             domains = np.asarray(result.domains)
             groups = {f"{group} domain": domains == group for group in sorted(set(result.domains))}
-        return plot_round(directory, result.scores, result.chosen, manifest.to_dict(), groups)
+        trained = [i for i, kept in zip(result.examined, result.trained) if kept]
+        return plot_round(directory, result.scores, trained, manifest.to_dict(), groups)
     except Exception as e:  # noqa: BLE001 - a plot must never lose a round
         logger.warning("Could not draw the round %d plots: %s", manifest.round, e)
         return None

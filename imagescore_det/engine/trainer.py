@@ -14,6 +14,7 @@ from detectron2.utils.logger import setup_logger
 from ..evaluation import PerClassVOCEvaluator, ap50_of
 from ..utils import atomic_write_json
 from .checkpoint import CheckedCheckpointer
+from .config_loading import check_config
 from .hook import ImageScoreHook
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ class Trainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+        check_config(cfg, f"the config scaled to {comm.get_world_size()} processes "
+                          "(SOLVER.REFERENCE_WORLD_SIZE)")
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -56,6 +59,30 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.image_score_hook = None
         self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def auto_scale_workers(cfg, num_workers: int):
+        """Detectron2's ``DefaultTrainer.auto_scale_workers``, plus this project's iteration
+        keys: ``IMAGE_SCORE.START_ITER`` and ``REFRESH_PERIOD`` scale like ``MAX_ITER``, so
+        a selection round stays at the same fraction of the schedule on any GPU count."""
+        reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
+        scaled = DefaultTrainer.auto_scale_workers(cfg, num_workers)
+        if scaled is cfg:
+            return cfg
+        factor = num_workers / reference
+        frozen = scaled.is_frozen()
+        scaled.defrost()
+        settings = scaled.IMAGE_SCORE
+        settings.START_ITER = int(round(cfg.IMAGE_SCORE.START_ITER / factor))
+        if cfg.IMAGE_SCORE.REFRESH_PERIOD > 0:
+            settings.REFRESH_PERIOD = max(1, int(round(cfg.IMAGE_SCORE.REFRESH_PERIOD / factor)))
+        logger.info("IMAGE_SCORE.START_ITER %d -> %d, REFRESH_PERIOD %d -> %d for %d workers "
+                    "(SOLVER.REFERENCE_WORLD_SIZE %d)", cfg.IMAGE_SCORE.START_ITER,
+                    settings.START_ITER, cfg.IMAGE_SCORE.REFRESH_PERIOD, settings.REFRESH_PERIOD,
+                    num_workers, reference)
+        if frozen:
+            scaled.freeze()
+        return scaled
 
     def build_hooks(self):
         ret = super().build_hooks()
