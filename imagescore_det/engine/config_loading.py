@@ -111,6 +111,12 @@ def check_config(cfg, where="the config"):
         if not 0 <= settings.START_ITER < cfg.SOLVER.MAX_ITER:
             raise ConfigError(f"IMAGE_SCORE.START_ITER={settings.START_ITER} must be in "
                               f"[0, SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}) in {where}.")
+    reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
+    if reference and cfg.SOLVER.IMS_PER_BATCH % reference:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not a multiple of "
+                          f"SOLVER.REFERENCE_WORLD_SIZE={reference} in {where}: the batch is "
+                          "split evenly over the reference number of GPUs. Fix one of them, or "
+                          "set SOLVER.REFERENCE_WORLD_SIZE 0 to turn off automatic scaling.")
     if settings.REFRESH_PERIOD < 0:
         raise ConfigError(f"IMAGE_SCORE.REFRESH_PERIOD must be >= 0 in {where}.")
     if len(settings.GRID) not in (0, 2):
