@@ -63,6 +63,11 @@ def add_imagescore_config(cfg):
     # trains them as background; that needs DATALOADER.FILTER_EMPTY_ANNOTATIONS False
     # (Detectron2 drops images without annotations otherwise; the config check says so).
     _C.IMAGE_SCORE.MIN_BOXES_PER_IMAGE = 1
+    # Detectron2's test-time NMS is per class, so one object can yield two pseudo boxes of
+    # different classes. True also suppresses, across classes, a box that overlaps a
+    # higher-scoring one by more than PSEUDO_NMS_THRESH (IoU) before thresholding.
+    _C.IMAGE_SCORE.PSEUDO_CLASS_AGNOSTIC_NMS = False
+    _C.IMAGE_SCORE.PSEUDO_NMS_THRESH = 0.7
     # Equal counts between selectors: a selected image dropped for having fewer than
     # MIN_BOXES_PER_IMAGE boxes is replaced by the next image by rank, until
     # ceil(TOP_FRACTION * N) images are pseudo-labeled or the pool runs out (only the

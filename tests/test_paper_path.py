@@ -329,3 +329,41 @@ def test_ranks_with_separate_output_dirs_resume_to_the_same_selection(tmp_path):
         text = log.read_text()
         resumed = text[text.rindex("Resumed after selection round 1"):]
         assert expected in resumed, log
+
+
+# --------------------------------------------------------------------------- class-agnostic NMS
+def test_class_agnostic_nms_known_answer():
+    from imagescore_det.data.pseudo import class_agnostic_nms
+
+    prediction = {"boxes": np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30],
+                                     [0, 0, 10, 9]], dtype=float),
+                  "scores": np.array([0.9, 0.8, 0.7, 0.95]), "classes": np.array([0, 1, 1, 2])}
+    # IoU(box0, box1) = 81/100, IoU(box3, box0) = 90/100, IoU(box3, box1) = 72/91 = 0.79
+    kept = class_agnostic_nms(prediction, 0.85)
+    assert kept["scores"].tolist() == [0.95, 0.8, 0.7]  # box0 goes under box3 (0.90 > 0.85)
+    assert kept["classes"].tolist() == [2, 1, 1]
+    kept = class_agnostic_nms(prediction, 0.5)
+    assert kept["scores"].tolist() == [0.95, 0.7] and kept["classes"].tolist() == [2, 1]
+    empty = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0, int)}
+    assert class_agnostic_nms(empty, 0.5) is empty
+
+
+def test_round_applies_class_agnostic_nms_and_compares_both(trained_tiny):
+    from detectron2.data import DatasetCatalog
+
+    from imagescore_det.engine.round import compute_round
+
+    pseudo = {}
+    for agnostic in (False, True):
+        cfg = trained_tiny["cfg"].clone()
+        cfg.defrost()
+        cfg.merge_from_list(SELECT_OPTS + [
+            "IMAGE_SCORE.SELECTOR", "softmax", "IMAGE_SCORE.ANALYZE_POOL", "True",
+            "IMAGE_SCORE.PSEUDO_CLASS_AGNOSTIC_NMS", str(agnostic),
+            "IMAGE_SCORE.PSEUDO_NMS_THRESH", "0.3"])
+        result = compute_round(cfg, trained_tiny["model"], trained_tiny["pool"], 1, 2,
+                               lambda: DatasetCatalog.get("tiny_voc_labeled"))
+        pseudo[agnostic] = sum(len(d["annotations"]) for d in result.pseudo)
+        by_nms = result.pool_analysis["pool_precision_by_nms"]
+        assert by_nms["class_agnostic"]["boxes"] < by_nms["per_class"]["boxes"]
+    assert pseudo[True] < pseudo[False]

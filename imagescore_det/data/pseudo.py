@@ -1,4 +1,6 @@
 """Pseudo-labeled datasets: predictions -> Detectron2 dataset dicts, on disk and registered."""
+import numpy as np
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
@@ -10,6 +12,22 @@ PSEUDO_FORMAT_VERSION = 1
 def pseudo_dataset_name(unlabeled_datasets, round_index):
     """``voc_2012_trainval`` + round 1 -> ``voc_2012_trainval_pseudo_r1``."""
     return "+".join(unlabeled_datasets) + f"_pseudo_r{round_index}"
+
+
+def class_agnostic_nms(prediction, iou_thresh):
+    """One prediction ({boxes, scores, classes}, numpy) with overlapping boxes of *any* class
+    suppressed (Detectron2's test-time NMS is per class, so one object can come out as two
+    boxes of different classes). The kept boxes stay in descending score order."""
+    import torch
+    from torchvision.ops import nms
+
+    boxes = np.asarray(prediction["boxes"], dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        return prediction
+    keep = nms(torch.as_tensor(boxes), torch.as_tensor(np.asarray(prediction["scores"],
+                                                                 dtype=np.float64)),
+               float(iou_thresh)).numpy()
+    return {key: np.asarray(value)[keep] for key, value in prediction.items()}
 
 
 def predictions_to_dicts(pool_dicts, predictions, score_thresh, min_boxes):

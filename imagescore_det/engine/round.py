@@ -13,9 +13,9 @@ import numpy as np
 
 from detectron2.utils import comm
 
-from ..data.pseudo import predictions_to_dicts, pseudo_dataset_name
+from ..data.pseudo import class_agnostic_nms, predictions_to_dicts, pseudo_dataset_name
 from ..evaluation.pseudo_labels import (pool_precision_analysis, precision_by_score_bin,
-                                        pseudo_label_quality)
+                                        precision_of, pseudo_label_quality)
 from . import selection
 from .ranking import rank_order, select_top
 from .round_files import RoundManifest
@@ -81,6 +81,13 @@ def kept_annotations(prediction, score_thresh):
                                        prediction["scores"]) if score >= score_thresh]
 
 
+def pseudo_label_nms(prediction, settings):
+    """The prediction whose boxes become pseudo-labels (IMAGE_SCORE.PSEUDO_CLASS_AGNOSTIC_NMS)."""
+    if settings.PSEUDO_CLASS_AGNOSTIC_NMS:
+        return class_agnostic_nms(prediction, settings.PSEUDO_NMS_THRESH)
+    return prediction
+
+
 def quality_rows(predictions, dicts, settings):
     """Per image (tp, fp, n_true) of the boxes that would be pseudo-labels, against the truth."""
     kept = [kept_annotations(p, settings.BOX_SCORE_THRESH) for p in predictions]
@@ -142,10 +149,11 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0):
 
         def predict(indices):
             if ranking.predictions is not None:
-                return [ranking.predictions[i] for i in indices]
-            out, seconds = selection.predict(cfg, model, [pool[i] for i in indices])
-            timing["pseudo_label_s"] += seconds
-            return out
+                out = [ranking.predictions[i] for i in indices]
+            else:
+                out, seconds = selection.predict(cfg, model, [pool[i] for i in indices])
+                timing["pseudo_label_s"] += seconds
+            return [pseudo_label_nms(p, settings) for p in out]
 
         examined, predictions, box_counts = pseudo_label_in_rank_order(
             rank_order(ranking.scores), len(chosen), predict,
@@ -172,9 +180,16 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0):
     if settings.EVAL_PSEUDO_LABELS and has_truth(examined_dicts):
         result.quality = quality_rows(predictions, examined_dicts, settings)
     if settings.ANALYZE_POOL and pool_predictions is not None and has_truth(pool):
-        rows = quality_rows(pool_predictions, pool, settings)
+        rows = quality_rows([pseudo_label_nms(p, settings) for p in pool_predictions], pool,
+                            settings)
         trained = [i for i, kept in zip(examined, result.trained) if kept]
         result.pool_analysis = pool_precision_analysis(ranking.scores, trained, rows)
+        # what either NMS would give over the whole pool (same detector, same threshold)
+        result.pool_analysis["pool_precision_by_nms"] = {
+            name: precision_of(quality_rows(
+                [class_agnostic_nms(p, settings.PSEUDO_NMS_THRESH) if agnostic else p
+                 for p in pool_predictions], pool, settings))
+            for name, agnostic in (("per_class", False), ("class_agnostic", True))}
     logger.info("Rank %d selection digest %s", comm.get_rank(), result.selection_digest())
     return result
 
@@ -209,9 +224,8 @@ def summarize(result, cfg, thing_classes, fingerprint, fingerprint_items=None):
         manifest.domains = domain_stats(result.domains, result.scores, trained)
     if result.quality is not None:
         rows = [row for row, kept in zip(result.quality, result.trained) if kept]
-        tp, fp, n_true = (int(sum(row[j] for row in rows)) for j in range(3))
-        manifest.pseudo_precision = tp / (tp + fp) if tp + fp else None
-        manifest.pseudo_recall = tp / n_true if n_true else None
+        overall = precision_of(rows)
+        manifest.pseudo_precision, manifest.pseudo_recall = overall["precision"], overall["recall"]
         manifest.precision_by_score_bin = precision_by_score_bin(
             trained_scores, [row[0] for row in rows], [row[1] for row in rows])
     if result.pool_analysis is not None:

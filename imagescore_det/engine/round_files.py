@@ -90,6 +90,7 @@ class RoundManifest:
     pool_precision_selected: Optional[float] = None
     pool_precision_rest: Optional[float] = None
     pool_precision_all: Optional[float] = None
+    pool_precision_by_nms: Optional[Dict[str, dict]] = None  # per_class vs class_agnostic
 
     def to_dict(self):
         """JSON form; optional fields that were not measured are left out."""

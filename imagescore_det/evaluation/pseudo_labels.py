@@ -88,3 +88,10 @@ def pool_precision_analysis(scores, chosen, rows, num_bins=10):
             "pool_precision_selected": precision(selected),
             "pool_precision_rest": precision(~selected),
             "pool_precision_all": precision(np.ones(len(rows), dtype=bool))}
+
+
+def precision_of(rows):
+    """``{"precision", "recall", "boxes"}`` of per-image (tp, fp, n_true) rows."""
+    tp, fp, n_true = (int(sum(row[j] for row in rows)) for j in range(3))
+    return {"precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / n_true if n_true else None, "boxes": tp + fp}
