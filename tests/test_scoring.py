@@ -534,7 +534,7 @@ def test_layer_resolution():
 
 
 def test_word_popcount_matches_bool_sum():
-    from imagescore_det.scoring.scorer import _as_words, _count_words
+    from imagescore_det.scoring.kernels import _as_words, _count_words
     g = torch.Generator().manual_seed(0)
     for K in (64, 72, 8 * 1009, 4096, 3 * 2**17):
         for p in (0.0, 0.3, 1.0):
