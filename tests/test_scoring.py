@@ -257,14 +257,52 @@ def test_spatial_hand_computed_with_padding_crop():
     assert scorer.score([y]).tolist() == [pytest.approx(FLOOR)]
 
 
-def test_crop_rounds_up_per_feature_map():
-    """valid region = ceil(h*hf/H) x ceil(w*wf/W); input_size overrides inputs.shape."""
+def powers_of_two_map(rows, cols, copies=1):
+    """(copies, 1, rows, cols) map, entry (r, c) = 2**(cols*r + c): every crop has its own mean."""
+    one = (2.0 ** torch.arange(rows * cols, dtype=torch.float64)).reshape(1, 1, rows, cols)
+    return one.repeat(copies, 1, 1, 1)
+
+
+@pytest.mark.parametrize("map_size,input_size,valid_sizes,crop_mean", [
+    # 3x3 map of an 8x8 input, valid 5x5: ceil(5*3/8) = 2 rows and cols (floor: 1, no crop: 3);
+    # crop [[1, 2], [8, 16]]
+    ((3, 3), (8, 8), [(5, 5)], 27 / 4),
+    # 3x4 map of a 6x8 input, valid 5x3: ceil(5*3/6) = 3 rows (floor 2), ceil(3*4/8) = 2 cols
+    # (floor 1); crop: columns 0-1 of [[1 .. 8], [16 .. 128], [256 .. 2048]]
+    ((3, 4), (6, 8), [(5, 3)], (1 + 2 + 16 + 32 + 256 + 512) / 6),
+    # per image in one batch: (5, 3) as above, and (4, 7): ceil(4*3/6) = 2 rows, ceil(7*4/8) = 4
+    # cols (floor 3), crop rows 0-1 = 255 / 8; the threshold uses the mean over both images
+    ((3, 4), (6, 8), [(5, 3), (4, 7)], ((1 + 2 + 16 + 32 + 256 + 512) / 6 + 255 / 8) / 2),
+    # the same crop for every image of a batch (one pair of pooling matrices, broadcast)
+    ((3, 3), (8, 8), [(5, 5), (5, 5)], 27 / 4),
+])
+def test_crop_rounds_up_per_feature_map(map_size, input_size, valid_sizes, crop_mean):
+    """valid region = ceil(h*hf/H) x ceil(w*wf/W); input_size overrides inputs.shape.
+
+    With grid (1, 1) the fitted threshold is 0.5 * the mean of the valid crop: a crop rounded
+    down, not taken, or with rows and columns swapped gives another number.
+    """
     model = nn.Sequential(OrderedDict(a=nn.ReLU()))
-    x = torch.zeros(1, 1, 3, 3)
-    x[0, 0, :2, :2] = 1.0  # valid 5x5 of a 8x8 input -> ceil(15/8)=2 rows/cols at 3x3
-    b = ImageBatch(x, valid_sizes=[(5, 5)], input_size=(8, 8))
-    scorer = ImageScorer(model, grid=(2, 2)).fit([b])
-    assert scorer.masks[0].all()
+    x = powers_of_two_map(*map_size, copies=len(valid_sizes))
+    b = ImageBatch(x, valid_sizes=valid_sizes, input_size=input_size)
+    scorer = ImageScorer(model, grid=(1, 1)).fit([b])
+    assert float(scorer.thresholds[0, 0]) == pytest.approx(0.5 * crop_mean, rel=1e-12)
+
+
+def test_crop_known_masks_and_scores():
+    """Hand-computed masks and scores where ceil, floor and no crop disagree."""
+    model = nn.Sequential(OrderedDict(a=nn.ReLU()))
+    x = powers_of_two_map(3, 3)  # [[1, 2, 4], [8, 16, 32], [64, 128, 256]]
+    # valid 5x5 of 8x8 -> crop [[1, 2], [8, 16]] (floor: [[1]]), already 2x2: t = 8
+    scorer = ImageScorer(model, grid=(2, 2)).fit([ImageBatch(x, valid_sizes=[(5, 5)], input_size=(8, 8))])
+    assert float(scorer.thresholds[0, 0]) == 8.0
+    assert scorer.masks[0][0, 0].tolist() == [[False, False], [True, True]]
+    # image 0: the same crop -> M_I = M, score 0; image 1: all valid, the 3x3 map pools to
+    # [[6.75, 13.5], [54, 108]] -> M_I = [[0, 1], [1, 1]]: IoU 2/3
+    both = ImageBatch(powers_of_two_map(3, 3, copies=2), valid_sizes=[(5, 5), (8, 8)], input_size=(8, 8))
+    scores, details = scorer.score([both], details=True)
+    assert scores.tolist() == [0.0, pytest.approx(math.log(2 / 3), rel=1e-12)]
+    assert details["image_mask_size"].tolist() == [[2.0], [3.0]]
 
 
 # ------------------------------------------------------------------ invariances
