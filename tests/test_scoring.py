@@ -382,6 +382,82 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(loaded.mask_sizes(), scorer.mask_sizes())
 
 
+def old_layout_state(**changes):
+    """The dict ImageScorer.save wrote before scoring/ was split (format version 1), by hand.
+
+    One layer 'a' of 4 neurons, fitted on [[1, 1, 0, 0], [1, 0, 0, 0]]: mean [1, .5, 0, 0],
+    t = .5, M = [1, 1, 0, 0] (as in test_hand_computed_overlap).
+    """
+    state = {
+        "format": "imagescore_det.scoring.ImageScorer",
+        "version": 1,
+        "layer_names": ["a"],
+        "shapes": [[4]],
+        "thresholds": torch.tensor([[0.5]], dtype=torch.float64),
+        "masks": [torch.tensor([[True, True, False, False]])],
+        "class_counts": torch.tensor([2.0], dtype=torch.float64),
+        "similarity": "iou",
+        "threshold_ratio": 0.5,
+        "grid": None,
+        "num_classes": None,
+    }
+    state.update(changes)
+    return state
+
+
+def test_file_in_the_old_layout_loads(tmp_path):
+    model = nn.Sequential(OrderedDict(a=nn.ReLU()))
+    path = tmp_path / "old.pt"
+    with open(path, "wb") as f:  # what the old save did: torch.save into the temp file
+        torch.save(old_layout_state(), f)
+    loaded = ImageScorer.load(path, model)
+    assert loaded.layer_names == ["a"] and loaded.layer_shapes == [(4,)]
+    assert (loaded.similarity, loaded.threshold_ratio, loaded.grid, loaded.num_classes) == (
+        "iou", 0.5, None, None)
+    assert loaded.masks[0].tolist() == [[True, True, False, False]]
+    assert loaded.mask_sizes().tolist() == [2]
+    s = loaded.score([torch.tensor([[0.0, 0.7, 0.5, 0.49]])])  # M_I = [0, 1, 1, 0]: IoU 1/3
+    assert s.tolist() == [pytest.approx(math.log(1 / 3), rel=1e-12)]
+
+
+def test_old_layout_per_class_grid_file_loads(tmp_path):
+    """Per class, recall and a grid: class 0 has M = [1, 0] (t = .5), class 1 M = [0, 1] (t = 1)."""
+    state = old_layout_state(
+        shapes=[[1, 1, 2]], thresholds=torch.tensor([[0.5], [1.0]], dtype=torch.float64),
+        masks=[torch.tensor([[[[True, False]]], [[[False, True]]]])],
+        class_counts=torch.tensor([1.0, 1.0], dtype=torch.float64),
+        similarity="recall", grid=[1, 2], num_classes=2)
+    path = tmp_path / "old.pt"
+    with open(path, "wb") as f:
+        torch.save(state, f)
+    loaded = ImageScorer.load(path, nn.Sequential(OrderedDict(a=nn.ReLU())))
+    assert (loaded.similarity, loaded.grid, loaded.num_classes) == ("recall", (1, 2), 2)
+    x = torch.zeros(2, 1, 2, 4, dtype=torch.float64)
+    x[:, :, :, :2] = 1.0  # pools to [1, 0]: M_I = [1, 0] at t = .5 and at t = 1
+    s = loaded.score([ImageBatch(x, labels=[0, 1])])
+    assert s.tolist() == [0.0, pytest.approx(FLOOR)]
+
+
+def test_save_writes_the_old_layout_byte_for_byte(tmp_path):
+    """The split kept the file format: same dict, same bytes as torch.save of the old dict."""
+    model = nn.Sequential(OrderedDict(a=nn.ReLU()))
+    scorer = ImageScorer(model).fit([torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])])
+    state, expected = scorer.state_dict(), old_layout_state()
+    assert list(state) == list(expected)
+    for key, value in expected.items():
+        if key == "masks":
+            assert [m.dtype for m in state[key]] == [torch.bool]
+            assert [m.tolist() for m in state[key]] == [m.tolist() for m in value]
+        elif isinstance(value, torch.Tensor):
+            assert state[key].dtype == value.dtype and torch.equal(state[key], value), key
+        else:
+            assert state[key] == value and type(state[key]) is type(value), key
+    scorer.save(tmp_path / "new.pt")
+    with open(tmp_path / "old.pt", "wb") as f:
+        torch.save(expected, f)
+    assert (tmp_path / "new.pt").read_bytes() == (tmp_path / "old.pt").read_bytes()
+
+
 def test_load_mismatches(tmp_path):
     model = make_net()
     scorer = ImageScorer(model, layers=LAYERS).fit(make_batches(1, 2))
