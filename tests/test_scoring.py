@@ -283,18 +283,19 @@ def test_crop_rounds_up_per_feature_map(map_size, input_size, valid_sizes, crop_
     down, not taken, or with rows and columns swapped gives another number.
     """
     model = nn.Sequential(OrderedDict(a=nn.ReLU()))
-    x = powers_of_two_map(*map_size, copies=len(valid_sizes))
-    b = ImageBatch(x, valid_sizes=valid_sizes, input_size=input_size)
-    scorer = ImageScorer(model, grid=(1, 1)).fit([b])
+    maps = powers_of_two_map(*map_size, copies=len(valid_sizes))
+    batch = ImageBatch(maps, valid_sizes=valid_sizes, input_size=input_size)
+    scorer = ImageScorer(model, grid=(1, 1)).fit([batch])
     assert float(scorer.thresholds[0, 0]) == pytest.approx(0.5 * crop_mean, rel=1e-12)
 
 
 def test_crop_known_masks_and_scores():
     """Hand-computed masks and scores where ceil, floor and no crop disagree."""
     model = nn.Sequential(OrderedDict(a=nn.ReLU()))
-    x = powers_of_two_map(3, 3)  # [[1, 2, 4], [8, 16, 32], [64, 128, 256]]
+    fitted = powers_of_two_map(3, 3)  # [[1, 2, 4], [8, 16, 32], [64, 128, 256]]
     # valid 5x5 of 8x8 -> crop [[1, 2], [8, 16]] (floor: [[1]]), already 2x2: t = 8
-    scorer = ImageScorer(model, grid=(2, 2)).fit([ImageBatch(x, valid_sizes=[(5, 5)], input_size=(8, 8))])
+    scorer = ImageScorer(model, grid=(2, 2)).fit(
+        [ImageBatch(fitted, valid_sizes=[(5, 5)], input_size=(8, 8))])
     assert float(scorer.thresholds[0, 0]) == 8.0
     assert scorer.masks[0][0, 0].tolist() == [[False, False], [True, True]]
     # image 0: the same crop -> M_I = M, score 0; image 1: all valid, the 3x3 map pools to
@@ -408,16 +409,16 @@ def old_layout_state(**changes):
 def test_file_in_the_old_layout_loads(tmp_path):
     model = nn.Sequential(OrderedDict(a=nn.ReLU()))
     path = tmp_path / "old.pt"
-    with open(path, "wb") as f:  # what the old save did: torch.save into the temp file
-        torch.save(old_layout_state(), f)
+    with open(path, "wb") as file:  # what the old save did: torch.save into the temp file
+        torch.save(old_layout_state(), file)
     loaded = ImageScorer.load(path, model)
     assert loaded.layer_names == ["a"] and loaded.layer_shapes == [(4,)]
     assert (loaded.similarity, loaded.threshold_ratio, loaded.grid, loaded.num_classes) == (
         "iou", 0.5, None, None)
     assert loaded.masks[0].tolist() == [[True, True, False, False]]
     assert loaded.mask_sizes().tolist() == [2]
-    s = loaded.score([torch.tensor([[0.0, 0.7, 0.5, 0.49]])])  # M_I = [0, 1, 1, 0]: IoU 1/3
-    assert s.tolist() == [pytest.approx(math.log(1 / 3), rel=1e-12)]
+    scores = loaded.score([torch.tensor([[0.0, 0.7, 0.5, 0.49]])])  # M_I = [0, 1, 1, 0]: IoU 1/3
+    assert scores.tolist() == [pytest.approx(math.log(1 / 3), rel=1e-12)]
 
 
 def test_old_layout_per_class_grid_file_loads(tmp_path):
@@ -428,14 +429,14 @@ def test_old_layout_per_class_grid_file_loads(tmp_path):
         class_counts=torch.tensor([1.0, 1.0], dtype=torch.float64),
         similarity="recall", grid=[1, 2], num_classes=2)
     path = tmp_path / "old.pt"
-    with open(path, "wb") as f:
-        torch.save(state, f)
+    with open(path, "wb") as file:
+        torch.save(state, file)
     loaded = ImageScorer.load(path, nn.Sequential(OrderedDict(a=nn.ReLU())))
     assert (loaded.similarity, loaded.grid, loaded.num_classes) == ("recall", (1, 2), 2)
-    x = torch.zeros(2, 1, 2, 4, dtype=torch.float64)
-    x[:, :, :, :2] = 1.0  # pools to [1, 0]: M_I = [1, 0] at t = .5 and at t = 1
-    s = loaded.score([ImageBatch(x, labels=[0, 1])])
-    assert s.tolist() == [0.0, pytest.approx(FLOOR)]
+    images = torch.zeros(2, 1, 2, 4, dtype=torch.float64)
+    images[:, :, :, :2] = 1.0  # pools to [1, 0]: M_I = [1, 0] at t = .5 and at t = 1
+    scores = loaded.score([ImageBatch(images, labels=[0, 1])])
+    assert scores.tolist() == [0.0, pytest.approx(FLOOR)]
 
 
 def test_save_writes_the_old_layout_byte_for_byte(tmp_path):
@@ -453,8 +454,8 @@ def test_save_writes_the_old_layout_byte_for_byte(tmp_path):
         else:
             assert state[key] == value and type(state[key]) is type(value), key
     scorer.save(tmp_path / "new.pt")
-    with open(tmp_path / "old.pt", "wb") as f:
-        torch.save(expected, f)
+    with open(tmp_path / "old.pt", "wb") as file:
+        torch.save(expected, file)
     assert (tmp_path / "new.pt").read_bytes() == (tmp_path / "old.pt").read_bytes()
 
 

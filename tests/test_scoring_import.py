@@ -44,8 +44,8 @@ for module in pkgutil.iter_modules(scoring.__path__):  # modules __init__ does n
     importlib.import_module(f"imagescore_det.scoring.{module.name}")
 
 torch.manual_seed(0)
-model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5),
-                      nn.ReLU())
+model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(4 * 8 * 8, 5), nn.ReLU())
 images = torch.randn(4, 3, 8, 8)
 batches = [ImageBatch(images, valid_sizes=[(8, 8), (5, 7), (3, 3), (8, 2)])]
 scorer = ImageScorer(model, grid=(2, 2)).fit(batches)

@@ -127,7 +127,8 @@ class ImageScorer:
         self._reset_fit()
 
     # ------------------------------------------------------------------ fit
-    def fit(self, batches: Iterable[Any], all_reduce: Optional[Callable[[torch.Tensor], Any]] = None) -> "ImageScorer":
+    def fit(self, batches: Iterable[Any],
+            all_reduce: Optional[Callable[[torch.Tensor], Any]] = None) -> "ImageScorer":
         """Fit the dataset masks on ``batches`` (labeled images); streams, O(neurons) memory.
 
         ``all_reduce``: optional callable applied in place to every float64 accumulator
@@ -206,11 +207,14 @@ class ImageScorer:
         batch_sizes: List[Optional[torch.Tensor]] = [None] * num_layers
 
         def on_layer(idx, activations, ctx, per_image):
-            if not bool(torch.isfinite(activations.sum())) and not bool(torch.isfinite(activations).all()):
+            # a finite sum means every value is finite; else check (the sum may just overflow)
+            finite = bool(torch.isfinite(activations.sum())) or bool(torch.isfinite(activations).all())
+            if not finite:
                 self._raise_nonfinite(idx, activations)
             select = ctx.labels.to(activations.device) if per_class else 0
             image_masks = activations >= self._image_threshold(idx, activations, select)  # M_{I,l}
-            flat_dataset_masks, dataset_words = self._masks_on(activations.device, device_masks)[idx]
+            flat_dataset_masks, dataset_words = self._masks_on(
+                activations.device, device_masks)[idx]
             batch_sizes[idx], batch_intersections[idx] = mask_counts(
                 image_masks, flat_dataset_masks, dataset_words, select)
 
@@ -268,7 +272,7 @@ class ImageScorer:
                                             device=activations.device)
         return class_thresholds[select].unsqueeze(1)
 
-    def _masks_on(self, device, cache: Dict[Any, Any]) -> List[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    def _masks_on(self, device, cache: Dict[Any, Any]) -> List[Tuple[torch.Tensor, Any]]:
         """Per layer, the flat dataset masks on ``device`` and their int64-word view (cached)."""
         masks = cache.get(device)
         if masks is None:
