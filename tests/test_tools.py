@@ -260,7 +260,7 @@ def _fake_round(tiny_voc, round_dir, boxes, complete=True):
             round=1, iteration=1, selector="image_score", dataset_name="x_pseudo_r1",
             fingerprint="0", unlabeled_datasets=["tiny_voc_unlabeled"], thing_classes=classes,
             pool_size=len(pool), num_selected=len(dicts), num_pseudo_images=len(dicts),
-            num_dropped_empty=0, num_pseudo_boxes=len(dicts), boxes_per_image=1.0,
+            num_dropped=0, num_pseudo_boxes=len(dicts), boxes_per_image=1.0,
             selected_score_mean=0.0, selected_score_min=0.0, pool_score_mean=0.0,
             per_class_boxes={c: 0 for c in classes}, timing={}).to_dict())
     return [pool[i] for i in chosen]
