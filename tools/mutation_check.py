@@ -86,52 +86,71 @@ CATALOGUE = (
     Mutation(
         id="score-images-softmax-thresh",
         description="(d) tools/score_images.py --selector softmax ignores BOX_SCORE_THRESH",
-        # tools/ is being refactored: this snippet may move
-        file="tools/score_images.py",
-        old="selection.softmax_confidence(preds, cfg.IMAGE_SCORE.BOX_SCORE_THRESH)",
-        new="selection.softmax_confidence(preds, 0.0)",
+        # the tool runs the registered "softmax" selector
+        file="imagescore_det/engine/selectors.py",
+        old="selection.softmax_confidence(predictions, ctx.cfg.IMAGE_SCORE.BOX_SCORE_THRESH)",
+        new="selection.softmax_confidence(predictions, 0.0)",
         tests=(f"{KNOWN}::test_score_images_softmax_uses_box_score_thresh",),
     ),
     Mutation(
         id="scoring-crop-floor",
         description="(e) the valid crop of a padded feature map is rounded down, not up",
-        # imagescore_det/scoring is being split into several modules: this entry's file (and
-        # maybe its indentation) will move. Caught today by the padded cases of
-        # test_matches_bruteforce (either dimension alone, too); a dedicated known-answer
-        # test is being added to the scoring tests by the scoring split.
-        file="imagescore_det/scoring/scorer.py",
-        old="(min(hf, max(1, -(-h * hf // H))), min(wf, max(1, -(-w * wf // W))))",
-        new="(min(hf, max(1, h * hf // H)), min(wf, max(1, w * wf // W)))",
-        tests=("tests/test_scoring.py", "tests/test_scoring_properties.py"),
+        file="imagescore_det/scoring/batches.py",
+        old="min(hf, max(1, -(-h * hf // H))), min(wf, max(1, -(-w * wf // W)))",
+        new="min(hf, max(1, h * hf // H)), min(wf, max(1, w * wf // W))",
+        tests=("tests/test_scoring.py::test_crop_rounds_up_per_feature_map",
+               "tests/test_scoring.py", "tests/test_scoring_properties.py"),
     ),
     Mutation(
         id="select-top-lowest",
         description="(f) select_top takes the lowest scores",
-        # imagescore_det/engine is being refactored: this snippet may move
-        file="imagescore_det/engine/selection.py",
-        old="np.lexsort((np.arange(n), -np.asarray(scores, dtype=np.float64)))",
-        new="np.lexsort((np.arange(n), np.asarray(scores, dtype=np.float64)))",
+        file="imagescore_det/engine/ranking.py",
+        old="return np.lexsort((np.arange(len(scores)), -scores))",
+        new="return np.lexsort((np.arange(len(scores)), scores))",
         tests=("tests/test_selection.py::test_select_top_known_answers",
-               "tests/test_selection.py::test_selector_round[random]"),
+               "tests/test_selection.py::test_selector_round[random]",
+               "tests/test_rounds.py::test_ranking_known_answers"),
     ),
     Mutation(
         id="image-mask-strict",
         description="image mask X >= t becomes X > t (activations at the threshold dropped)",
-        # scoring split: file may move. Two lines: "m = xf >= t" alone also matches the
-        # per-class line "m = xf >= tk[lab]...".
         file="imagescore_det/scoring/scorer.py",
-        old="m = xf >= t\n                sel = 0",
-        new="m = xf > t\n                sel = 0",
+        old="image_masks = activations >= self._image_threshold(",
+        new="image_masks = activations > self._image_threshold(",
         tests=(f"{KNOWN}::test_image_mask_includes_activations_at_the_threshold",
                "tests/test_scoring.py"),
     ),
     Mutation(
         id="iou-is-recall",
         description='similarity "iou" computes recall |A & B| / |B|',
-        file="imagescore_det/scoring/scorer.py",  # scoring split: file may move
-        old="denom = isize + dsize - inter",
-        new="denom = dsize",
+        file="imagescore_det/scoring/scorer.py",
+        old="denominator = image_mask_size + dataset_mask_size - intersection",
+        new="denominator = dataset_mask_size",
         tests=("tests/test_scoring.py",),
+    ),
+    Mutation(
+        id="backfill-ignored",
+        description="IMAGE_SCORE.BACKFILL ignored: dropped images are never replaced",
+        file="imagescore_det/engine/round.py",
+        old="        if not backfill:\n            break",
+        new="        if True:\n            break",
+        tests=("tests/test_paper_path.py::test_backfill_known_answers",),
+    ),
+    Mutation(
+        id="start-iter-unscaled",
+        description="auto_scale_workers leaves IMAGE_SCORE.START_ITER as written",
+        file="imagescore_det/engine/trainer.py",
+        old="settings.START_ITER = int(round(cfg.IMAGE_SCORE.START_ITER / factor))",
+        new="settings.START_ITER = cfg.IMAGE_SCORE.START_ITER",
+        tests=("tests/test_paper_path.py::test_round_scales_with_the_schedule",),
+    ),
+    Mutation(
+        id="fingerprint-ignored",
+        description="a saved round is reused whatever settings it was made with",
+        file="imagescore_det/engine/consistency.py",
+        old="    if manifest.fingerprint == config_fingerprint(cfg):\n        return",
+        new="    if True:\n        return",
+        tests=("tests/test_paper_path.py::test_resume_with_changed_settings_stops_saying_what_changed",),
     ),
     Mutation(
         id="pseudo-class-swap",
