@@ -85,7 +85,7 @@ class ImageScoreHook(HookBase):
             if settings.SELECTOR == "image_score" and not len(settings.GRID):
                 check_equal_sizes(self.cfg, self._load_labeled() + pool,
                                   "labeled set and unlabeled pool")
-        if start > 0:
+        if start >= settings.START_ITER:  # evaluated with the weights this run resumes from
             self.eval_before = from_rank0(self._read_eval_before)
         done = [k for k, it in enumerate(self.rounds, 1) if it < start]
         if not done:
