@@ -291,6 +291,26 @@ def check_loader_and_checker_agree(scratch, spec):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_voc_loader_found_by_fuzzing(tmp_path):
+    """What the loader did before it read every XML through parse_voc_xml."""
+    from imagescore_det.data.voc import load_voc_dicts
+
+    spec = {"lines": ["a"], "layout": "ok", "xmls": {"a": (
+        "<annotation><size><width>10</width><height>8</height></size><object><name> disc "
+        "</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>3</xmax><ymax>4</ymax></bndbox>"
+        "</object></annotation>")}}
+    d = _make_voc(str(tmp_path / "one"), spec)
+    # load_voc_instances took the name unstripped: ValueError "' disc ' is not in list"
+    (x,) = load_voc_dicts(d, "s", CLASSES)
+    assert [(a["category_id"], a["bbox"]) for a in x["annotations"]] == [(0, [0.0, 1.0, 3.0, 4.0])]
+    assert check_voc(d, "s", CLASSES).findings[0].kind == "missing_image"  # nothing else
+    # a split file that is not UTF-8: UnicodeDecodeError, naming no file
+    d = _make_voc(str(tmp_path / "latin"), dict(spec, layout="latin1"))
+    with pytest.raises(ValueError, match=re.escape(os.path.join(d, "ImageSets", "Main", "s.txt"))):
+        load_voc_dicts(d, "s", CLASSES)
+    assert [f.kind for f in check_voc(d, "s", CLASSES).findings] == ["unreadable_split"]
+
+
 @FAST(100)
 @given(spec=voc_directories())
 def test_voc_loader_raises_only_documented_errors_and_the_check_predicts_it(scratch, spec):
