@@ -106,3 +106,12 @@ def add_imagescore_config(cfg):
     # Evaluate on DATASETS.TEST right before the first selection, so report.json has the
     # mAP before and after pseudo-labeling.
     _C.IMAGE_SCORE.EVAL_BEFORE = True
+    # What an unusable image of the unlabeled pool does (missing, unreadable, empty, not an
+    # image, truncated, not decoding, size differing from its XML, non-finite activations),
+    # found by the data check at trainer start or while a round reads it:
+    #   "skip"  - leave it out of scoring and pseudo-labeling; every round lists it in its
+    #             skipped.csv with the reason, the manifest counts it (num_skipped)
+    #   "error" - stop, naming the files (on every rank at once)
+    # Labeled and test data are always checked strictly: any problem stops before training.
+    # `python tools/check_dataset.py` runs the same checks by hand (--deep decodes images).
+    _C.IMAGE_SCORE.ON_BAD_IMAGE = "skip"

@@ -42,7 +42,8 @@ def read_json_object(path, what, fix, error=RuntimeError):
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError
+        # are ValueErrors; RecursionError: nesting deeper than the decoder's stack
         raise error(f"Cannot read {what} {path}: {e}. {fix}") from e
     if not isinstance(data, dict):
         raise error(f"{what[0].upper() + what[1:]} {path} is not a JSON object. {fix}")

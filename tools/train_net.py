@@ -14,7 +14,9 @@ from detectron2.utils.logger import setup_logger
 
 import imagescore_det.engine  # noqa: F401  (registers the VGG16 backbone and the datasets)
 from imagescore_det.data import register_all_imagescore_datasets  # noqa: F401
+from imagescore_det.data.checks import DataCheckError
 from imagescore_det.engine import ConfigError, Trainer, load_config
+from imagescore_det.engine.bad_images import BadImageError
 from imagescore_det.engine.checkpoint import CheckedCheckpointer, CheckpointMismatchError
 
 
@@ -45,5 +47,5 @@ if __name__ == "__main__":
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines,
                machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
-    except (ConfigError, CheckpointMismatchError) as e:
+    except (ConfigError, CheckpointMismatchError, DataCheckError, BadImageError) as e:
         sys.exit(f"error: {e}")

@@ -67,6 +67,7 @@ else:
         check_class_names,
         dataset_domains,
         dataset_root_of,
+        load_voc_dicts,
         read_split_ids,
         register_voc,
         validate_voc_split,
@@ -74,7 +75,7 @@ else:
     )
 
     __all__ += ["VOC_CLASS_NAMES", "check_class_names", "dataset_domains", "dataset_root_of",
-                "read_split_ids", "register_voc", "validate_voc_split", "voc_image_ids"]
+                "load_voc_dicts", "read_split_ids", "register_voc", "validate_voc_split", "voc_image_ids"]
 
     def register_all_imagescore_datasets(root=None, replace=False):
         """Register the ``synthetic_voc_*`` and ``voc07real_*`` datasets (no disk access).

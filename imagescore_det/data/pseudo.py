@@ -5,6 +5,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..utils import atomic_write_json, read_json_object
+from .pseudo_schema import checked_pseudo_dicts
 
 PSEUDO_FORMAT_VERSION = 1
 
@@ -73,14 +74,18 @@ def save_pseudo_dataset(path, dicts, extra=None):
 
 
 def load_pseudo_dataset(path):
-    """Read a file written by :func:`save_pseudo_dataset`; returns (dicts, header)."""
+    """Read a file written by :func:`save_pseudo_dataset`; returns (dicts, header).
+
+    Raises ``RuntimeError`` naming the file (and the entry and key at fault) for a file that
+    cannot be read, is not JSON, has another format version or is not a list of trainable
+    dataset dicts (``data/pseudo_schema.py``); no other error type."""
     data = read_json_object(path, "the pseudo-label dataset",
                             "Delete its round folder to recompute the selection.")
     if data.get("format_version") != PSEUDO_FORMAT_VERSION:
         raise RuntimeError(f"{path} has pseudo-label format {data.get('format_version')}, this "
                            f"version reads {PSEUDO_FORMAT_VERSION}. Delete its round folder to "
                            "recompute the selection.")
-    dicts = data.pop("dataset_dicts")
+    dicts = checked_pseudo_dicts(data.pop("dataset_dicts", None), path)
     for d in dicts:
         for a in d["annotations"]:
             a["bbox_mode"] = BoxMode(a["bbox_mode"])

@@ -1,26 +1,34 @@
-"""Pascal VOC datasets registered through Detectron2's own loader, with input validation.
+"""Pascal VOC datasets registered through Detectron2's registration, with input validation.
 
 ``register_voc`` calls ``detectron2.data.datasets.register_pascal_voc`` (so the metadata
 ``thing_classes``/``dirname``/``year``/``split`` that ``PascalVOCDetectionEvaluator`` reads
-are set exactly as Detectron2 sets them) and then swaps the catalog's loader for one that
-validates the files first and then calls ``load_voc_instances``. Registration itself never
-touches the disk; validation happens when ``DatasetCatalog.get(name)`` loads the dataset.
+are set exactly as Detectron2 sets them) and then swaps the catalog's loader for
+:func:`load_voc_dicts`, which validates the split and its annotations and builds the dicts
+``load_voc_instances`` would build, through the project's one XML reader
+(:func:`~imagescore_det.data.voc_xml.parse_voc_xml`; unlike ``load_voc_instances`` it strips
+class names and refuses non-finite boxes). Registration itself never touches the disk;
+validation happens when ``DatasetCatalog.get(name)`` loads the dataset. The loader does not
+open the JPEGs: images are checked by :mod:`imagescore_det.data.checks` (at trainer start and
+by ``tools/check_dataset.py``) and per image during a selection round, so that an unlabeled
+pool with a bad image can still be loaded and the image skipped (``IMAGE_SCORE.ON_BAD_IMAGE``).
 A synthetic dataset's dicts also carry each image's ``"domain"`` ("typical"/"shifted").
 
 Errors name the offending file and say how to fix it:
 
 * ``FileNotFoundError``: the dataset directory, one of its sub-directories, the split file
-  (the split files that do exist are listed), an annotation XML or a JPEG is missing;
+  (the split files that do exist are listed), an annotation XML, or (``validate_voc_split``
+  with ``check_images=True``) a JPEG is missing;
 * ``ValueError``: an empty split, an unparsable XML, an XML without a usable ``size`` or
-  ``bndbox``, or an object whose class is not in ``class_names`` (the XML file, the class,
-  the known classes and a class list that would fit are named).
+  ``bndbox`` (``VOCAnnotationError``), or an object whose class is not in ``class_names``
+  (the XML file, the class, the known classes and a class list that would fit are named).
+* ``OSError``: an annotation XML that exists but cannot be read (e.g. no permission).
 """
 import os
 import threading
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASS_NAMES
-from detectron2.data.datasets.pascal_voc import load_voc_instances, register_pascal_voc
+from detectron2.data.datasets.pascal_voc import register_pascal_voc
 from detectron2.structures import BoxMode
 
 from .synthetic import META_FILENAME, SYNTHETIC_CLASSES, read_synthetic_meta
@@ -29,6 +37,7 @@ from .voc_xml import parse_voc_xml, to_detectron2_box
 __all__ = [
     "VOC_CLASS_NAMES",
     "register_voc",
+    "load_voc_dicts",
     "check_class_names",
     "validate_voc_split",
     "read_split_ids",
@@ -64,8 +73,17 @@ def read_split_ids(dirname, split):
             f"Split file {path} does not exist. Splits available in {main}: "
             f"{', '.join(existing) if existing else '(none)'}. Register the dataset with one "
             f"of those splits, or write {split}.txt (one image id per line).")
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            ids = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Split file {path} is not UTF-8 text ({e}); it must list one image id "
+                         "per line.") from e
+    for image_id in ids:
+        if "\0" in image_id:
+            raise ValueError(f"Split file {path} lists {image_id!r}, which holds a NUL character "
+                             "and cannot name a file. Fix the line.")
+    return ids
 
 
 def _check_layout(dirname, missing_hint):
@@ -152,25 +170,29 @@ def check_class_names(dirname, split, class_names):
     return counts
 
 
-def _load_single(dirname, image_id, class_names):
-    # load_voc_instances reads the split with np.loadtxt, which returns a 0-d array for a
-    # one-line file and then fails to iterate; this mirrors its per-image code for that case.
+def _voc_dict(dirname, image_id, class_names):
+    """One image's dataset dict, as ``load_voc_instances`` builds it (box ``[xmin - 1,
+    ymin - 1, xmax, ymax]``, XYXY_ABS), read with :func:`parse_voc_xml`."""
     w, h, objects = parse_voc_xml(os.path.join(dirname, "Annotations", image_id + ".xml"))
-    anns = [{"category_id": list(class_names).index(n),
+    anns = [{"category_id": class_names.index(n),
              "bbox": to_detectron2_box(b), "bbox_mode": BoxMode.XYXY_ABS}
             for n, b in objects]
-    return [{"file_name": os.path.join(dirname, "JPEGImages", image_id + ".jpg"),
-             "image_id": image_id, "height": h, "width": w, "annotations": anns}]
+    return {"file_name": os.path.join(dirname, "JPEGImages", image_id + ".jpg"),
+            "image_id": image_id, "height": h, "width": w, "annotations": anns}
+
+
+def load_voc_dicts(dirname, split, class_names, missing_hint=DEFAULT_MISSING_HINT):
+    """The dataset dicts of ``dirname``'s ``split`` (what a ``register_voc`` dataset loads):
+    :func:`validate_voc_split` (without opening the JPEGs), then one dict per image id in
+    split-file order. Raises only the errors the module docstring lists."""
+    class_names = list(class_names)
+    ids = validate_voc_split(dirname, split, class_names, missing_hint, check_images=False)
+    return _with_domains(dirname, [_voc_dict(dirname, i, class_names) for i in ids])
 
 
 def _make_loader(dirname, split, class_names, missing_hint):
     def load():
-        ids = validate_voc_split(dirname, split, class_names, missing_hint)
-        if len(ids) == 1:
-            dicts = _load_single(dirname, ids[0], class_names)
-        else:
-            dicts = load_voc_instances(dirname, split, class_names)
-        return _with_domains(dirname, dicts)
+        return load_voc_dicts(dirname, split, class_names, missing_hint)
 
     return load
 
@@ -196,7 +218,7 @@ def register_voc(name, dirname, split, year=2007, class_names=VOC_CLASS_NAMES,
     Goes through ``detectron2.data.datasets.register_pascal_voc`` (metadata
     ``thing_classes``, ``dirname``, ``year``, ``split``; ``evaluator_type`` is set to
     ``"pascal_voc"`` as Detectron2's builtin VOC datasets do), then replaces the catalog's
-    loader by one that runs :func:`validate_voc_split` before ``load_voc_instances``.
+    loader by :func:`load_voc_dicts` (:func:`validate_voc_split`, then the dicts).
 
     Idempotent: registering ``name`` again with the same dirname/split/year/class_names is a
     no-op; with different ones it raises ``ValueError`` unless ``replace=True`` (which

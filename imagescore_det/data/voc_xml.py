@@ -1,40 +1,58 @@
 """The one Pascal VOC annotation (XML) reader (no Detectron2 import)."""
+import math
 import xml.etree.ElementTree as ET
+
+
+class VOCAnnotationError(ValueError):
+    """An annotation XML that cannot be used. ``path`` is the file, ``reason`` what is wrong
+    with it (the message is ``"Annotation <path> <reason>"``)."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"Annotation {path} {reason}")
+        self.path = path
+        self.reason = reason
 
 
 def parse_voc_xml(xml_path):
     """``(width, height, [(class name, [xmin, ymin, xmax, ymax]), ...])`` of a VOC XML, in
-    the file's own 1-based pixel coordinates.
+    the file's own 1-based pixel coordinates. Class names are stripped of surrounding
+    whitespace; coordinates are finite floats.
 
-    Raises ``ValueError`` naming the file when it is not valid XML, has no usable size, or
-    an object without a name or a numeric box.
+    Raises ``VOCAnnotationError`` (a ``ValueError``) naming the file when it is not valid
+    XML, has no usable size (positive integers), or an object without a name or a finite
+    numeric box; ``OSError`` (``FileNotFoundError`` when missing) when it cannot be read.
     """
     try:
         tree = ET.parse(xml_path)
     except ET.ParseError as e:
-        raise ValueError(f"Annotation {xml_path} is not valid XML ({e}). Fix or regenerate "
-                         f"it, or remove its id from the split file.") from e
+        raise VOCAnnotationError(xml_path, f"is not valid XML ({e}). Fix or regenerate it, or "
+                                           "remove its id from the split file.") from e
+    except RecursionError as e:  # a pathological nesting depth
+        raise VOCAnnotationError(xml_path, "is nested too deeply to be a VOC annotation.") from e
     root = tree.getroot()
     try:
         width = int(root.find("./size/width").text)
         height = int(root.find("./size/height").text)
     except (AttributeError, TypeError, ValueError) as e:
-        raise ValueError(f"Annotation {xml_path} has no usable <size><width>/<height> "
-                         f"(positive integers are required).") from e
+        raise VOCAnnotationError(xml_path, "has no usable <size><width>/<height> (positive "
+                                           "integers are required).") from e
     if width <= 0 or height <= 0:
-        raise ValueError(f"Annotation {xml_path} has a non-positive size {width}x{height}.")
+        raise VOCAnnotationError(xml_path, f"has a non-positive size {width}x{height}.")
     objects = []
-    for obj in root.findall("object"):
+    for number, obj in enumerate(root.findall("object"), 1):
         name_el = obj.find("name")
         name = name_el.text.strip() if name_el is not None and name_el.text else None
         if not name:
-            raise ValueError(f"Annotation {xml_path} has an <object> without a <name>.")
+            raise VOCAnnotationError(xml_path, f"has an <object> (#{number}) without a <name>.")
         try:
             box = [float(obj.find("bndbox").find(k).text)
                    for k in ("xmin", "ymin", "xmax", "ymax")]
         except (AttributeError, TypeError, ValueError) as e:
-            raise ValueError(f"Annotation {xml_path}: object {name!r} has no usable "
-                             f"<bndbox> with numeric xmin/ymin/xmax/ymax.") from e
+            raise VOCAnnotationError(xml_path, f"has an object #{number} {name!r} without a "
+                                               "usable <bndbox> (numeric xmin/ymin/xmax/ymax).") from e
+        if not all(math.isfinite(v) for v in box):
+            raise VOCAnnotationError(xml_path, f"has an object #{number} {name!r} with a "
+                                               f"non-finite <bndbox> {box}.")
         objects.append((name, box))
     return width, height, objects
 

@@ -94,6 +94,9 @@ def check_config(cfg, where="the config"):
     if not 0.0 < settings.TOP_FRACTION <= 1.0:
         raise ConfigError(f"IMAGE_SCORE.TOP_FRACTION is {settings.TOP_FRACTION} in {where}; it is the "
                           "fraction of the unlabeled pool to pseudo-label and must be in (0, 1].")
+    if settings.ON_BAD_IMAGE not in ("skip", "error"):
+        raise ConfigError(f"IMAGE_SCORE.ON_BAD_IMAGE is '{settings.ON_BAD_IMAGE}' in {where}; use "
+                          "skip (leave unusable pool images out, listed in skipped.csv) or error.")
     if settings.SIMILARITY not in ("iou", "recall"):
         raise ConfigError(f"IMAGE_SCORE.SIMILARITY is '{settings.SIMILARITY}' in {where}; use iou or "
                           "recall.")

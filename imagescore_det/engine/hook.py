@@ -59,6 +59,9 @@ class ImageScoreHook(HookBase):
         self.eval_before = None
         self.seed = None  # selection_seed, set in before_train
         self._pool = None
+        # {normalized image path: reason} of pool images the data check at trainer start
+        # found unusable (IMAGE_SCORE.ON_BAD_IMAGE skip); set by Trainer.train
+        self.bad_pool_files = {}
 
     def round_dir(self, round_index):
         return round_files.round_dir(self.cfg.OUTPUT_DIR, round_index)
@@ -142,8 +145,13 @@ class ImageScoreHook(HookBase):
         else:
             if round_index == 1 and self.eval_before is None:
                 self._eval_before()
-            result = compute_round(self.cfg, self._model(), self._load_pool(), round_index,
-                                   self.trainer.iter, self._load_labeled, seed=self.seed)
+            pool = self._load_pool()
+            known_bad = {i: self.bad_pool_files[path] for i, path in
+                         enumerate(os.path.normpath(d["file_name"]) for d in pool)
+                         if path in self.bad_pool_files}
+            result = compute_round(self.cfg, self._model(), pool, round_index,
+                                   self.trainer.iter, self._load_labeled, seed=self.seed,
+                                   skipped=known_bad)
             classes = MetadataCatalog.get(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS[0]).thing_classes
             manifest = summarize(result, self.cfg, list(classes), config_fingerprint(self.cfg),
                                  fingerprint_items(self.cfg))
@@ -189,6 +197,7 @@ class ImageScoreHook(HookBase):
     def _put_scalars(self, manifest):
         values = {key: getattr(manifest, key) for key in (
             "num_selected", "num_pseudo_images", "num_pseudo_boxes", "boxes_per_image",
+            "num_skipped",
             "selected_score_mean", "selected_score_min", "pseudo_precision", "pseudo_recall")}
         values.update({f"boxes/{name}": count
                        for name, count in manifest.per_class_boxes.items()})

@@ -17,6 +17,7 @@ from ..data.pseudo import class_agnostic_nms, predictions_to_dicts, pseudo_datas
 from ..evaluation.pseudo_labels import (pool_precision_analysis, precision_by_score_bin,
                                         precision_of, pseudo_label_quality)
 from . import selection
+from .bad_images import drop_skipped, skip_record
 from .ranking import rank_order, select_top
 from .round_files import RoundManifest
 from .selectors import SelectorContext, rank_pool
@@ -35,7 +36,10 @@ class RoundResult:
     ``quality`` are per examined image (in ``examined`` order); ``trained`` marks the examined
     images kept in the pseudo dataset ``pseudo`` (what the detector trains on).
     ``quality`` rows are (true positives, false positives, true boxes) when the pool has
-    annotations.
+    annotations. ``pool`` holds the images that were ranked; ``skipped`` lists the pool
+    images left out (``IMAGE_SCORE.ON_BAD_IMAGE skip``) as skipped.csv rows (image_id,
+    file_name, phase, reason): at the data check, while ranking (not in ``pool``), or while
+    pseudo-labeling (in ``pool``, ranked, not examined).
     """
 
     round_index: int
@@ -54,6 +58,7 @@ class RoundResult:
     scorer: Optional[object] = None
     quality: Optional[list] = None
     pool_analysis: Optional[dict] = None
+    skipped: List[dict] = dataclasses.field(default_factory=list)
 
     @property
     def domains(self):
@@ -116,6 +121,8 @@ def pseudo_label_in_rank_order(order, target, predict, num_kept_boxes, min_boxes
         batch = [int(i) for i in order[position:position + target - kept]]
         position += len(batch)
         for index, prediction in zip(batch, predict(batch)):
+            if prediction is None:  # a bad image, skipped (predict recorded why)
+                continue
             count = num_kept_boxes(prediction)
             examined.append(index)
             predictions.append(prediction)
@@ -126,23 +133,30 @@ def pseudo_label_in_rank_order(order, target, predict, num_kept_boxes, min_boxes
     return examined, predictions, counts
 
 
-def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0):
+def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0, skipped=None):
     """Rank ``pool`` with ``cfg.IMAGE_SCORE.SELECTOR``, select the top fraction and
     pseudo-label it with ``model`` (put in eval mode for the round, restored after).
 
     Args:
         labeled: callable returning the labeled dataset dicts (the mask is fitted on them).
         seed: the run's seed (the random selector's stream).
+        skipped: ``{pool index: reason}`` of images known to be unusable (the data check at
+            trainer start); they are left out. With ``IMAGE_SCORE.ON_BAD_IMAGE skip`` images
+            that fail during the round are left out too; all are in ``result.skipped``.
     """
     settings = cfg.IMAGE_SCORE
+    skip = settings.ON_BAD_IMAGE == "skip"
+    records = []
+    pool, _ = drop_skipped(pool, None, dict(skipped or {}), records, "data check")
     was_training = model.training
     model.eval()
     logger.info("Selection round %d at iteration %d: %s over %d unlabeled images",
                 round_index, iteration, settings.SELECTOR, len(pool))
     try:
         ctx = SelectorContext(cfg=cfg, model=model, pool=pool, labeled=labeled,
-                              round_index=round_index, seed=seed)
+                              round_index=round_index, seed=seed, skipped={} if skip else None)
         ranking = rank_pool(settings.SELECTOR, ctx)
+        pool, ranking = drop_skipped(pool, ranking, ctx.skipped, records, "score")
         timing = dict(ranking.timing)
         chosen = select_top(ranking.scores, settings.TOP_FRACTION)
         timing["pseudo_label_s"] = 0.0
@@ -151,9 +165,13 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0):
             if ranking.predictions is not None:
                 out = [ranking.predictions[i] for i in indices]
             else:
-                out, seconds = selection.predict(cfg, model, [pool[i] for i in indices])
+                failed = {} if skip else None
+                out, seconds = selection.predict(cfg, model, [pool[i] for i in indices],
+                                                 skipped=failed)
                 timing["pseudo_label_s"] += seconds
-            return [pseudo_label_nms(p, settings) for p in out]
+                records.extend(skip_record(pool[indices[j]], reason, "pseudo-label")
+                               for j, reason in sorted((failed or {}).items()))
+            return [None if p is None else pseudo_label_nms(p, settings) for p in out]
 
         examined, predictions, box_counts = pseudo_label_in_rank_order(
             rank_order(ranking.scores), len(chosen), predict,
@@ -163,8 +181,15 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0):
         pool_predictions = ranking.predictions
         if settings.ANALYZE_POOL and has_truth(pool) and pool_predictions is None:
             # analysis only: the pseudo-labels every pool image would have had
+            failed = {} if skip else None
             pool_predictions, timing["analysis_inference_pool_s"] = selection.predict(
-                cfg, model, pool, "analyze pool")
+                cfg, model, pool, "analyze pool", skipped=failed)
+            if failed:  # analysis only: such an image counts as one without detections
+                logger.warning("ANALYZE_POOL: %d pool image(s) could not be read again: %s",
+                               len(failed), {pool[i]["file_name"]: r for i, r in failed.items()})
+                pool_predictions = [p if p is not None else {
+                    "boxes": np.zeros((0, 4)), "scores": np.zeros(0),
+                    "classes": np.zeros(0, dtype=np.int64)} for p in pool_predictions]
     finally:
         model.train(was_training)
 
@@ -176,7 +201,8 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0):
                          chosen=chosen, examined=np.asarray(examined, dtype=np.int64),
                          predictions=predictions, box_counts=box_counts,
                          trained=[count >= settings.MIN_BOXES_PER_IMAGE for count in box_counts],
-                         pseudo=pseudo, timing=timing, seed=seed, scorer=ranking.scorer)
+                         pseudo=pseudo, timing=timing, seed=seed, scorer=ranking.scorer,
+                         skipped=records)
     if settings.EVAL_PSEUDO_LABELS and has_truth(examined_dicts):
         result.quality = quality_rows(predictions, examined_dicts, settings)
     if settings.ANALYZE_POOL and pool_predictions is not None and has_truth(pool):
@@ -191,6 +217,10 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0):
                  for p in pool_predictions], pool, settings))
             for name, agnostic in (("per_class", False), ("class_agnostic", True))}
     logger.info("Rank %d selection digest %s", comm.get_rank(), result.selection_digest())
+    if records:
+        logger.warning("Round %d skipped %d pool image(s) (IMAGE_SCORE.ON_BAD_IMAGE skip; listed "
+                       "in the round's skipped.csv), e.g. %s: %s", round_index, len(records),
+                       records[0]["file_name"], records[0]["reason"])
     return result
 
 
@@ -219,7 +249,7 @@ def summarize(result, cfg, thing_classes, fingerprint, fingerprint_items=None):
         selected_score_min=float(np.min(trained_scores)),
         pool_score_mean=float(np.mean(result.scores)),
         per_class_boxes=per_class, timing=dict(result.timing), seed=result.seed,
-        fingerprint_items=fingerprint_items)
+        fingerprint_items=fingerprint_items, num_skipped=len(result.skipped))
     if result.domains is not None:
         manifest.domains = domain_stats(result.domains, result.scores, trained)
     if result.quality is not None:

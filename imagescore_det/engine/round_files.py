@@ -7,6 +7,8 @@ tools (``score_images.py``, ``visualize_pseudo_labels.py``) and the benchmarks.
 file                        content
 ==========================  ===========================================================
 ``scores.csv``              one row per pool image, in pool order (:data:`SCORES_COLUMNS`)
+``skipped.csv``             one row per pool image left out as unusable
+                            (:data:`SKIPPED_COLUMNS`; only when there is one)
 ``pseudo_dataset.json``     the pseudo-labeled dataset dicts (``data.pseudo`` format)
 ``mask.pt``                 the fitted ``ImageScorer`` (image_score selector only)
 ``*.png``                   score histogram, precision by score bin (when truth is known)
@@ -18,6 +20,7 @@ Every file is written atomically. Manifest format versions: 1 (no ``format_versi
 ``num_dropped_empty``, no back-fill) and 2 (``format_version``, ``num_dropped``,
 ``num_backfilled``, ``num_background_images``, ``seed``; ``scores.csv`` gains the
 ``backfilled`` / ``trained`` columns, and ``domain`` when the pool's domains are known).
+Version 2 manifests may carry ``num_skipped`` (0 when absent) with ``skipped.csv``.
 """
 import csv
 import dataclasses
@@ -37,6 +40,7 @@ logger = logging.getLogger(__name__)
 ROUND_FORMAT_VERSION = 2
 MANIFEST = "selection.json"
 SCORES_CSV = "scores.csv"
+SKIPPED_CSV = "skipped.csv"
 PSEUDO_DATASET = "pseudo_dataset.json"
 MASK = "mask.pt"
 EVAL_BEFORE = "eval_before.json"
@@ -44,6 +48,8 @@ EVAL_BEFORE = "eval_before.json"
 SCORES_COLUMNS = ("image_id", "file_name", "score", "rank")
 SELECTION_COLUMNS = ("selected", "backfilled", "pseudo_boxes", "trained")
 QUALITY_COLUMNS = ("true_positives", "false_positives", "true_boxes")
+# skipped.csv: phase = "data check" (trainer start), "score" (while ranking) or "pseudo-label"
+SKIPPED_COLUMNS = ("image_id", "file_name", "phase", "reason")
 
 
 class RoundError(RuntimeError):
@@ -76,6 +82,9 @@ class RoundManifest:
     format_version: int = ROUND_FORMAT_VERSION
     num_backfilled: int = 0  # IMAGE_SCORE.BACKFILL: images below the top that replaced drops
     num_background_images: int = 0  # trained on with no box (MIN_BOXES_PER_IMAGE 0)
+    # pool images left out as unusable (IMAGE_SCORE.ON_BAD_IMAGE skip): rows of skipped.csv.
+    # Those skipped while pseudo-labeling were ranked, so pool_size counts them too.
+    num_skipped: int = 0
     seed: Optional[int] = None  # the run's seed the round used (random selector)
     fingerprint_items: Optional[Dict[str, str]] = None  # the settings behind `fingerprint`
     mask: Optional[str] = None
@@ -165,6 +174,22 @@ def scores_csv_text(dicts, scores, domains=None, result=None):
     return buf.getvalue()
 
 
+def skipped_csv_text(records):
+    """``skipped.csv`` content: one row per skipped pool image (:data:`SKIPPED_COLUMNS`)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SKIPPED_COLUMNS)
+    writer.writeheader()
+    for record in records:
+        writer.writerow({key: record.get(key, "") for key in SKIPPED_COLUMNS})
+    return buf.getvalue()
+
+
+def read_skipped_csv(path):
+    """Rows of a ``skipped.csv`` as dicts."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def read_scores_csv(path):
     """Rows of a ``scores.csv`` as dicts (score float, rank int, the rest as written)."""
     with open(path, newline="") as f:
@@ -185,6 +210,8 @@ def write_round(directory, result, manifest, plots=True):
     os.makedirs(directory, exist_ok=True)
     atomic_write_text(os.path.join(directory, SCORES_CSV),
                       scores_csv_text(result.pool, result.scores, result.domains, result))
+    if getattr(result, "skipped", None):
+        atomic_write_text(os.path.join(directory, SKIPPED_CSV), skipped_csv_text(result.skipped))
     save_pseudo_dataset(os.path.join(directory, PSEUDO_DATASET), result.pseudo,
                         {"name": manifest.dataset_name, "round": manifest.round})
     if result.scorer is not None:

@@ -3,7 +3,13 @@
 Every function here is called on every rank (like Detectron2's ``inference_on_dataset``) and
 returns the same result on every rank: each rank processes a contiguous shard of the images
 (Detectron2's ``InferenceSampler``) and the results are all-gathered in pool order.
+
+An image that cannot be read, decoded or gives a non-finite activation is caught per image
+and all-gathered with the results (:mod:`~imagescore_det.engine.bad_images`): with a
+``skipped`` dict it is recorded there on every rank, without one every rank raises
+``BadImageError`` naming it.
 """
+import itertools
 import logging
 import time
 
@@ -16,6 +22,7 @@ from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.utils import comm
 
 from ..scoring import ImageBatch, ImageScorer
+from .bad_images import NON_FINITE, FiniteWatch, SafeMapper, settle, split_batch, with_rank
 from .ranking import select_top  # noqa: F401  (re-exported: selection.select_top)
 
 logger = logging.getLogger(__name__)
@@ -45,7 +52,7 @@ def layers_from_cfg(cfg, backbone):
 def _loader(cfg, dicts):
     indexed = [dict(d, pool_index=i) for i, d in enumerate(dicts)]
     return build_detection_test_loader(
-        indexed, mapper=DatasetMapper(cfg, is_train=False),
+        indexed, mapper=SafeMapper(DatasetMapper(cfg, is_train=False)),
         batch_size=cfg.IMAGE_SCORE.BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 
@@ -59,16 +66,29 @@ def _shard_size(n, rank, world):
     return n // world + int(rank < n % world)
 
 
-def _gather_in_order(index_value_pairs, n):
-    """All-gather (pool index, value) pairs of every rank into a list in pool order."""
-    out = [None] * n
-    for part in comm.all_gather(index_value_pairs):
+def _gather_in_order(index_value_pairs, n, failures=(), skipped=None, dicts=None,
+                     what="unlabeled pool"):
+    """All-gather (pool index, value) pairs and (pool index, reason) failures of every rank
+    into a list in pool order (None for a failed image), then :func:`settle` the failures."""
+    out, failed = [None] * n, {}
+    for part, part_failures in comm.all_gather((index_value_pairs, with_rank(failures))):
         for index, value in part:
             out[index] = value
-    missing = [i for i, v in enumerate(out) if v is None]
+        failed.update(part_failures)
+    missing = [i for i, v in enumerate(out) if v is None and i not in failed]
     if missing:
         raise RuntimeError(f"{len(missing)} pool images got no result (first: {missing[:5]})")
+    settle(failed, dicts, skipped, what)
     return out
+
+
+def _nonempty(batches):
+    """``batches`` if it yields anything (the scorer refuses an empty pass), else None."""
+    try:
+        first = next(batches)
+    except StopIteration:
+        return None
+    return itertools.chain([first], batches)
 
 
 def _all_reduce_sum(t):
@@ -80,17 +100,25 @@ def _all_reduce_sum(t):
         t.copy_(buf.to(t.device))
 
 
-def _backbone_batches(model, loader, sink, desc):
+def _backbone_batches(model, loader, sink, desc, failures):
+    """ImageBatches of the readable images; ``sink`` gets each batch's pool indices,
+    ``failures`` the (pool index, reason) of the images that could not be read."""
     for batch in _progress(loader, desc):
+        batch = split_batch(batch, failures)
+        if not batch:
+            continue
         images = model.preprocess_image(batch)
-        sink.extend(image["pool_index"] for image in batch)
+        sink.append([image["pool_index"] for image in batch])
         yield ImageBatch(inputs=images.tensor, valid_sizes=[tuple(size) for size in images.image_sizes])
 
 
-def image_scores(cfg, model, labeled_dicts, pool_dicts):
+def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None):
     """Fit the dataset mask on ``labeled_dicts`` and score ``pool_dicts``.
 
     Only the backbone runs. Returns (scores in pool order, fitted scorer, seconds).
+    ``skipped``: a dict that receives ``{pool index: reason}`` of the pool images that could
+    not be scored (their score is NaN); None raises ``BadImageError`` instead. A labeled
+    image that cannot be used always raises (on every rank, after the fit's all-reduce).
     """
     t0 = time.perf_counter()
     backbone = model.backbone
@@ -103,31 +131,59 @@ def image_scores(cfg, model, labeled_dicts, pool_dicts):
         # every rank must fit on at least one image to take part in the all-reduce
         raise ValueError(f"{len(labeled_dicts)} labeled images cannot be shared by {world} "
                          "processes; use fewer processes or more labeled images.")
-    seen = []
-    scorer.fit(_backbone_batches(model, _loader(cfg, labeled_dicts), seen, "fit mask"),
-               all_reduce=_all_reduce_sum)
-    pairs = []
+    modules = dict(backbone.named_modules())
+    watched = [modules[name] for name in scorer.layer_names]  # checked before the scorer's hooks
+    seen, failures = [], []
+    with FiniteWatch(backbone, watched) as watch:
+        scorer.fit(_backbone_batches(model, _loader(cfg, labeled_dicts), seen, "fit mask",
+                                     failures), all_reduce=_all_reduce_sum)
+    _gather_in_order([(i, True) for batch in seen for i in batch], len(labeled_dicts),
+                     failures + watch.non_finite(seen), None, labeled_dicts,
+                     "labeled set (the dataset mask is fitted on it)")
+    pairs, failures = [], []
     if _shard_size(len(pool_dicts), comm.get_rank(), world) > 0:  # else nothing to score here
         order = []
-        scores = scorer.score(_backbone_batches(model, _loader(cfg, pool_dicts), order, "score"))
-        pairs = list(zip(order, scores.tolist()))
-    values = _gather_in_order(pairs, len(pool_dicts))
-    return np.asarray(values, dtype=np.float64), scorer, time.perf_counter() - t0
+        with FiniteWatch(backbone, watched) as watch:
+            batches = _nonempty(_backbone_batches(model, _loader(cfg, pool_dicts), order, "score",
+                                                  failures))
+            scores = scorer.score(batches).tolist() if batches is not None else []
+        bad = dict(watch.non_finite(order))
+        failures += list(bad.items())
+        pairs = [(i, s) for i, s in zip((i for batch in order for i in batch), scores)
+                 if i not in bad]
+    values = _gather_in_order(pairs, len(pool_dicts), failures, skipped, pool_dicts)
+    return (np.asarray([np.nan if v is None else v for v in values], dtype=np.float64), scorer,
+            time.perf_counter() - t0)
 
 
-def predict(cfg, model, dicts, desc="pseudo-label"):
-    """Full detector inference on ``dicts``; per image {boxes, scores, classes} (numpy)."""
+def predict(cfg, model, dicts, desc="pseudo-label", skipped=None):
+    """Full detector inference on ``dicts``; per image {boxes, scores, classes} (numpy).
+
+    ``skipped``: a dict that receives ``{index: reason}`` of the images that could not be
+    read or gave a non-finite backbone activation (their prediction is None); None raises
+    ``BadImageError`` instead.
+    """
     t0 = time.perf_counter()
-    results = []
-    with torch.no_grad():
+    results, failures = [], []
+    with torch.no_grad(), FiniteWatch(getattr(model, "backbone", None)) as watch:
         for batch in _progress(_loader(cfg, dicts), desc):
-            for image, out in zip(batch, model(batch)):
+            batch = split_batch(batch, failures)
+            if not batch:
+                continue
+            calls = len(watch.flags)
+            outputs = model(batch)
+            finite = watch.flags[-1] if len(watch.flags) > calls else [True] * len(batch)
+            for image, out, ok in zip(batch, outputs, finite):
+                if not ok:
+                    failures.append((image["pool_index"], NON_FINITE))
+                    continue
                 inst = out["instances"].to("cpu")
                 results.append((image["pool_index"], {
                     "boxes": inst.pred_boxes.tensor.numpy().astype(np.float64),
                     "scores": inst.scores.numpy().astype(np.float64),
                     "classes": inst.pred_classes.numpy().astype(np.int64)}))
-    return _gather_in_order(results, len(dicts)), time.perf_counter() - t0
+    return (_gather_in_order(results, len(dicts), failures, skipped, dicts),
+            time.perf_counter() - t0)
 
 
 def softmax_confidence(predictions, score_thresh):

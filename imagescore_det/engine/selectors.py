@@ -36,6 +36,10 @@ class SelectorContext:
     labeled: Callable[[], List[dict]]  # loads the labeled dataset dicts (only if needed)
     round_index: int = 1
     seed: int = 0  # the run's seed (random selection)
+    # IMAGE_SCORE.ON_BAD_IMAGE skip: a dict that selection's functions (passed it as
+    # ``skipped=``) fill with {pool index: reason} of the images they could not use; those
+    # images' scores are ignored and the round leaves them out. None: they raise instead.
+    skipped: Optional[dict] = None
 
 
 @dataclasses.dataclass
@@ -100,7 +104,9 @@ def rank_pool(name, ctx):
     if scores.shape != (len(ctx.pool),):
         raise ValueError(f"Selector {name!r} returned {scores.shape} scores for a pool of "
                          f"{len(ctx.pool)} images")
-    if not np.all(np.isfinite(scores)):
+    finite = np.isfinite(scores)
+    finite[list(ctx.skipped or ())] = True  # skipped images' scores are ignored
+    if not np.all(finite):
         raise ValueError(f"Selector {name!r} returned non-finite scores")
     ranking.scores = scores
     return ranking
@@ -110,15 +116,20 @@ def rank_pool(name, ctx):
 @register_selector("image_score")
 def image_score(ctx):
     """The method: fit the dataset mask on the labeled images, score the pool (backbone only)."""
-    scores, scorer, seconds = selection.image_scores(ctx.cfg, ctx.model, ctx.labeled(), ctx.pool)
+    scores, scorer, seconds = selection.image_scores(ctx.cfg, ctx.model, ctx.labeled(), ctx.pool,
+                                                     skipped=ctx.skipped)
     return Ranking(scores, scorer=scorer, timing={"scoring_s": seconds})
 
 
 @register_selector("softmax")
 def softmax(ctx):
     """The paper's softmax baseline: mean confidence of the boxes that would be kept."""
-    predictions, seconds = selection.predict(ctx.cfg, ctx.model, ctx.pool, "infer pool")
-    scores = selection.softmax_confidence(predictions, ctx.cfg.IMAGE_SCORE.BOX_SCORE_THRESH)
+    predictions, seconds = selection.predict(ctx.cfg, ctx.model, ctx.pool, "infer pool",
+                                             skipped=ctx.skipped)
+    scores = selection.softmax_confidence(
+        [{"scores": []} if p is None else p for p in predictions],
+        ctx.cfg.IMAGE_SCORE.BOX_SCORE_THRESH)
+    scores[np.array([p is None for p in predictions], dtype=bool)] = np.nan  # in ctx.skipped
     return Ranking(scores, predictions=predictions, timing={"inference_pool_s": seconds})
 
 

@@ -45,6 +45,7 @@ class Trainer(DefaultTrainer):
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         check_config(cfg, f"the config scaled to {comm.get_world_size()} processes "
                           "(SOLVER.REFERENCE_WORLD_SIZE)")
+        self.check_data(cfg, ("labeled", "test"))  # before the loader reads the labeled set
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -93,6 +94,17 @@ class Trainer(DefaultTrainer):
             ret.insert(0, self.image_score_hook)
         return ret
 
+    @staticmethod
+    def check_data(cfg, roles):
+        """The data check before the first iteration (``engine/data_checks.py``) of the
+        datasets in ``roles``: labeled and test data when the trainer is built (any problem
+        stops), the unlabeled pool when training starts with a selection round ahead (its
+        unusable images are skipped in the rounds, or stop the run, per
+        ``IMAGE_SCORE.ON_BAD_IMAGE``)."""
+        from .data_checks import check_before_training
+
+        return check_before_training(cfg, roles)
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
@@ -105,6 +117,9 @@ class Trainer(DefaultTrainer):
                                   f"{kind!r}); register it as a Pascal VOC or COCO dataset.")
 
     def train(self):
+        hook = self.image_score_hook
+        if hook is not None and any(it >= self.start_iter for it in hook.rounds):
+            hook.bad_pool_files = self.check_data(self.cfg, ("unlabeled",)).pool_skips
         results = super().train()
         if comm.is_main_process():
             self.write_report(getattr(self, "_last_eval_results", None))
@@ -150,7 +165,9 @@ def _log_summary(report):
         lines.append(f"  round {entry['round']} @ iter {entry['iteration']}: {entry['selector']} "
                      f"selected {entry['num_selected']}/{entry['pool_size']}, "
                      f"{entry['num_pseudo_boxes']} pseudo boxes"
-                     + (f", precision {precision:.3f}" if precision is not None else ""))
+                     + (f", precision {precision:.3f}" if precision is not None else "")
+                     + (f", {entry['num_skipped']} unusable pool images skipped (skipped.csv)"
+                        if entry.get("num_skipped") else ""))
     logger.info("\n".join(lines))
 
 
