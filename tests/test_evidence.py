@@ -313,3 +313,50 @@ def test_different_test_sets_are_refused(two_runs, tmp_path):
     json.dump(data, open(other, "w"))
     with pytest.raises(DetectionsFileError, match="not in its test set"):
         load_detections(str(other))
+
+
+# --------------------------------------------------------------------------- compare_runs.py
+def _compare_runs(*args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, COMPARE_RUNS, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_compare_runs_tool(two_runs, tmp_path):
+    truth = _ground_truth_run(two_runs["a"]["path"], tmp_path / "detections_tiny_voc_test.json")
+    out_json, out_md = tmp_path / "cmp.json", tmp_path / "cmp.md"
+    r = _compare_runs(two_runs["a"]["dir"], truth, "--json", out_json, "--markdown", out_md)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out_json.read_text())
+    assert result["AP50"]["p_value"] < 0.05 and result["AP50"]["ci"][0] > 0
+    assert result["bootstrap"]["resamples"] == 1000 and result["bootstrap"]["seed"] == 0
+    assert result["AP50"]["a"] == two_runs["a"]["results"]["AP50"]
+    assert out_md.read_text() in r.stdout and "| AP (0.50:0.95) |" in r.stdout
+    # identical runs (an OUTPUT_DIR against its own detections file)
+    r = _compare_runs(two_runs["a"]["dir"], two_runs["a"]["path"], "--json", out_json)
+    assert r.returncode == 0, r.stderr
+    same = json.loads(out_json.read_text())
+    assert same["AP50"]["p_value"] == 0.5 and same["AP50"]["ci"] == [0.0, 0.0]
+
+
+def test_compare_runs_refuses_different_test_sets(two_runs, tmp_path):
+    data = json.load(open(two_runs["b"]["path"]))
+    data["image_ids"] = data["image_ids"][:-2]
+    data["ground_truth"] = {i: data["ground_truth"][i] for i in data["image_ids"]}
+    for name in data["classes"]:
+        d = data["detections"][name]
+        keep = [k for k, i in enumerate(d["image_ids"]) if i in data["ground_truth"]]
+        data["detections"][name] = {key: [d[key][k] for k in keep] for key in d}
+    data["dataset"] = "another_test"
+    other = tmp_path / "detections_another_test.json"
+    json.dump(data, open(other, "w"))
+    r = _compare_runs(two_runs["a"]["dir"], other)
+    assert r.returncode != 0
+    assert "different test sets" in r.stderr and "'another_test' (4 images)" in r.stderr
+    assert "2 images only in A" in r.stderr
+    r = _compare_runs(tmp_path / "nowhere", other)
+    assert r.returncode != 0 and "neither a run's output directory" in r.stderr
+    empty = tmp_path / "old_run"
+    empty.mkdir()
+    r = _compare_runs(empty, other)
+    assert r.returncode != 0 and "no per-image detections" in r.stderr and "--eval-only" in r.stderr
