@@ -106,3 +106,13 @@ def add_imagescore_config(cfg):
     # Evaluate on DATASETS.TEST right before the first selection, so report.json has the
     # mAP before and after pseudo-labeling.
     _C.IMAGE_SCORE.EVAL_BEFORE = True
+    # Paired supervised-only baseline: do the pseudo-labels beat training longer on the
+    # labeled set? At START_ITER the full training state (model, optimizer, LR scheduler,
+    # iteration, every rank's RNG states) is saved as OUTPUT_DIR/model_round1.pth; after
+    # training, a copy with SELECTOR none continues from it for the same iterations with the
+    # same random stream into OUTPUT_DIR/paired_supervised/ and is evaluated. report.json
+    # ("paired_baseline") and the summary give AP50 before, with pseudo-labels, supervised
+    # only, and the difference with a 95% paired bootstrap interval over the test images.
+    # Cost: everything after START_ITER runs twice (off by default; on in the quickstart).
+    # A finished copy is not repeated on --resume. Needs ENABLED.
+    _C.IMAGE_SCORE.PAIRED_BASELINE = False

@@ -13,7 +13,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation.pascal_voc_evaluation import parse_rec, voc_eval
 from detectron2.structures import Boxes, Instances
 
-from conftest import REPO
+from conftest import REPO, tiny_cfg_opts
 
 from imagescore_det.evaluation import PerClassVOCEvaluator
 from imagescore_det.evaluation.bootstrap import (
@@ -360,3 +360,143 @@ def test_compare_runs_refuses_different_test_sets(two_runs, tmp_path):
     empty.mkdir()
     r = _compare_runs(empty, other)
     assert r.returncode != 0 and "no per-image detections" in r.stderr and "--eval-only" in r.stderr
+
+
+# --------------------------------------------------------------------------- paired baseline
+PAIRED_OPTS = ["IMAGE_SCORE.ENABLED", "True", "IMAGE_SCORE.PAIRED_BASELINE", "True",
+               "IMAGE_SCORE.UNLABELED_DATASETS", "('tiny_voc_unlabeled',)",
+               "IMAGE_SCORE.START_ITER", "2", "IMAGE_SCORE.BOX_SCORE_THRESH", "0.0",
+               "IMAGE_SCORE.GRID", "(4, 4)", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+
+
+def _train(cfg, resume=False):
+    from imagescore_det.engine import Trainer
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return trainer
+
+
+def _report(cfg):
+    return json.load(open(os.path.join(cfg.OUTPUT_DIR, "report.json")))
+
+
+def test_paired_copy_of_a_supervised_run_is_the_same_run(tiny_cfg):
+    """Main run SELECTOR none: its paired copy starts from the same checkpoint with the same
+    random stream (a loader worker too), so it ends with exactly the same weights and AP."""
+    from imagescore_det.engine.paired import PAIRED_DIR, RESULT_FILE
+
+    cfg = tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "none", "DATALOADER.NUM_WORKERS", "1",
+                   max_iter=5)
+    _train(cfg)
+    out = cfg.OUTPUT_DIR
+    round_ckpt = torch.load(os.path.join(out, "model_round1.pth"), weights_only=True)
+    assert round_ckpt["iteration"] == 1 and round_ckpt["trainer"]["iteration"] == 1
+    assert round_ckpt["round_iteration"] == 2 and len(round_ckpt["rng_states"]) == 1
+    main_w = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)["model"]
+    copy_w = torch.load(os.path.join(out, PAIRED_DIR, "model_final.pth"), weights_only=True)["model"]
+    assert main_w.keys() == copy_w.keys()
+    assert all(torch.equal(main_w[k], copy_w[k]) for k in main_w)
+    report = _report(cfg)
+    section = report["paired_baseline"]
+    assert section["eval_after_supervised"] == report["eval_after"]
+    assert report["eval_after"]["bbox"]["AP50"] > 0
+    cmp = section["comparisons"]["tiny_voc_test"]
+    assert cmp["AP50"]["difference"] == 0 and cmp["AP50"]["p_value"] == 0.5
+    summary = section["summary"]
+    assert summary["AP50_with_pseudo_labels"] == summary["AP50_supervised_only"]
+    assert summary["AP50_before"] is not None and section["iterations"] == 3
+
+    # --resume of the finished run: the finished copy is not repeated
+    result_file = os.path.join(out, PAIRED_DIR, RESULT_FILE)
+    stamp = os.path.getmtime(os.path.join(out, PAIRED_DIR, "metrics.json"))
+    again = tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "none", max_iter=5)
+    _train(again, resume=True)
+    assert os.path.getmtime(os.path.join(out, PAIRED_DIR, "metrics.json")) == stamp
+    assert _report(again)["paired_baseline"]["summary"] == summary
+
+    # a copy killed before it finished resumes from its own checkpoint
+    os.remove(result_file)
+    _train(again, resume=True)
+    assert os.path.isfile(result_file)
+    assert _report(again)["paired_baseline"]["eval_after_supervised"] == report["eval_after"]
+
+    # a finished copy made with other settings is not silently reused
+    changed = tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "none", "SOLVER.BASE_LR", "0.01",
+                       max_iter=5)
+    with pytest.raises(RuntimeError, match=r"(?s)other settings.*SOLVER.BASE_LR: 0.02 then, "
+                                           r"0.01 now.*Delete"):
+        _train(changed, resume=True)
+
+    # resumed after the round without the round checkpoint: stops before training
+    os.remove(result_file)
+    os.remove(os.path.join(out, "model_round1.pth"))
+    from imagescore_det.engine import Trainer
+
+    trainer = Trainer(again)
+    trainer.resume_or_load(resume=True)
+    with pytest.raises(RuntimeError, match="model_round1.pth.*is missing.*PAIRED_BASELINE False"):
+        trainer.train()
+
+
+def test_paired_baseline_needs_the_round(tiny_cfg):
+    from imagescore_det.engine import ConfigError
+
+    with pytest.raises(ConfigError, match="PAIRED_BASELINE.*IMAGE_SCORE.ENABLED True"):
+        tiny_cfg("IMAGE_SCORE.PAIRED_BASELINE", "True")
+    with pytest.raises(ConfigError, match="PAIRED_BASELINE.*START_ITER=4 < SOLVER.MAX_ITER=4"):
+        tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "none", "IMAGE_SCORE.START_ITER", "4")
+
+
+def test_quickstart_config_has_the_paired_baseline():
+    from imagescore_det.engine import load_config
+
+    configs = os.path.join(REPO, "configs", "synthetic")
+    assert load_config(os.path.join(configs, "imagescore_V16tiny_quick.yaml")) \
+        .IMAGE_SCORE.PAIRED_BASELINE
+    # the supervised config is its own baseline; large runs leave it off (the default)
+    assert not load_config(os.path.join(configs, "supervised_V16tiny_quick.yaml")) \
+        .IMAGE_SCORE.PAIRED_BASELINE
+    assert not load_config(os.path.join(REPO, "configs", "voc07_voc12",
+                                        "faster_rcnn_V16_imagescore.yaml")).IMAGE_SCORE.PAIRED_BASELINE
+
+
+def test_quickstart_summary_shows_the_paired_baseline(tiny_voc, tmp_path):
+    """tools/train_net.py on the quickstart config (tiny overrides): the printed summary
+    and report.json have AP50 before, with pseudo-labels, supervised only, and the
+    difference with its interval."""
+    root = tmp_path / "datasets"
+    root.mkdir()
+    os.symlink(tiny_voc["root"], root / "synthetic_voc")
+    out = tmp_path / "quick"
+    opts = [o.replace("tiny_voc_", "synthetic_voc_") for o in tiny_cfg_opts(out, max_iter=4)]
+    opts += ["IMAGE_SCORE.START_ITER", "2", "IMAGE_SCORE.BOX_SCORE_THRESH", "0.0",
+             "IMAGE_SCORE.GRID", "(4, 4)", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    env = dict(os.environ, DETECTRON2_DATASETS=str(root), PYTHONWARNINGS="ignore",
+               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+                        "--config-file", os.path.join(REPO, "configs", "synthetic",
+                                                      "imagescore_V16tiny_quick.yaml"), *opts],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-4000:]
+    summary = log[log.rindex("Image Score run summary:"):]
+    assert "VOC AP50 before pseudo-labels:" in summary
+    assert "with pseudo-labels" in summary and "supervised only (paired" in summary
+    assert "pseudo-labels - supervised:" in summary and "95% interval [" in summary
+    report = json.loads((out / "report.json").read_text())
+    s = report["paired_baseline"]["summary"]
+    for key in ("AP50_before", "AP50_with_pseudo_labels", "AP50_supervised_only",
+                "AP50_difference", "AP50_difference_ci95", "p_value", "test_images",
+                "resamples", "AP_difference", "AP_difference_ci95"):
+        assert s[key] is not None, key
+    assert s["AP50_difference"] == pytest.approx(
+        s["AP50_with_pseudo_labels"] - s["AP50_supervised_only"])
+    assert s["resamples"] == 1000 and s["test_images"] == 6
+    assert report["rounds"][0]["selector"] == "image_score"
+    assert (out / "paired_supervised" / "inference" / "detections_synthetic_voc_test.json").is_file()
+    # compare_runs.py gives the same comparison from the two folders
+    cmp = _compare_runs(out / "paired_supervised", out, "--json", tmp_path / "c.json")
+    assert cmp.returncode == 0, cmp.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["AP50"]["ci"] == s["AP50_difference_ci95"]

@@ -16,6 +16,7 @@ from ..utils import atomic_write_json
 from .checkpoint import CheckedCheckpointer
 from .config_loading import check_config
 from .hook import ImageScoreHook
+from . import paired
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,11 @@ class Trainer(DefaultTrainer):
                                   f"{kind!r}); register it as a Pascal VOC or COCO dataset.")
 
     def train(self):
+        paired_on = self.image_score_hook is not None and self.cfg.IMAGE_SCORE.PAIRED_BASELINE
+        if paired_on:
+            paired.check_resumable(self)
         results = super().train()
+        self.paired_baseline = paired.run_paired_baseline(self) if paired_on else None
         if comm.is_main_process():
             self.write_report(getattr(self, "_last_eval_results", None))
         return results
@@ -123,6 +128,9 @@ class Trainer(DefaultTrainer):
             "eval_after": final_results,
             "rounds": hook.history if hook else [],
         }
+        if getattr(self, "paired_baseline", None):  # IMAGE_SCORE.PAIRED_BASELINE (paired.py)
+            report["paired_baseline"] = paired.report_section(
+                self.cfg, self.paired_baseline, report["eval_before"], final_results)
         atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), _plain(report))
         _log_summary(report)
 
@@ -144,7 +152,10 @@ def _log_summary(report):
     if before is not None:
         lines.append(f"  VOC AP50 before pseudo-labels: {before:.2f}")
     if after is not None:
-        lines.append(f"  VOC AP50 at the end:           {after:.2f}")
+        lines.append(f"  VOC AP50 at the end:           {after:.2f}"
+                     + ("  with pseudo-labels" if report.get("paired_baseline") else ""))
+    if report.get("paired_baseline"):
+        lines.extend(paired.summary_lines(report["paired_baseline"]))
     for entry in report["rounds"]:
         precision = entry.get("pseudo_precision")
         lines.append(f"  round {entry['round']} @ iter {entry['iteration']}: {entry['selector']} "
