@@ -183,6 +183,7 @@ def run_paired_baseline(main):
                            "missing; the supervised-only copy cannot start.")
     main._trainer._data_loader_iter_obj = None  # stop the main run's loader workers
     paired = type(main)(cfg)
+    paired.summary_title = f"Paired supervised-only copy ({PAIRED_DIR}/) summary:"
     if comm.is_main_process():
         atomic_write_text(os.path.join(directory, "config.yaml"), cfg.dump())
     if paired.checkpointer.has_checkpoint():  # a copy killed part-way: resume it
@@ -276,21 +277,31 @@ def report_section(cfg, paired, eval_before, eval_after, resamples=DEFAULT_RESAM
     return section
 
 
+def verdict(lo, hi):
+    """What a 95% interval of (pseudo-labels - supervised-only) says, in words."""
+    if hi < 0:
+        return "the pseudo-labels cost AP50 (the interval is below 0)"
+    if lo > 0:
+        return "the pseudo-labels add AP50 (the interval is above 0)"
+    return "no clear difference (the interval contains 0)"
+
+
 def summary_lines(section):
     """The summary's lines about the paired baseline."""
     s = section["summary"]
     lines = []
     if s["AP50_supervised_only"] is not None:
         lines.append(f"  VOC AP50 at the end:           {s['AP50_supervised_only']:.2f}  "
-                     f"supervised only (paired: same checkpoint at iteration "
-                     f"{section['start_iteration']}, same {section['iterations']} iterations, "
-                     f"same random stream; {section['output_dir']}/)")
+                     f"supervised only: a paired copy from the same checkpoint at iteration "
+                     f"{section['start_iteration']}, same {section['iterations']} iterations "
+                     f"and random stream ({section['output_dir']}/)")
     if "AP50_difference" in s:
         lo, hi = s["AP50_difference_ci95"]
         lines.append(f"  pseudo-labels - supervised:    {s['AP50_difference']:+.2f} AP50, 95% "
-                     f"interval [{lo:+.2f}, {hi:+.2f}]; p = {s['p_value']:.3f} that the "
-                     f"pseudo-labels are not better (paired bootstrap over {s['test_images']} "
-                     f"test images, {s['resamples']} resamples)")
+                     f"interval [{lo:+.2f}, {hi:+.2f}]: {verdict(lo, hi)}")
+        lines.append(f"    (paired bootstrap over {s['test_images']} test images, "
+                     f"{s['resamples']} resamples; one-sided p = {s['p_value']:.3f}, the share "
+                     "of resamples in which the pseudo-labels do not beat supervised-only)")
     elif "not_compared" in section:
         lines.append(f"  (not compared image by image: {section['not_compared']})")
     return lines

@@ -123,7 +123,8 @@ class Trainer(DefaultTrainer):
                        "top_fraction": self.cfg.IMAGE_SCORE.TOP_FRACTION,
                        "train": list(self.cfg.DATASETS.TRAIN),
                        "unlabeled": list(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS),
-                       "test": list(self.cfg.DATASETS.TEST), "max_iter": self.max_iter},
+                       "test": list(self.cfg.DATASETS.TEST), "max_iter": self.max_iter,
+                       "paired_baseline": bool(self.cfg.IMAGE_SCORE.PAIRED_BASELINE)},
             "eval_before": hook.eval_before if hook else None,
             "eval_after": final_results,
             "rounds": hook.history if hook else [],
@@ -132,7 +133,7 @@ class Trainer(DefaultTrainer):
             report["paired_baseline"] = paired.report_section(
                 self.cfg, self.paired_baseline, report["eval_before"], final_results)
         atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), _plain(report))
-        _log_summary(report)
+        _log_summary(report, getattr(self, "summary_title", "Image Score run summary:"))
 
 
 def _plain(obj):
@@ -146,9 +147,9 @@ def _plain(obj):
     return obj
 
 
-def _log_summary(report):
+def _log_summary(report, title="Image Score run summary:"):
     before, after = ap50_of(report["eval_before"]), ap50_of(report["eval_after"])
-    lines = ["Image Score run summary:"]
+    lines = [title]
     if before is not None:
         lines.append(f"  VOC AP50 before pseudo-labels: {before:.2f}")
     if after is not None:
@@ -156,6 +157,9 @@ def _log_summary(report):
                      + ("  with pseudo-labels" if report.get("paired_baseline") else ""))
     if report.get("paired_baseline"):
         lines.extend(paired.summary_lines(report["paired_baseline"]))
+    elif report["rounds"] and after is not None:
+        lines.append("  (no supervised-only baseline to compare with: IMAGE_SCORE.PAIRED_BASELINE "
+                     "True continues one from the round)")
     for entry in report["rounds"]:
         precision = entry.get("pseudo_precision")
         lines.append(f"  round {entry['round']} @ iter {entry['iteration']}: {entry['selector']} "
