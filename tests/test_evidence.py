@@ -483,7 +483,7 @@ def test_quickstart_summary_shows_the_paired_baseline(tiny_voc, tmp_path):
     assert r.returncode == 0, log[-4000:]
     summary = log[log.rindex("Image Score run summary:"):]
     assert "VOC AP50 before pseudo-labels:" in summary
-    assert "with pseudo-labels" in summary and "supervised only (paired" in summary
+    assert "with pseudo-labels" in summary and "supervised only: a paired copy" in summary
     assert "pseudo-labels - supervised:" in summary and "95% interval [" in summary
     report = json.loads((out / "report.json").read_text())
     s = report["paired_baseline"]["summary"]
@@ -500,3 +500,54 @@ def test_quickstart_summary_shows_the_paired_baseline(tiny_voc, tmp_path):
     cmp = _compare_runs(out / "paired_supervised", out, "--json", tmp_path / "c.json")
     assert cmp.returncode == 0, cmp.stderr
     assert json.loads((tmp_path / "c.json").read_text())["AP50"]["ci"] == s["AP50_difference_ci95"]
+
+
+def test_paired_copy_of_a_selector_run_equals_a_separate_supervised_run(tiny_cfg, tmp_path):
+    """The copy made by a random-selector run ends with the weights of a separate
+    SELECTOR none run (no paired baseline) of the same config: what the quickstart's
+    supervised config reports is what its paired baseline reports."""
+    from imagescore_det.engine.paired import PAIRED_DIR
+
+    cfg = tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "random", max_iter=4)
+    _train(cfg)
+    report = _report(cfg)
+    assert report["rounds"][0]["num_pseudo_images"] > 0
+    s = report["paired_baseline"]["summary"]
+    assert s["AP50_before"] == report["eval_before"]["bbox"]["AP50"]
+    assert s["AP50_with_pseudo_labels"] == report["eval_after"]["bbox"]["AP50"]
+    assert "AP50_difference_ci95" in s and "p_value" in s
+
+    alone = tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "none",
+                     "IMAGE_SCORE.PAIRED_BASELINE", "False", "OUTPUT_DIR",
+                     str(tmp_path / "supervised"), max_iter=4)
+    _train(alone)
+    copy_w = torch.load(os.path.join(cfg.OUTPUT_DIR, PAIRED_DIR, "model_final.pth"),
+                        weights_only=True)["model"]
+    alone_w = torch.load(os.path.join(alone.OUTPUT_DIR, "model_final.pth"),
+                         weights_only=True)["model"]
+    assert all(torch.equal(copy_w[k], alone_w[k]) for k in copy_w)
+    assert _report(alone)["eval_after"] == report["paired_baseline"]["eval_after_supervised"]
+
+
+@pytest.mark.parametrize("use_07_metric", [True, False])
+def test_resampling_path_equals_the_exact_path_on_the_full_set(tmp_path, use_07_metric):
+    """The fast resampling path (points at true positives only) with every image drawn once
+    gives the exact path's AP, with difficult objects, ties and both metrics."""
+    anno, image_set, truth = _handmade_voc(str(tmp_path / "voc"))
+    parse_rec.cache_clear()
+    rng = np.random.default_rng(1)
+    predictions = {0: [], 1: []}
+    for image, objs in truth.items():
+        for cls, box, _ in objs + [("a", [0, 0, 30, 30], 0), ("b", [50, 50, 90, 90], 0)]:
+            for _ in range(int(rng.integers(1, 4))):
+                b = np.array(box, dtype=float) + rng.normal(0, 5, 4)
+                predictions[["a", "b"].index(cls)].append(
+                    f"{image} {rng.integers(0, 5) / 4:.3f} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f}")
+    path = str(tmp_path / "detections_hand.json")
+    write_detections(path, "hand", ["a", "b"], image_set, anno, use_07_metric, predictions)
+    run = PreparedRun(load_detections(path))
+    assert any(len(p) for c in run.curves for p in c.ignored_pos)  # difficult matches occur
+    full = run.full_set_ap()
+    fast = run.resampled_ap(np.ones((2, len(truth))))
+    np.testing.assert_allclose(fast[0], full, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fast[1], full, rtol=0, atol=1e-9)

@@ -61,12 +61,14 @@ def voc_ap(rec, prec, use_07_metric=False):
 @dataclass
 class _ClassCurve:
     """One run, one class: its detections in voc_eval's order and, per IoU threshold,
-    which of them are true / false positives."""
+    which of them are true / false positives (or neither: matched to a difficult object)."""
 
     image_index: np.ndarray  # (n,) index into the test set's image ids, sorted detections
     tp: List[np.ndarray]     # per threshold, (n,) 1.0 / 0.0
     fp: List[np.ndarray]
-    cut: List[int]           # per threshold: detections after the last TP never change AP
+    tp_pos: List[np.ndarray]  # per threshold, positions of the true positives
+    ignored_pos: List[np.ndarray]  # per threshold, positions of neither-TP-nor-FP detections
+    cut: int                 # detections after the last TP (at any threshold) never change AP
 
 
 def _class_ground_truth(evaluation, name):
@@ -117,7 +119,7 @@ def _curve(evaluation, name, image_pos, gt_boxes, gt_difficult):
         matched_difficult[rows] = gt_difficult[img][jmax[rows]]
     width = 1 + max((len(b) for b in gt_boxes), default=0)
     keys = image_index * width + jmax
-    tps, fps, cuts = [], [], []
+    tps, fps, tp_pos, ignored_pos = [], [], [], []
     for thresh in IOU_THRESHOLDS:
         hit = ovmax > thresh
         tp, fp = np.zeros(n), np.zeros(n)
@@ -127,11 +129,13 @@ def _curve(evaluation, name, image_pos, gt_boxes, gt_difficult):
         fp[candidates] = 1.0
         fp[candidates[first]] = 0.0
         tp[candidates[first]] = 1.0
-        hits = np.flatnonzero(tp)
         tps.append(tp)
         fps.append(fp)
-        cuts.append(int(hits[-1]) + 1 if len(hits) else 0)
-    return _ClassCurve(image_index=image_index, tp=tps, fp=fps, cut=cuts)
+        tp_pos.append(np.flatnonzero(tp))
+        ignored_pos.append(np.flatnonzero(hit & matched_difficult))
+    cut = max((int(p[-1]) + 1 for p in tp_pos if len(p)), default=0)
+    return _ClassCurve(image_index=image_index, tp=tps, fp=fps, tp_pos=tp_pos,
+                       ignored_pos=[p[p < cut] for p in ignored_pos], cut=cut)
 
 
 class PreparedRun:
@@ -164,35 +168,44 @@ class PreparedRun:
 
     def resampled_ap(self, weights, thresholds=None):
         """``(resamples, classes, thresholds)`` AP in percent; ``weights`` is
-        ``(resamples, num_images)``: how often each test image was drawn."""
+        ``(resamples, num_images)``: how often each test image was drawn.
+
+        AP depends only on the curve's points at true positives (a false positive's
+        precision is below the true positive before it, at the same recall), so per
+        resample only the cumulative weights of all detections (once per class, whatever
+        the threshold) and of the true positives and ignored detections are needed."""
         thresholds = range(len(IOU_THRESHOLDS)) if thresholds is None else thresholds
         weights = np.asarray(weights, dtype=float)
         out = np.full((len(weights), len(self.curves), len(IOU_THRESHOLDS)), np.nan)
         for c, curve in enumerate(self.curves):
             npos = weights @ self.npos[c].astype(float)
-            present = npos > 0
-            for t in thresholds:
-                cut = curve.cut[t]
-                if cut == 0:
-                    out[present, c, t] = 0.0
-                    continue
-                chunk = max(1, 2_000_000 // cut)
-                for start in range(0, len(weights), chunk):
-                    rows = slice(start, start + chunk)
-                    out[rows, c, t] = _weighted_ap(
-                        weights[rows][:, curve.image_index[:cut]], curve.tp[t][:cut],
-                        curve.fp[t][:cut], npos[rows], self.evaluation.use_07_metric) * 100
-                out[~present, c, t] = np.nan
+            chunk = max(1, 4_000_000 // max(curve.cut, 1))
+            for start in range(0, len(weights), chunk):
+                rows = slice(start, start + chunk)
+                det_weights = weights[rows][:, curve.image_index[:curve.cut]]
+                seen = np.cumsum(det_weights, axis=1)  # detections up to each position
+                for t in thresholds:
+                    out[rows, c, t] = _ap_at_true_positives(
+                        det_weights, seen, curve.tp_pos[t], curve.ignored_pos[t], npos[rows],
+                        self.evaluation.use_07_metric) * 100
+            out[npos == 0, c, :] = np.nan
         return out
 
 
-def _weighted_ap(det_weights, tp, fp, npos, use_07_metric):
-    """voc_ap of each row's curve, a detection counted ``det_weights[r, d]`` times."""
+def _ap_at_true_positives(det_weights, seen, tp_pos, ignored_pos, npos, use_07_metric):
+    """voc_ap of each row's curve, detection ``d`` counted ``det_weights[r, d]`` times,
+    from the points at the true positives ``tp_pos``."""
+    if len(tp_pos) == 0:
+        return np.zeros(len(det_weights))
+    tpc = np.cumsum(det_weights[:, tp_pos], axis=1)
+    counted = seen[:, tp_pos]  # TP + FP + ignored up to each true positive
+    if len(ignored_pos):
+        ignored = np.concatenate([np.zeros((len(det_weights), 1)),
+                                  np.cumsum(det_weights[:, ignored_pos], axis=1)], axis=1)
+        counted = counted - ignored[:, np.searchsorted(ignored_pos, tp_pos, side="right")]
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpc = np.cumsum(det_weights * tp, axis=1)
-        fpc = np.cumsum(det_weights * fp, axis=1)
         rec = tpc / npos[:, None]
-        prec = tpc / np.maximum(tpc + fpc, _EPS)
+        prec = tpc / np.maximum(counted, _EPS)
     if use_07_metric:
         ap = np.zeros(len(rec))
         for t in np.arange(0.0, 1.1, 0.1):
