@@ -115,3 +115,13 @@ def add_imagescore_config(cfg):
     # Labeled and test data are always checked strictly: any problem stops before training.
     # `python tools/check_dataset.py` runs the same checks by hand (--deep decodes images).
     _C.IMAGE_SCORE.ON_BAD_IMAGE = "skip"
+    # Paired supervised-only baseline: do the pseudo-labels beat training longer on the
+    # labeled set? At START_ITER the full training state (model, optimizer, LR scheduler,
+    # iteration, every rank's RNG states) is saved as OUTPUT_DIR/model_round1.pth; after
+    # training, a copy with SELECTOR none continues from it for the same iterations with the
+    # same random stream into OUTPUT_DIR/paired_supervised/ and is evaluated. report.json
+    # ("paired_baseline") and the summary give AP50 before, with pseudo-labels, supervised
+    # only, and the difference with a 95% paired bootstrap interval over the test images.
+    # Cost: everything after START_ITER runs twice (off by default; on in the quickstart).
+    # A finished copy is not repeated on --resume. Needs ENABLED.
+    _C.IMAGE_SCORE.PAIRED_BASELINE = False

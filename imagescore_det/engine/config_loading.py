@@ -114,6 +114,12 @@ def check_config(cfg, where="the config"):
         if not 0 <= settings.START_ITER < cfg.SOLVER.MAX_ITER:
             raise ConfigError(f"IMAGE_SCORE.START_ITER={settings.START_ITER} must be in "
                               f"[0, SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}) in {where}.")
+    if settings.PAIRED_BASELINE and not (settings.ENABLED
+                                         and 0 < settings.START_ITER < cfg.SOLVER.MAX_ITER):
+        raise ConfigError(f"IMAGE_SCORE.PAIRED_BASELINE is on in {where}, but the supervised-only "
+                          "copy starts at the round: it needs IMAGE_SCORE.ENABLED True and "
+                          f"0 < IMAGE_SCORE.START_ITER={settings.START_ITER} < "
+                          f"SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}.")
     reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
     if reference and cfg.SOLVER.IMS_PER_BATCH % reference:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not a multiple of "

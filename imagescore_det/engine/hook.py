@@ -15,6 +15,7 @@ from detectron2.utils import comm
 from ..data.pseudo import register_pseudo_dataset
 from ..utils import atomic_write_json
 from . import round_files
+from .paired import save_round_checkpoint
 from .consistency import (check_equal_sizes, check_round_belongs_to_run, config_fingerprint,
                           fingerprint_items, from_rank0, load_datasets, selection_seed)
 from .round import compute_round, summarize
@@ -132,6 +133,13 @@ class ImageScoreHook(HookBase):
               and self.trainer.start_iter <= iteration):
             with preserved_rng():
                 self._eval_before()  # SELECTOR none: the same "before" point, no pseudo-labels
+            # ... and a fresh labeled loader built from the RNG state of this point, as the
+            # paired supervised-only copy (engine/paired.py) builds it: the two are one run
+            with preserved_rng():
+                self._activate_labeled_only()
+        if (self.cfg.IMAGE_SCORE.PAIRED_BASELINE and iteration == self.cfg.IMAGE_SCORE.START_ITER
+                and self.trainer.start_iter <= iteration):
+            save_round_checkpoint(self.trainer)  # RNGs restored: their state at the round
 
     # ----------------------------------------------------------------------- a round
     def run_round(self, round_index):
@@ -192,6 +200,10 @@ class ImageScoreHook(HookBase):
         cfg.freeze()
         logger.info("Training from now on on %s (%d pseudo-labeled images)",
                     cfg.DATASETS.TRAIN, len(pseudo))
+        self.trainer._trainer.reset_data_loader(lambda: self._build_train_loader(cfg))
+
+    def _activate_labeled_only(self):
+        cfg = self.cfg.clone()
         self.trainer._trainer.reset_data_loader(lambda: self._build_train_loader(cfg))
 
     def _put_scalars(self, manifest):

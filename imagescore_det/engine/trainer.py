@@ -16,6 +16,7 @@ from ..utils import atomic_write_json
 from .checkpoint import CheckedCheckpointer
 from .config_loading import check_config
 from .hook import ImageScoreHook
+from . import paired
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,11 @@ class Trainer(DefaultTrainer):
         hook = self.image_score_hook
         if hook is not None and any(it >= self.start_iter for it in hook.rounds):
             hook.bad_pool_files = self.check_data(self.cfg, ("unlabeled",)).pool_skips
+        paired_on = self.image_score_hook is not None and self.cfg.IMAGE_SCORE.PAIRED_BASELINE
+        if paired_on:
+            paired.check_resumable(self)
         results = super().train()
+        self.paired_baseline = paired.run_paired_baseline(self) if paired_on else None
         if comm.is_main_process():
             self.write_report(getattr(self, "_last_eval_results", None))
         return results
@@ -133,13 +138,17 @@ class Trainer(DefaultTrainer):
                        "top_fraction": self.cfg.IMAGE_SCORE.TOP_FRACTION,
                        "train": list(self.cfg.DATASETS.TRAIN),
                        "unlabeled": list(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS),
-                       "test": list(self.cfg.DATASETS.TEST), "max_iter": self.max_iter},
+                       "test": list(self.cfg.DATASETS.TEST), "max_iter": self.max_iter,
+                       "paired_baseline": bool(self.cfg.IMAGE_SCORE.PAIRED_BASELINE)},
             "eval_before": hook.eval_before if hook else None,
             "eval_after": final_results,
             "rounds": hook.history if hook else [],
         }
+        if getattr(self, "paired_baseline", None):  # IMAGE_SCORE.PAIRED_BASELINE (paired.py)
+            report["paired_baseline"] = paired.report_section(
+                self.cfg, self.paired_baseline, report["eval_before"], final_results)
         atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), _plain(report))
-        _log_summary(report)
+        _log_summary(report, getattr(self, "summary_title", "Image Score run summary:"))
 
 
 def _plain(obj):
@@ -153,13 +162,19 @@ def _plain(obj):
     return obj
 
 
-def _log_summary(report):
+def _log_summary(report, title="Image Score run summary:"):
     before, after = ap50_of(report["eval_before"]), ap50_of(report["eval_after"])
-    lines = ["Image Score run summary:"]
+    lines = [title]
     if before is not None:
         lines.append(f"  VOC AP50 before pseudo-labels: {before:.2f}")
     if after is not None:
-        lines.append(f"  VOC AP50 at the end:           {after:.2f}")
+        lines.append(f"  VOC AP50 at the end:           {after:.2f}"
+                     + ("  with pseudo-labels" if report.get("paired_baseline") else ""))
+    if report.get("paired_baseline"):
+        lines.extend(paired.summary_lines(report["paired_baseline"]))
+    elif report["rounds"] and after is not None:
+        lines.append("  (no supervised-only baseline to compare with: IMAGE_SCORE.PAIRED_BASELINE "
+                     "True continues one from the round)")
     for entry in report["rounds"]:
         precision = entry.get("pseudo_precision")
         lines.append(f"  round {entry['round']} @ iter {entry['iteration']}: {entry['selector']} "
