@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import LayerSpec, resolve_layers, unknown_layer_message
+from .state_check import check_scorer_state
 
 __all__ = ["ImageBatch", "ImageScorer", "FORMAT_NAME", "FORMAT_VERSION", "RATIO_FLOOR"]
 
@@ -745,7 +746,9 @@ class ImageScorer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            raise ValueError(f"ImageScorer.load: cannot read {path!r} as a saved ImageScorer: {e}") from e
+            raise ValueError(f"ImageScorer.load: cannot read {path!r} as a saved ImageScorer "
+                             f"(truncated, or not written by ImageScorer.save): {e}. Delete it "
+                             "and fit the scorer again.") from e
         if not isinstance(state, dict) or state.get("format") != FORMAT_NAME:
             raise ValueError(f"ImageScorer.load: {path!r} is not a file written by ImageScorer.save")
         version = state.get("version")
@@ -753,6 +756,7 @@ class ImageScorer:
             raise ValueError(
                 f"ImageScorer.load: {path!r} has format version {version}, this code reads "
                 f"version {FORMAT_VERSION}; refit the scorer with this version (scorer.fit + save)")
+        check_scorer_state(state, path, SIMILARITIES)
         saved = list(state["layer_names"])
         modules = dict(model.named_modules())
         missing = [n for n in saved if n not in modules]
