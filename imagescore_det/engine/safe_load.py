@@ -121,8 +121,11 @@ def check_checkpoint(checkpoint, path, resuming):
             raise CheckpointFileError(
                 f"Checkpoint {path}: model entry {key!r} is a {type(value).__name__}, not a "
                 f"tensor (edited by hand?). {fix}")
-        tensor = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if isinstance(value, np.ndarray):
+            finite = value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
+        else:
+            finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
+        if not finite:
             raise CheckpointFileError(
                 f"Checkpoint {path}: tensor {key!r} holds NaN or infinite values (saved by a "
                 f"run that diverged, or edited). {fix}")
