@@ -39,13 +39,17 @@ def _opts(out):
     return opts + KILL_OPTS
 
 
-def train_net(root, out, *flags, fault=None, timeout=300):
+def _command(root, out, flags, fault):
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1",
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("IMAGESCORE_FAULT", None)
     if fault:
         env["IMAGESCORE_FAULT"] = fault
-    cmd = [sys.executable, TRAIN_NET, "--config-file", TINY_CONFIG, *flags, *_opts(out)]
+    return [sys.executable, TRAIN_NET, "--config-file", TINY_CONFIG, *flags, *_opts(out)], env
+
+
+def train_net(root, out, *flags, fault=None, timeout=300):
+    cmd, env = _command(root, out, flags, fault)
     return subprocess.run(cmd, cwd=str(root), env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -76,13 +80,33 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def baseline(root):
-    """One uninterrupted run: what every interrupted run must end with."""
+def baseline_run(root):
+    """One uninterrupted run: what every interrupted run must end with. It runs in the
+    background while the kill test runs (call :func:`finished` for its folder)."""
     out = root / "uninterrupted"
-    p = train_net(root, out)
-    assert p.returncode == 0, _tail(p)
-    assert not (out / "imagescore_run.lock").exists()  # released at exit
-    return out
+    cmd, env = _command(root, out, (), None)
+    log = open(root / "uninterrupted.log", "w+")
+    process = subprocess.Popen(cmd, cwd=str(root), env=env, stdout=log, stderr=subprocess.STDOUT)
+    yield {"out": out, "process": process, "log": log}
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    log.close()
+
+
+def finished(run):
+    """Wait for the background run; its OUTPUT_DIR once it has ended well."""
+    process = run["process"]
+    process.wait(timeout=300)
+    run["log"].seek(0)
+    assert process.returncode == 0, run["log"].read()[-4000:]
+    assert not (run["out"] / "imagescore_run.lock").exists()  # released at exit
+    return run["out"]
+
+
+@pytest.fixture(scope="module")
+def baseline(baseline_run):
+    return finished(baseline_run)
 
 
 # --------------------------------------------------------------------------- kills
@@ -108,7 +132,7 @@ def _last_checkpoint(out):
     return (out / "last_checkpoint").read_text().strip()
 
 
-def test_killed_at_every_phase_resumes_to_the_same_run(root, baseline):
+def test_killed_at_every_phase_resumes_to_the_same_run(root, baseline_run):
     out = root / "killed"
     manifest_mtime = None
     for step, (fault, what) in enumerate(KILL_STEPS):
@@ -159,6 +183,7 @@ def test_killed_at_every_phase_resumes_to_the_same_run(root, baseline):
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
     # the same selection as the run that was never stopped, computed or reused
+    baseline = finished(baseline_run)
     expected = digests(baseline)
     assert len(expected) == 1
     assert digests(out) and set(digests(out)) == set(expected)
@@ -290,7 +315,7 @@ PSEUDO_EDITS = [
     ("a missing file_name", lambda d: d[1].pop("file_name"),
      r"dataset_dicts\[1\] has no 'file_name'"),
     ("a box turned inside out", lambda d: d[0]["annotations"][0].update(bbox=[50, 5, 10, 20]),
-     r"bbox \[50, 5, 10, 20\] is not a box inside the"),
+     r"bbox \[50, 5, 10, 20\] is not a box inside the image \(x1 <= x2"),
     ("a box mode that does not exist", lambda d: d[0]["annotations"][0].update(bbox_mode=9),
      r"bbox_mode 9 is not a Detectron2 BoxMode"),
     ("a text height", lambda d: d[2].update(height="96"), r"'height' is '96', expected"),
@@ -598,3 +623,36 @@ def test_nan_message_before_any_checkpoint_or_round():
     assert "iteration 0" in message and "loss_cls=inf, loss_rpn_loc=0.25" in message
     assert "no checkpoint in /nowhere yet: the run must start over" in message
     assert "round" not in message and message.endswith("start again.")
+
+
+def test_unreadable_eval_before_is_refused_with_the_fix(tiny_cfg):
+    from test_selection import SELECT_OPTS
+
+    from imagescore_det.engine import ImageScoreHook
+    from imagescore_det.engine.round_files import RoundError
+
+    cfg = tiny_cfg(*SELECT_OPTS)
+    hook = ImageScoreHook(cfg, build_train_loader=None)
+    path = os.path.join(cfg.OUTPUT_DIR, "image_score", "eval_before.json")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        f.write('{"bbox": {"AP50": 3')  # cut short
+    with pytest.raises(RoundError, match=r"Cannot read the evaluation before round 1 .*"
+                                         r"eval_before.json.*Delete .*eval_before.json"):
+        hook._read_eval_before()
+
+
+def test_fault_spec():
+    from imagescore_det import faults
+
+    assert faults._parse("iter@12") == ("iter", 12) and faults._parse("score") == ("score", None)
+    assert faults._parse("replace:model_0000005.pth") == ("replace:model_0000005.pth", None)
+    for bad in ("@3", "iter@x"):
+        with pytest.raises(ValueError, match="IMAGESCORE_FAULT"):
+            faults._parse(bad)
+    previous = faults.configure("score@2")
+    try:
+        faults.fault_point("fit mask")  # another point: nothing happens
+        faults.fault_point("score")  # the first hit of score@2: nothing happens
+    finally:
+        faults.configure(previous)

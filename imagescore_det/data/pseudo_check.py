@@ -27,8 +27,8 @@ def _is_number(value):
 def check_pseudo_data(data, path, num_classes=None, fix="Delete its round folder to recompute "
                       "the selection (--resume recomputes it)."):
     """Raise :class:`PseudoDatasetError` unless ``data`` (the parsed file) is a well-formed
-    pseudo dataset: a ``dataset_dicts`` list of images with ``file_name``, positive
-    ``height``/``width``, and ``annotations`` whose ``bbox`` is 4 finite numbers inside the
+    pseudo dataset: a ``dataset_dicts`` list of images with ``file_name``, ``image_id``,
+    positive ``height``/``width`` when present, and ``annotations`` whose ``bbox`` is 4 finite numbers inside the
     image, ``bbox_mode`` a Detectron2 BoxMode, ``category_id`` in ``[0, num_classes)``
     (when given) and ``score`` in [0, 1]."""
     def fail(what):
@@ -49,11 +49,11 @@ def check_pseudo_data(data, path, num_classes=None, fix="Delete its round folder
         if "image_id" not in image:
             fail(f"{where} has no 'image_id'")
         size = {}
-        for key in ("height", "width"):
+        for key in ("height", "width"):  # optional in Detectron2's format; checked if there
             value = image.get(key)
-            if not _is_int(value) or value <= 0:
+            if key in image and (not _is_int(value) or value <= 0):
                 fail(f"{where}: '{key}' is {value!r}, expected a positive integer")
-            size[key] = value
+            size[key] = value if key in image else math.inf
         annotations = image.get("annotations")
         if not isinstance(annotations, list):
             fail(f"{where}: 'annotations' is {type(annotations).__name__ if 'annotations' in image else 'missing'}"
@@ -75,8 +75,9 @@ def check_pseudo_data(data, path, num_classes=None, fix="Delete its round folder
                 x1, y1, x2, y2 = box
                 t = BOX_TOLERANCE
                 if not (-t <= x1 <= x2 <= size["width"] + t and -t <= y1 <= y2 <= size["height"] + t):
-                    fail(f"{at}: bbox {box} is not a box inside the {size['width']}x"
-                         f"{size['height']} image (x1 <= x2, y1 <= y2)")
+                    fail(f"{at}: bbox {box} is not a box inside the image "
+                         f"(x1 <= x2 <= width {size['width']}, y1 <= y2 <= height "
+                         f"{size['height']})")
             category = ann.get("category_id")
             if not _is_int(category) or category < 0 or (
                     num_classes is not None and category >= num_classes):
