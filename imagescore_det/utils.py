@@ -3,6 +3,8 @@ import json
 import os
 import tempfile
 
+from .faults import fault_point
+
 
 def atomic_write_bytes(path, data: bytes):
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
@@ -15,6 +17,7 @@ def atomic_write_bytes(path, data: bytes):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("replace:" + os.path.basename(path))  # test-only (IMAGESCORE_FAULT)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,6 +1,5 @@
 """ImageScoreHook: when selection rounds happen, resume, and switching the trainer's data."""
 import contextlib
-import json
 import logging
 import os
 import random
@@ -13,7 +12,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..data.pseudo import register_pseudo_dataset
-from ..utils import atomic_write_json
+from ..utils import atomic_write_json, read_json_object
 from . import round_files
 from .paired import save_round_checkpoint
 from .consistency import (check_equal_sizes, check_round_belongs_to_run, config_fingerprint,
@@ -105,8 +104,9 @@ class ImageScoreHook(HookBase):
         path = os.path.join(self.out_dir, round_files.EVAL_BEFORE)
         if not os.path.isfile(path):
             return None
-        with open(path) as f:
-            return json.load(f)
+        return read_json_object(path, "the evaluation before round 1",
+                                f"Delete {path} (report.json then has no 'before' AP) or "
+                                "restore it.", round_files.RoundError)
 
     def _read_done_rounds(self, done, start):
         """(manifests of the rounds before ``start``, the last one's pseudo dicts), checked."""

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.utils import comm
 
+from ..faults import fault_point
 from ..scoring import ImageBatch, ImageScorer
 from .bad_images import NON_FINITE, FiniteWatch, SafeMapper, settle, split_batch, with_rank
 from .ranking import select_top  # noqa: F401  (re-exported: selection.select_top)
@@ -110,6 +111,7 @@ def _backbone_batches(model, loader, sink, desc, failures):
         images = model.preprocess_image(batch)
         sink.append([image["pool_index"] for image in batch])
         yield ImageBatch(inputs=images.tensor, valid_sizes=[tuple(size) for size in images.image_sizes])
+        fault_point(desc)  # test-only kill point (IMAGESCORE_FAULT=fit_mask / score)
 
 
 def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None):
@@ -182,6 +184,7 @@ def predict(cfg, model, dicts, desc="pseudo-label", skipped=None):
                     "boxes": inst.pred_boxes.tensor.numpy().astype(np.float64),
                     "scores": inst.scores.numpy().astype(np.float64),
                     "classes": inst.pred_classes.numpy().astype(np.int64)}))
+            fault_point(desc)  # test-only kill point (IMAGESCORE_FAULT=pseudo_label, ...)
     return (_gather_in_order(results, len(dicts), failures, skipped, dicts),
             time.perf_counter() - t0)
 

@@ -15,7 +15,10 @@ from ..evaluation import PerClassVOCEvaluator, ap50_of
 from ..utils import atomic_write_json
 from .checkpoint import CheckedCheckpointer
 from .config_loading import check_config
-from .hook import ImageScoreHook
+from .hook import ImageScoreHook, round_iterations
+from .lock import acquire_output_dir, release_output_dir, remove_stale_temp_files
+from .nonfinite import NonFiniteLossError, non_finite_error
+from .resume import ReplayHook
 from . import paired
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,11 @@ class Trainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
+        self._unlock = lambda: None
+        if comm.is_main_process():  # one run per OUTPUT_DIR (engine/lock.py)
+            acquire_output_dir(cfg.OUTPUT_DIR)
+            self._unlock = weakref.finalize(self, release_output_dir, cfg.OUTPUT_DIR)
+            remove_stale_temp_files(cfg.OUTPUT_DIR)
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         check_config(cfg, f"the config scaled to {comm.get_world_size()} processes "
                           "(SOLVER.REFERENCE_WORLD_SIZE)")
@@ -93,6 +101,9 @@ class Trainer(DefaultTrainer):
                 self.cfg, self.build_train_loader,
                 evaluate=lambda: self.test(self.cfg, self.model))
             ret.insert(0, self.image_score_hook)
+        # after the round's hook: a resumed run replays this one from every resume point
+        ret.insert(1 if self.image_score_hook else 0,
+                   ReplayHook(self, self.cfg, round_iterations(self.cfg)))
         return ret
 
     @staticmethod
@@ -105,6 +116,16 @@ class Trainer(DefaultTrainer):
         from .data_checks import check_before_training
 
         return check_before_training(cfg, roles)
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError as e:  # Detectron2's "Loss became infinite or NaN"
+            if isinstance(e, NonFiniteLossError):
+                raise
+            hook = self.image_score_hook
+            raise non_finite_error(self.iter, e, self.cfg.OUTPUT_DIR,
+                                   hook.history if hook else ()) from e
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -119,16 +140,19 @@ class Trainer(DefaultTrainer):
 
     def train(self):
         hook = self.image_score_hook
-        if hook is not None and any(it >= self.start_iter for it in hook.rounds):
-            hook.bad_pool_files = self.check_data(self.cfg, ("unlabeled",)).pool_skips
-        paired_on = self.image_score_hook is not None and self.cfg.IMAGE_SCORE.PAIRED_BASELINE
-        if paired_on:
-            paired.check_resumable(self)
-        results = super().train()
-        self.paired_baseline = paired.run_paired_baseline(self) if paired_on else None
-        if comm.is_main_process():
-            self.write_report(getattr(self, "_last_eval_results", None))
-        return results
+        try:
+            if hook is not None and any(it >= self.start_iter for it in hook.rounds):
+                hook.bad_pool_files = self.check_data(self.cfg, ("unlabeled",)).pool_skips
+            paired_on = hook is not None and self.cfg.IMAGE_SCORE.PAIRED_BASELINE
+            if paired_on:
+                paired.check_resumable(self)
+            results = super().train()
+            self.paired_baseline = paired.run_paired_baseline(self) if paired_on else None
+            if comm.is_main_process():
+                self.write_report(getattr(self, "_last_eval_results", None))
+            return results
+        finally:
+            self._unlock()  # once; a trainer that never trains releases when collected
 
     def write_report(self, final_results):
         """``OUTPUT_DIR/report.json``: what the run did and what it reached."""

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..utils import atomic_write_bytes
+from .state_check import check_scorer_state
 from .layers import LayerSpec, resolve_layers, unknown_layer_message
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,7 +57,8 @@ def _read_state(path) -> Dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001
         raise ValueError(
-            f"ImageScorer.load: cannot read {path!r} as a saved ImageScorer: {error}") from error
+            f"ImageScorer.load: cannot read {path!r} as a saved ImageScorer (truncated, or not "
+            f"written by ImageScorer.save): {error}. Delete it and fit the scorer again.") from error
     if not isinstance(state, dict) or state.get("format") != FORMAT_NAME:
         raise ValueError(f"ImageScorer.load: {path!r} is not a file written by ImageScorer.save")
     version = state.get("version")
@@ -64,6 +66,7 @@ def _read_state(path) -> Dict[str, Any]:
         raise ValueError(
             f"ImageScorer.load: {path!r} has format version {version}, this code reads "
             f"version {FORMAT_VERSION}; refit the scorer with this version (scorer.fit + save)")
+    check_scorer_state(state, path, ("iou", "recall"))
     return state
 
 
