@@ -158,8 +158,8 @@ def acquire_output_dir(output_dir):
 
 
 def _check_holder(holder, locked, host, path, output_dir):
-    fix = (f"Wait for that run to finish or stop it, or give this run another OUTPUT_DIR "
-           f"(two runs in one OUTPUT_DIR overwrite each other's checkpoints and rounds).")
+    fix = ("Wait for that run to finish or stop it, or give this run another OUTPUT_DIR "
+           "(two runs in one OUTPUT_DIR overwrite each other's checkpoints and rounds).")
     if locked is False:
         raise OutputDirLockedError(
             f"OUTPUT_DIR {output_dir} is in use by {_describe(holder, path)}: it holds the lock "
