@@ -13,7 +13,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation.pascal_voc_evaluation import parse_rec, voc_eval
 from detectron2.structures import Boxes, Instances
 
-from conftest import REPO, tiny_cfg_opts
+from conftest import REPO, TINY_CONFIG, tiny_cfg_opts
 
 from imagescore_det.evaluation import PerClassVOCEvaluator
 from imagescore_det.evaluation.bootstrap import (
@@ -382,59 +382,107 @@ def _report(cfg):
     return json.load(open(os.path.join(cfg.OUTPUT_DIR, "report.json")))
 
 
-def test_paired_copy_of_a_supervised_run_is_the_same_run(tiny_cfg):
-    """Main run SELECTOR none: its paired copy starts from the same checkpoint with the same
-    random stream (a loader worker too), so it ends with exactly the same weights and AP."""
-    from imagescore_det.engine.paired import PAIRED_DIR, RESULT_FILE
+@pytest.fixture(scope="module")
+def paired_runs(tiny_voc, tmp_path_factory):
+    """Two tiny runs with the paired baseline, each seeded as tools/train_net.py seeds a
+    process, with a loader worker: random selection, and supervised-only (SELECTOR none)."""
+    from detectron2.utils.env import seed_all_rng
 
-    cfg = tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "none", "DATALOADER.NUM_WORKERS", "1",
-                   max_iter=5)
-    _train(cfg)
-    out = cfg.OUTPUT_DIR
-    round_ckpt = torch.load(os.path.join(out, "model_round1.pth"), weights_only=True)
+    from imagescore_det.engine import load_config
+
+    runs = {}
+    for selector in ("random", "none"):
+        out = tmp_path_factory.mktemp(f"paired_{selector}") / "out"
+        cfg = load_config(TINY_CONFIG, tiny_cfg_opts(out, max_iter=4) + PAIRED_OPTS + [
+            "IMAGE_SCORE.SELECTOR", selector, "DATALOADER.NUM_WORKERS", "1"])
+        cfg.freeze()
+        seed_all_rng(cfg.SEED)
+        _train(cfg)
+        runs[selector] = cfg
+    return runs
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_paired_copy_is_the_supervised_run_bit_for_bit(paired_runs):
+    """The copy starts from the same checkpoint with the same random stream (a loader worker
+    too), so the copy of a SELECTOR none run is that run, and the copy of a random-selection
+    run is that same supervised run: equal weights and AP, not close ones."""
+    from imagescore_det.engine.paired import PAIRED_DIR
+
+    none, rand = paired_runs["none"], paired_runs["random"]
+    round_ckpt = torch.load(os.path.join(none.OUTPUT_DIR, "model_round1.pth"), weights_only=True)
     assert round_ckpt["iteration"] == 1 and round_ckpt["trainer"]["iteration"] == 1
     assert round_ckpt["round_iteration"] == 2 and len(round_ckpt["rng_states"]) == 1
-    main_w = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)["model"]
-    copy_w = torch.load(os.path.join(out, PAIRED_DIR, "model_final.pth"), weights_only=True)["model"]
-    assert main_w.keys() == copy_w.keys()
-    assert all(torch.equal(main_w[k], copy_w[k]) for k in main_w)
-    report = _report(cfg)
+    main_w = _weights(os.path.join(none.OUTPUT_DIR, "model_final.pth"))
+    for copy in (none, rand):
+        copy_w = _weights(os.path.join(copy.OUTPUT_DIR, PAIRED_DIR, "model_final.pth"))
+        assert main_w.keys() == copy_w.keys()
+        assert all(torch.equal(main_w[k], copy_w[k]) for k in main_w), copy.IMAGE_SCORE.SELECTOR
+    report = _report(none)
     section = report["paired_baseline"]
     assert section["eval_after_supervised"] == report["eval_after"]
+    assert _report(rand)["paired_baseline"]["eval_after_supervised"] == report["eval_after"]
     assert report["eval_after"]["bbox"]["AP50"] > 0
     cmp = section["comparisons"]["tiny_voc_test"]
     assert cmp["AP50"]["difference"] == 0 and cmp["AP50"]["p_value"] == 0.5
-    summary = section["summary"]
-    assert summary["AP50_with_pseudo_labels"] == summary["AP50_supervised_only"]
-    assert summary["AP50_before"] is not None and section["iterations"] == 3
+    assert section["summary"]["AP50_with_pseudo_labels"] == section["summary"]["AP50_supervised_only"]
+    assert section["iterations"] == 2 and section["start_iteration"] == 2
 
-    # --resume of the finished run: the finished copy is not repeated
+
+def test_paired_report_of_a_selector_run_has_every_field(paired_runs):
+    report = _report(paired_runs["random"])
+    assert report["rounds"][0]["num_pseudo_images"] > 0 and report["config"]["paired_baseline"]
+    s = report["paired_baseline"]["summary"]
+    assert s["AP50_before"] == report["eval_before"]["bbox"]["AP50"]
+    assert s["AP50_with_pseudo_labels"] == report["eval_after"]["bbox"]["AP50"]
+    assert s["AP50_supervised_only"] == \
+        report["paired_baseline"]["eval_after_supervised"]["bbox"]["AP50"]
+    assert s["AP50_difference"] == pytest.approx(
+        s["AP50_with_pseudo_labels"] - s["AP50_supervised_only"])
+    lo, hi = s["AP50_difference_ci95"]
+    assert lo <= hi and 0 <= s["p_value"] <= 1 and s["resamples"] == 1000
+    per_class = report["paired_baseline"]["comparisons"]["tiny_voc_test"]["per_class"]
+    assert set(per_class) == {"disc", "square", "triangle", "cross"}
+
+
+def test_paired_baseline_resume(paired_runs):
+    """--resume: a finished copy is not repeated; a copy killed part-way resumes from its
+    own checkpoint; one made with other settings is refused; without the round checkpoint
+    a run resumed after the round stops before training."""
+    from imagescore_det.engine import Trainer, load_config
+    from imagescore_det.engine.paired import PAIRED_DIR, RESULT_FILE
+
+    cfg = paired_runs["none"]
+    out = cfg.OUTPUT_DIR
+    summary = _report(cfg)["paired_baseline"]["summary"]
     result_file = os.path.join(out, PAIRED_DIR, RESULT_FILE)
     stamp = os.path.getmtime(os.path.join(out, PAIRED_DIR, "metrics.json"))
-    again = tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "none", max_iter=5)
-    _train(again, resume=True)
+
+    def again(*opts):  # NUM_WORKERS differs from the run's: allowed on a resume
+        c = load_config(TINY_CONFIG, tiny_cfg_opts(out, max_iter=4) + PAIRED_OPTS + [
+            "IMAGE_SCORE.SELECTOR", "none", *opts])
+        c.freeze()
+        return c
+
+    _train(again(), resume=True)
     assert os.path.getmtime(os.path.join(out, PAIRED_DIR, "metrics.json")) == stamp
-    assert _report(again)["paired_baseline"]["summary"] == summary
+    assert _report(cfg)["paired_baseline"]["summary"] == summary
 
-    # a copy killed before it finished resumes from its own checkpoint
-    os.remove(result_file)
-    _train(again, resume=True)
+    os.remove(result_file)  # killed before it finished
+    _train(again(), resume=True)
     assert os.path.isfile(result_file)
-    assert _report(again)["paired_baseline"]["eval_after_supervised"] == report["eval_after"]
+    assert _report(cfg)["paired_baseline"]["summary"] == summary
 
-    # a finished copy made with other settings is not silently reused
-    changed = tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "none", "SOLVER.BASE_LR", "0.01",
-                       max_iter=5)
     with pytest.raises(RuntimeError, match=r"(?s)other settings.*SOLVER.BASE_LR: 0.02 then, "
                                            r"0.01 now.*Delete"):
-        _train(changed, resume=True)
+        _train(again("SOLVER.BASE_LR", "0.01"), resume=True)
 
-    # resumed after the round without the round checkpoint: stops before training
     os.remove(result_file)
     os.remove(os.path.join(out, "model_round1.pth"))
-    from imagescore_det.engine import Trainer
-
-    trainer = Trainer(again)
+    trainer = Trainer(again())
     trainer.resume_or_load(resume=True)
     with pytest.raises(RuntimeError, match="model_round1.pth.*is missing.*PAIRED_BASELINE False"):
         trainer.train()
@@ -470,7 +518,7 @@ def test_quickstart_summary_shows_the_paired_baseline(tiny_voc, tmp_path):
     root.mkdir()
     os.symlink(tiny_voc["root"], root / "synthetic_voc")
     out = tmp_path / "quick"
-    opts = [o.replace("tiny_voc_", "synthetic_voc_") for o in tiny_cfg_opts(out, max_iter=4)]
+    opts = [o.replace("tiny_voc_", "synthetic_voc_") for o in tiny_cfg_opts(out, max_iter=3)]
     opts += ["IMAGE_SCORE.START_ITER", "2", "IMAGE_SCORE.BOX_SCORE_THRESH", "0.0",
              "IMAGE_SCORE.GRID", "(4, 4)", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), PYTHONWARNINGS="ignore",
@@ -502,33 +550,6 @@ def test_quickstart_summary_shows_the_paired_baseline(tiny_voc, tmp_path):
     assert json.loads((tmp_path / "c.json").read_text())["AP50"]["ci"] == s["AP50_difference_ci95"]
 
 
-def test_paired_copy_of_a_selector_run_equals_a_separate_supervised_run(tiny_cfg, tmp_path):
-    """The copy made by a random-selector run ends with the weights of a separate
-    SELECTOR none run (no paired baseline) of the same config: what the quickstart's
-    supervised config reports is what its paired baseline reports."""
-    from imagescore_det.engine.paired import PAIRED_DIR
-
-    cfg = tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "random", max_iter=4)
-    _train(cfg)
-    report = _report(cfg)
-    assert report["rounds"][0]["num_pseudo_images"] > 0
-    s = report["paired_baseline"]["summary"]
-    assert s["AP50_before"] == report["eval_before"]["bbox"]["AP50"]
-    assert s["AP50_with_pseudo_labels"] == report["eval_after"]["bbox"]["AP50"]
-    assert "AP50_difference_ci95" in s and "p_value" in s
-
-    alone = tiny_cfg(*PAIRED_OPTS, "IMAGE_SCORE.SELECTOR", "none",
-                     "IMAGE_SCORE.PAIRED_BASELINE", "False", "OUTPUT_DIR",
-                     str(tmp_path / "supervised"), max_iter=4)
-    _train(alone)
-    copy_w = torch.load(os.path.join(cfg.OUTPUT_DIR, PAIRED_DIR, "model_final.pth"),
-                        weights_only=True)["model"]
-    alone_w = torch.load(os.path.join(alone.OUTPUT_DIR, "model_final.pth"),
-                         weights_only=True)["model"]
-    assert all(torch.equal(copy_w[k], alone_w[k]) for k in copy_w)
-    assert _report(alone)["eval_after"] == report["paired_baseline"]["eval_after_supervised"]
-
-
 @pytest.mark.parametrize("use_07_metric", [True, False])
 def test_resampling_path_equals_the_exact_path_on_the_full_set(tmp_path, use_07_metric):
     """The fast resampling path (points at true positives only) with every image drawn once
@@ -551,3 +572,4 @@ def test_resampling_path_equals_the_exact_path_on_the_full_set(tmp_path, use_07_
     fast = run.resampled_ap(np.ones((2, len(truth))))
     np.testing.assert_allclose(fast[0], full, rtol=0, atol=1e-9)
     np.testing.assert_allclose(fast[1], full, rtol=0, atol=1e-9)
+
