@@ -16,6 +16,8 @@ from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.utils import comm
 
 from ..scoring import ImageBatch, ImageScorer
+from .amp import inference_autocast
+from .batching import size_order
 from .ranking import select_top  # noqa: F401  (re-exported: selection.select_top)
 
 logger = logging.getLogger(__name__)
@@ -87,14 +89,41 @@ def _backbone_batches(model, loader, sink, desc):
         yield ImageBatch(inputs=images.tensor, valid_sizes=[tuple(size) for size in images.image_sizes])
 
 
-def image_scores(cfg, model, labeled_dicts, pool_dicts):
+def fit_subsample(dicts, max_images, seed):
+    """The labeled images the mask is fitted on (``IMAGE_SCORE.FIT_MAX_IMAGES``).
+
+    All of them when ``max_images`` is 0 or at least their number; else ``max_images`` of
+    them drawn without replacement by ``seed`` alone (the same on every rank), kept in
+    dataset order. For one seed the subsamples are nested: size k is the first k of one
+    seeded permutation, so a larger size only adds images.
+    """
+    if max_images <= 0 or max_images >= len(dicts):
+        return list(dicts)
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(dicts))[:max_images])
+    return [dicts[i] for i in chosen]
+
+
+def fit_seed(cfg, seed):
+    """``IMAGE_SCORE.FIT_SEED``, or the run's seed ``seed`` when it is -1."""
+    return int(cfg.IMAGE_SCORE.FIT_SEED) if cfg.IMAGE_SCORE.FIT_SEED >= 0 else int(seed)
+
+
+def image_scores(cfg, model, labeled_dicts, pool_dicts, seed=0):
     """Fit the dataset mask on ``labeled_dicts`` and score ``pool_dicts``.
 
-    Only the backbone runs. Returns (scores in pool order, fitted scorer, seconds).
+    Only the backbone runs (under ``inference_autocast``). The mask is fitted on
+    ``fit_subsample(labeled_dicts, IMAGE_SCORE.FIT_MAX_IMAGES, fit_seed(cfg, seed))``;
+    ``seed`` is the run's seed. Returns (scores in pool order, fitted scorer, seconds).
     """
     t0 = time.perf_counter()
     backbone = model.backbone
     settings = cfg.IMAGE_SCORE
+    labeled_dicts = fit_subsample(labeled_dicts, settings.FIT_MAX_IMAGES, fit_seed(cfg, seed))
+    # batch size > 1: batch images of one size together (no padding, see engine/batching.py)
+    pool_order = size_order(cfg, pool_dicts) if settings.BATCH_SIZE > 1 else None
+    if pool_order is not None:
+        labeled_dicts = [labeled_dicts[i] for i in size_order(cfg, labeled_dicts)]
+        pool_dicts = [pool_dicts[i] for i in pool_order]
     scorer = ImageScorer(backbone, layers=layers_from_cfg(cfg, backbone),
                          similarity=settings.SIMILARITY, threshold_ratio=settings.THRESHOLD_RATIO,
                          grid=tuple(settings.GRID) if len(settings.GRID) else None)
@@ -104,22 +133,27 @@ def image_scores(cfg, model, labeled_dicts, pool_dicts):
         raise ValueError(f"{len(labeled_dicts)} labeled images cannot be shared by {world} "
                          "processes; use fewer processes or more labeled images.")
     seen = []
-    scorer.fit(_backbone_batches(model, _loader(cfg, labeled_dicts), seen, "fit mask"),
-               all_reduce=_all_reduce_sum)
+    with inference_autocast(cfg, model):
+        scorer.fit(_backbone_batches(model, _loader(cfg, labeled_dicts), seen, "fit mask"),
+                   all_reduce=_all_reduce_sum)
     pairs = []
     if _shard_size(len(pool_dicts), comm.get_rank(), world) > 0:  # else nothing to score here
         order = []
-        scores = scorer.score(_backbone_batches(model, _loader(cfg, pool_dicts), order, "score"))
+        with inference_autocast(cfg, model):
+            scores = scorer.score(_backbone_batches(model, _loader(cfg, pool_dicts), order,
+                                                    "score"))
         pairs = list(zip(order, scores.tolist()))
-    values = _gather_in_order(pairs, len(pool_dicts))
-    return np.asarray(values, dtype=np.float64), scorer, time.perf_counter() - t0
+    values = np.asarray(_gather_in_order(pairs, len(pool_dicts)), dtype=np.float64)
+    if pool_order is not None:  # back to the caller's pool order
+        values[np.asarray(pool_order, dtype=np.int64)] = values.copy()
+    return values, scorer, time.perf_counter() - t0
 
 
 def predict(cfg, model, dicts, desc="pseudo-label"):
     """Full detector inference on ``dicts``; per image {boxes, scores, classes} (numpy)."""
     t0 = time.perf_counter()
     results = []
-    with torch.no_grad():
+    with torch.no_grad(), inference_autocast(cfg, model):
         for batch in _progress(_loader(cfg, dicts), desc):
             for image, out in zip(batch, model(batch)):
                 inst = out["instances"].to("cpu")
