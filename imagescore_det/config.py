@@ -84,12 +84,33 @@ def add_imagescore_config(cfg):
     # Every map is cropped to the image's valid (unpadded) region and average-pooled to this
     # grid so neurons line up across images of different sizes.
     _C.IMAGE_SCORE.GRID = (16, 16)
-    # Images per forward pass while fitting, scoring and pseudo-labeling. 1 (default) makes
-    # each image's score and pseudo-labels independent of its batch-mates and of how the
-    # pool is sharded across GPUs: in a batch, images are padded to the largest one, and
-    # the padding changes GroupNorm statistics and the activations near the image border.
-    # Larger is faster on GPUs, at the price of that (small) dependence.
+    # Images per forward pass while fitting, scoring and pseudo-labeling.
+    # 1 (default) is exact: no image is padded to a batch-mate's size (the VGG16 backbone
+    # has no size divisibility), so each image's score and pseudo-labels do not depend on
+    # its batch-mates or on how the pool is sharded across GPUs.
+    # > 1 pads every image to the largest one of its batch. The scorer crops the padding
+    # away before pooling, but
+    #   * for any backbone, the activations within a receptive field of the right/bottom
+    #     border of a smaller image change: from the second conv on, they see the previous
+    #     layer's output over the padding instead of the conv's zero padding. Small: with
+    #     BN / FrozenBN in eval mode (and plain convs) that border effect is all
+    #     (tests/test_gpu_path.py: VGG16-BN at 4 vs 1, scores' Spearman >= 0.99);
+    #   * GroupNorm (and any norm whose statistics cover the spatial map) computes each
+    #     image's statistics over its padding too, so every activation of a smaller image
+    #     changes: keep 1 with MODEL.VGG.NORM "GN" (the synthetic configs).
+    #   BN / SyncBN in train mode would mix statistics across the batch; the selection
+    #   passes run in eval mode, where BN / SyncBN / FrozenBN are a fixed per-channel affine.
+    # On a GPU, 4-16 with a BN / FrozenBN / plain backbone is the fast setting.
     _C.IMAGE_SCORE.BATCH_SIZE = 1
+    # Fit the dataset mask on at most this many labeled images: a seeded subsample (the
+    # same on every rank), kept in dataset order; 0 = every labeled image. The fit is a
+    # backbone pass over the labeled set, so at VOC's proportions (5,011 labeled : 11,540
+    # pool) fitting on all of it costs 0.43 of the pool's backbone pass. The default is
+    # chosen by benchmarks/bench_selection.py --fit-subsample (README "Results").
+    _C.IMAGE_SCORE.FIT_MAX_IMAGES = 1000
+    # Seed of that subsample; -1 = the run's seed (SEED, or the one drawn on rank 0 when SEED
+    # is -1, recorded in each round's manifest). Every round uses the same subsample.
+    _C.IMAGE_SCORE.FIT_SEED = -1
     # Seed of the random selector; -1 = SEED, or when SEED is -1 too, a seed drawn once per
     # run on rank 0 (each round's manifest records the seed it used).
     _C.IMAGE_SCORE.SEED = -1
