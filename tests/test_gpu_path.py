@@ -334,3 +334,127 @@ def test_batch_size_4_vs_1_on_real_photos_bn_backbone_vs_gn(tiny_cfg, tiny_voc):
     assert spearman(bn[1], bn[4]) >= 0.97
     assert bn_diff <= 0.1 * float(np.std(bn[1]))
     assert gn_diff >= 3 * bn_diff
+
+
+# --------------------------------------------------------------------------- AMP in selection
+def test_selection_passes_run_under_autocast_when_amp_is_on(tiny_cfg, tiny_voc):
+    """SOLVER.AMP.ENABLED: the fit/score backbone passes and the pseudo-labeling detector
+    passes run under autocast on the model's device (bf16 on this CPU); off, they do not.
+    The scorer's results stay close to float32's (Spearman >= 0.9 on this 1/16-width random
+    net's 12 pool images; the bf16 tolerances are argued in the small-net test above).
+
+    The box head pools with ROIAlignV2 here: torchvision's roi_pool has an autocast wrapper
+    on CUDA (it casts to float32) but none on CPU, where bf16 features fail in its kernel;
+    roi_align has a bf16 CPU kernel. On a GPU the VGG16 configs' ROIPool is fine."""
+    from detectron2.data import DatasetCatalog
+
+    from imagescore_det.engine import Trainer, selection
+
+    labeled = DatasetCatalog.get(tiny_voc["names"]["labeled"])
+    pool = DatasetCatalog.get(tiny_voc["names"]["unlabeled"])
+    results = {}
+    for amp in (False, True):
+        cfg = tiny_cfg("SOLVER.AMP.ENABLED", str(amp), "IMAGE_SCORE.GRID", "(4, 4)",
+                       "MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlignV2")
+        torch.manual_seed(0)
+        model = Trainer.build_model(cfg).eval()
+        seen = []
+        model.backbone.register_forward_pre_hook(
+            lambda module, args: seen.append(torch.is_autocast_enabled("cpu")))
+        scores, _, _ = selection.image_scores(cfg, model, labeled, pool)
+        predictions, _ = selection.predict(cfg, model, pool[:3])
+        assert seen and all(flag == amp for flag in seen)
+        assert len(seen) == len(labeled) + len(pool) + 3
+        for prediction in predictions:
+            assert prediction["scores"].dtype == np.float64
+            assert np.all(np.isfinite(prediction["boxes"]))
+        results[amp] = scores
+    assert spearman(results[False], results[True]) >= 0.9
+
+
+# --------------------------------------------------------------------------- FIT_MAX_IMAGES
+def test_fit_subsample_is_seeded_nested_and_0_means_all():
+    from imagescore_det.engine.selection import fit_subsample
+
+    dicts = [{"image_id": i} for i in range(50)]
+    first = fit_subsample(dicts, 10, seed=3)
+    assert first == fit_subsample(dicts, 10, seed=3)  # deterministic
+    assert len(first) == 10 and len({d["image_id"] for d in first}) == 10
+    ids = [d["image_id"] for d in first]
+    assert ids == sorted(ids)  # dataset order
+    assert ids != [d["image_id"] for d in fit_subsample(dicts, 10, seed=4)]
+    larger = [d["image_id"] for d in fit_subsample(dicts, 25, seed=3)]
+    assert set(ids) <= set(larger)  # nested: a larger size only adds images
+    assert fit_subsample(dicts, 0, seed=3) == dicts  # 0 = all
+    assert fit_subsample(dicts, 50, seed=3) == dicts
+    assert fit_subsample(dicts, 80, seed=3) == dicts  # min(N, FIT_MAX_IMAGES)
+
+
+def _fit_inputs(monkeypatch, cfg, model, labeled, pool, run_seed):
+    """(scores, scorer, the dicts the mask was fitted on) of the image_score selector."""
+    from imagescore_det.engine import selection
+    from imagescore_det.engine.selectors import SelectorContext, rank_pool
+
+    loaded = []
+    original = selection._loader
+    monkeypatch.setattr(selection, "_loader",
+                        lambda c, dicts: loaded.append(list(dicts)) or original(c, dicts))
+    ranking = rank_pool("image_score", SelectorContext(cfg=cfg, model=model, pool=pool,
+                                                       labeled=lambda: labeled, seed=run_seed))
+    monkeypatch.setattr(selection, "_loader", original)
+    return ranking.scores, ranking.scorer, loaded[0]
+
+
+def test_fit_max_images_changes_what_the_mask_is_fitted_on(tiny_cfg, tiny_voc, monkeypatch):
+    from detectron2.data import DatasetCatalog
+
+    from imagescore_det.engine import Trainer
+    from imagescore_det.engine.selection import fit_subsample
+
+    labeled = DatasetCatalog.get(tiny_voc["names"]["labeled"])  # 10 images
+    pool = DatasetCatalog.get(tiny_voc["names"]["unlabeled"])
+    torch.manual_seed(0)
+    model = Trainer.build_model(tiny_cfg()).eval()
+
+    def run(*opts, run_seed=11):
+        return _fit_inputs(monkeypatch, tiny_cfg("IMAGE_SCORE.GRID", "(4, 4)", *opts), model,
+                           labeled, pool, run_seed)
+
+    all_scores, all_scorer, all_fitted = run("IMAGE_SCORE.FIT_MAX_IMAGES", "0")
+    assert all_fitted == labeled and float(all_scorer.class_counts[0]) == 10
+    same, _, _ = run("IMAGE_SCORE.FIT_MAX_IMAGES", "10")
+    np.testing.assert_array_equal(same, all_scores)  # >= N: every image, same scores
+
+    scores, scorer, fitted = run("IMAGE_SCORE.FIT_MAX_IMAGES", "4")
+    assert fitted == fit_subsample(labeled, 4, 11)  # the run's seed (FIT_SEED -1)
+    assert float(scorer.class_counts[0]) == 4
+    assert not np.array_equal(scores, all_scores)  # other fit inputs, other mask
+    again, _, again_fitted = run("IMAGE_SCORE.FIT_MAX_IMAGES", "4")
+    assert again_fitted == fitted
+    np.testing.assert_array_equal(again, scores)  # deterministic
+    _, _, other_run = run("IMAGE_SCORE.FIT_MAX_IMAGES", "4", run_seed=12)
+    assert other_run == fit_subsample(labeled, 4, 12) and other_run != fitted
+    _, _, pinned = run("IMAGE_SCORE.FIT_MAX_IMAGES", "4", "IMAGE_SCORE.FIT_SEED", "5")
+    assert pinned == fit_subsample(labeled, 4, 5)  # FIT_SEED overrides the run's seed
+    _, _, pinned_other_run = run("IMAGE_SCORE.FIT_MAX_IMAGES", "4", "IMAGE_SCORE.FIT_SEED", "5",
+                                 run_seed=12)
+    assert pinned_other_run == pinned
+
+
+def test_fit_max_images_is_checked_and_fingerprinted(tiny_cfg):
+    from imagescore_det.engine import ConfigError
+    from imagescore_det.engine.config_loading import check_config
+    from imagescore_det.engine.consistency import (FINGERPRINT_KEYS, config_fingerprint,
+                                                   fingerprint_items)
+
+    for key in ("IMAGE_SCORE.FIT_MAX_IMAGES", "IMAGE_SCORE.FIT_SEED", "SOLVER.AMP.ENABLED"):
+        assert key in FINGERPRINT_KEYS
+    base = tiny_cfg()
+    assert fingerprint_items(base)["IMAGE_SCORE.FIT_MAX_IMAGES"] == repr(1000)
+    for opts in (("IMAGE_SCORE.FIT_MAX_IMAGES", "0"), ("IMAGE_SCORE.FIT_SEED", "3"),
+                 ("SOLVER.AMP.ENABLED", "True")):
+        assert config_fingerprint(tiny_cfg(*opts)) != config_fingerprint(base)
+    with pytest.raises(ConfigError, match="FIT_MAX_IMAGES"):
+        check_config(tiny_cfg("IMAGE_SCORE.FIT_MAX_IMAGES", "-1"))
+    with pytest.raises(ConfigError, match="BATCH_SIZE"):
+        check_config(tiny_cfg("IMAGE_SCORE.BATCH_SIZE", "0"))

@@ -157,9 +157,9 @@ def predict(cfg, model, dicts, desc="pseudo-label"):
         for batch in _progress(_loader(cfg, dicts), desc):
             for image, out in zip(batch, model(batch)):
                 inst = out["instances"].to("cpu")
-                results.append((image["pool_index"], {
-                    "boxes": inst.pred_boxes.tensor.numpy().astype(np.float64),
-                    "scores": inst.scores.numpy().astype(np.float64),
+                results.append((image["pool_index"], {  # .double(): NumPy has no bfloat16
+                    "boxes": inst.pred_boxes.tensor.double().numpy(),
+                    "scores": inst.scores.double().numpy(),
                     "classes": inst.pred_classes.numpy().astype(np.int64)}))
     return _gather_in_order(results, len(dicts)), time.perf_counter() - t0
 
