@@ -458,3 +458,46 @@ def test_fit_max_images_is_checked_and_fingerprinted(tiny_cfg):
         check_config(tiny_cfg("IMAGE_SCORE.FIT_MAX_IMAGES", "-1"))
     with pytest.raises(ConfigError, match="BATCH_SIZE"):
         check_config(tiny_cfg("IMAGE_SCORE.BATCH_SIZE", "0"))
+
+
+# --------------------------------------------------------------------------- gpu_check.py
+def test_gpu_check_runs_at_toy_size_on_cpu(tiny_voc, tmp_path):
+    """benchmarks/gpu_check.py --device cpu --tiny: the whole GPU check (train, time both
+    selections, the image_score round, evaluate before/after) at toy size, in a subprocess,
+    on the tiny synthetic set; every reported field is there."""
+    out = tmp_path / "gpu_check.json"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "gpu_check.py"), "--device", "cpu",
+         "--tiny", "--root", tiny_voc["dirname"], "--output", str(out),
+         "--work-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, timeout=300)
+    wall = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["status"] == "ok"
+    assert result["total_seconds"] < 60, (result["total_seconds"], wall)
+    settings = result["settings"]
+    for key in ("device", "gpu", "amp", "amp_dtype", "model", "data", "train_size",
+                "ims_per_batch", "warmup_iters", "continue_iters", "selection_batch_size",
+                "fit_max_images", "top_fraction", "command"):
+        assert key in settings, key
+    assert settings["device"] == "cpu" and settings["tiny"] and not settings["amp"]
+    assert list(result)[0] == "settings"  # the settings are at the top of the JSON
+    summary = result["summary"]
+    for key in ("train_images_per_s", "scoring_images_per_s", "full_inference_images_per_s",
+                "selection_ratio_image_score_vs_softmax", "selection_ratio_floor"):
+        assert isinstance(summary[key], float) and summary[key] > 0, key
+    assert summary["peak_gpu_memory_gib"] is None  # no GPU
+    for key in ("ap50_before", "ap50_after"):
+        assert isinstance(summary[key], float) and 0 <= summary[key] <= 100, key
+    selection = result["selection"]
+    assert selection["pool_images"] == 12 and selection["fit_images"] == 10
+    assert selection["selected"] == 4  # ceil(0.3 * 12)
+    voc = selection["at_voc_proportions"]
+    assert voc["labeled"] == 5011 and voc["pool"] == 11540
+    assert voc["fit_all_labeled"]["ratio"] > voc["fit_max_images_1000"]["ratio"]
+    assert voc["fit_all_labeled"]["floor"] > voc["fit_max_images_1000"]["floor"]
+    assert result["round"]["selector"] == "image_score" and result["round"]["num_selected"] == 4
+    assert result["train"]["iterations_run"] == 5
