@@ -311,7 +311,7 @@ def measure_fit_subsamples(cfg, model, labeled, pool, sizes, seeds):
     """
     from imagescore_det.engine import selection
     from imagescore_det.scoring import ImageScorer
-    from imagescore_det.scoring.kernels import _float32_at_least
+    from imagescore_det.scoring.kernels import _as_words, _float32_at_least, mask_counts
     from imagescore_det.scoring.passes import run_pass
     from imagescore_det.scoring.scorer import overlap_scores, thresholds_and_masks
 
@@ -366,10 +366,15 @@ def measure_fit_subsamples(cfg, model, labeled, pool, sizes, seeds):
     size_rows = [[] for _ in layer_names]
     order = []
 
+    every_variant = torch.arange(len(variants))
+    mask_words = [_as_words(m.contiguous()) for m in masks]
+
     def on_score_layer(idx, activations, ctx, per_image):
-        image_masks = activations[0].unsqueeze(0) >= t32[idx]  # (V, neurons)
-        size_rows[idx].append(image_masks.sum(1))
-        inter[idx].append((image_masks & masks[idx]).sum(1))
+        image_masks = activations[0].unsqueeze(0) >= t32[idx]  # (V, neurons): one row a mask
+        sizes, intersections = mask_counts(image_masks.contiguous(), masks[idx],
+                                           mask_words[idx], every_variant)
+        size_rows[idx].append(sizes)
+        inter[idx].append(intersections)
 
     run_pass(backbone, layer_names, selection._backbone_batches(
         model, selection._loader(cfg, pool), order, "score every mask"), "score",
