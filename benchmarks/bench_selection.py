@@ -444,6 +444,7 @@ def plot_fit_subsamples(path, table, picks, labeled_count, title):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     sizes = [row["size"] for row in table]
@@ -469,7 +470,13 @@ def plot_fit_subsamples(path, table, picks, labeled_count, title):
     ax.plot(sizes, [row["jaccard_mean"] for row in table], "k-o", label="mean over layers")
     ax.set_xscale("log")
     ax.set_xlabel("fit subsample size")
-    ax.set_ylabel("dataset-mask Jaccard vs full fit (per layer)")
+    ax.set_ylabel("dataset-mask Jaccard vs full fit")
+    ax.set_title("per layer: dark = first, light = last", fontsize=8)
+    for axis in axes:
+        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_xticks(sizes)
+        axis.tick_params(axis="x", labelsize=7)
     ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=9)
     tmp = path + ".tmp.png"
