@@ -110,7 +110,7 @@ def add_imagescore_config(cfg):
     # backbone pass over the labeled set, so at VOC's proportions (5,011 labeled : 11,540
     # pool) fitting on all of it costs 0.43 of the pool's backbone pass. The default is
     # chosen by benchmarks/bench_selection.py --fit-subsample (README "Results").
-    _C.IMAGE_SCORE.FIT_MAX_IMAGES = 1000
+    _C.IMAGE_SCORE.FIT_MAX_IMAGES = 500
     # Seed of that subsample; -1 = the run's seed (SEED, or the one drawn on rank 0 when SEED
     # is -1, recorded in each round's manifest). Every round uses the same subsample.
     _C.IMAGE_SCORE.FIT_SEED = -1

@@ -450,7 +450,7 @@ def test_fit_max_images_is_checked_and_fingerprinted(tiny_cfg):
     for key in ("IMAGE_SCORE.FIT_MAX_IMAGES", "IMAGE_SCORE.FIT_SEED", "SOLVER.AMP.ENABLED"):
         assert key in FINGERPRINT_KEYS
     base = tiny_cfg()
-    assert fingerprint_items(base)["IMAGE_SCORE.FIT_MAX_IMAGES"] == repr(1000)
+    assert fingerprint_items(base)["IMAGE_SCORE.FIT_MAX_IMAGES"] == repr(500)
     for opts in (("IMAGE_SCORE.FIT_MAX_IMAGES", "0"), ("IMAGE_SCORE.FIT_SEED", "3"),
                  ("SOLVER.AMP.ENABLED", "True")):
         assert config_fingerprint(tiny_cfg(*opts)) != config_fingerprint(base)
@@ -497,7 +497,7 @@ def test_gpu_check_runs_at_toy_size_on_cpu(tiny_voc, tmp_path):
     assert selection["selected"] == 4  # ceil(0.3 * 12)
     voc = selection["at_voc_proportions"]
     assert voc["labeled"] == 5011 and voc["pool"] == 11540
-    assert voc["fit_all_labeled"]["ratio"] > voc["fit_max_images_1000"]["ratio"]
-    assert voc["fit_all_labeled"]["floor"] > voc["fit_max_images_1000"]["floor"]
+    assert voc["fit_all_labeled"]["ratio"] > voc["fit_max_images_500"]["ratio"]
+    assert voc["fit_all_labeled"]["floor"] > voc["fit_max_images_500"]["floor"]
     assert result["round"]["selector"] == "image_score" and result["round"]["num_selected"] == 4
     assert result["train"]["iterations_run"] == 5
