@@ -501,3 +501,37 @@ def test_gpu_check_runs_at_toy_size_on_cpu(tiny_voc, tmp_path):
     assert voc["fit_all_labeled"]["floor"] > voc["fit_max_images_500"]["floor"]
     assert result["round"]["selector"] == "image_score" and result["round"]["num_selected"] == 4
     assert result["train"]["iterations_run"] == 5
+
+
+# --------------------------------------------------------------------------- bench_selection
+def _bench_selection():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        import bench_selection
+    finally:
+        sys.path.pop(0)
+    return bench_selection
+
+
+def test_voc_proportions_and_the_default_rule_known_answers():
+    bench = _bench_selection()
+    # 1,000 of VOC's 5,011 is as far from VOC's full fit as ~555 of 1,000 from theirs
+    assert bench.voc_equivalent_size(1000, 1000) == pytest.approx(555.42, abs=0.01)
+    assert bench.voc_equivalent_size(5011, 1000) == 1000
+    # fit 0.9 s/image, backbone 0.45 s/image, full inference 1 s/image, 30 pool images
+    voc = bench.voc_proportions(t_full=30.0, t_backbone=13.5, t_fit=9.0, ratio=0.8, floor=0.75,
+                                labeled=10, pool=30, fit_max_images=500)
+    assert voc["fit_all_labeled"]["ratio"] == pytest.approx(0.8 + 0.9 * 5011 / 11540)
+    assert voc["fit_all_labeled"]["floor"] == pytest.approx(0.75 + 0.45 * 5011 / 11540)
+    assert voc["fit_max_images_500"]["ratio"] == pytest.approx(0.8 + 0.9 * 500 / 11540)
+    assert "fit_max_images_0" not in bench.voc_proportions(
+        t_full=30.0, t_backbone=13.5, t_fit=9.0, ratio=0.8, floor=0.75, labeled=10, pool=30,
+        fit_max_images=0)
+    table = [{"size": 100, "spearman_min": 0.985}, {"size": 208, "spearman_min": 0.9945},
+             {"size": 357, "spearman_min": 0.997}, {"size": 556, "spearman_min": 0.998}]
+    picks, default = bench.pick_default(table, 1000, [250, 500, 1000])
+    assert default == 500  # 250 meets 0.99 (at 208) but not with half the images (at 100)
+    assert [p["meets_target"] for p in picks] == [True, True, True]
+    assert [p["meets_target_with_half_the_images"] for p in picks] == [False, True, True]
+    assert picks[2]["measured_size_used"] == 357  # 555.4 is read at or below: conservative
+    assert bench.pick_default(table[:1], 1000, [250])[1] == 0  # nothing meets: fit on all
