@@ -294,7 +294,7 @@ class ImageScorer:
         if masks is None:
             masks = []
             for flat in self._flat_masks:
-                flat = flat.to(device).contiguous()
+                flat = to_device(flat.contiguous(), device)
                 masks.append((flat, _as_words(flat)))
             cache[device] = masks
         return masks
