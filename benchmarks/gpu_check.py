@@ -190,9 +190,9 @@ def make_train_timer(budget_s, skip_iters):
     return TrainTimer()
 
 
-def count_syncs_per_batch(scorer, batches):
-    """Host syncs per batch of a scorer pass on batches already on the GPU (CUDA sync debug
-    mode warns at each one). Only meaningful on CUDA."""
+def count_syncs(scorer, batches):
+    """Host syncs of a scorer pass on batches already on the GPU (CUDA sync debug mode warns
+    at each one). Only meaningful on CUDA."""
     torch.cuda.synchronize()
     previous = torch.cuda.get_sync_debug_mode()
     with warnings.catch_warnings(record=True) as caught:
@@ -202,8 +202,15 @@ def count_syncs_per_batch(scorer, batches):
             scorer.score(batches)
         finally:
             torch.cuda.set_sync_debug_mode(previous)
-    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
-    return len(syncs) / max(len(batches), 1)
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
+def syncs_per_batch(scorer, batches):
+    """(syncs per extra batch, syncs per pass at 0 batches): from passes of n/2 and n batches."""
+    half = max(1, len(batches) // 2)
+    few, many = count_syncs(scorer, batches[:half]), count_syncs(scorer, batches)
+    per_batch = (many - few) / max(len(batches) - half, 1)
+    return per_batch, few - per_batch * half
 
 
 def time_selections(cfg, model, labeled, pool, seed, clock):
@@ -265,7 +272,7 @@ def time_selections(cfg, model, labeled, pool, seed, clock):
             device_batches.append(ImageBatch(images.tensor, valid_sizes=[
                 tuple(s) for s in images.image_sizes]))
         with inference_autocast(cfg, model):
-            syncs = count_syncs_per_batch(scorer, device_batches)
+            syncs = syncs_per_batch(scorer, device_batches)
 
     n_pool, k = len(pool), len(chosen)
     ratio = (t_score + t_pseudo) / t_full
@@ -300,7 +307,8 @@ def time_selections(cfg, model, labeled, pool, seed, clock):
         "at_voc_proportions": voc_proportions(
             t_full=t_full, t_backbone=t_backbone, t_fit=t_fit, ratio=ratio, floor=floor,
             labeled=len(fit_dicts), pool=n_pool, fit_max_images=settings.FIT_MAX_IMAGES),
-        "host_syncs_per_scored_batch": syncs,
+        "host_syncs_per_scored_batch": syncs[0] if syncs else None,
+        "host_syncs_per_score_pass_fixed": syncs[1] if syncs else None,
         "pseudo_precision_of_selection": precision or None,
     }
 
@@ -435,7 +443,7 @@ def main(argv=None):
             "wall_seconds_incl_round_and_eval": time.perf_counter() - t_train}
         report_path = os.path.join(work, "report.json")
         report = json.load(open(report_path)) if os.path.isfile(report_path) else {}
-        result["ap50_before"] = ap50_of(report.get("eval_before")) if report else None
+        result["ap50_before"] = ap50_of(trainer.image_score_hook.eval_before)
         result["ap50_after"] = ap50_of(report.get("eval_after")) if report else (
             ap50_of(result.get("eval_at_stop")))
         rounds = report.get("rounds") or []
