@@ -38,9 +38,9 @@ the pool, ``labeled`` for the mask); ``--data synthetic`` uses the synthetic set
 The model is the paper's VGG16 Faster R-CNN (full width, random weights: timing does not
 depend on the weights, as the number of proposals per image is fixed by
 POST_NMS_TOPK_TEST); ``--config configs/faster_rcnn_R_50_C4_voc07.yaml`` times Detectron2's
-R50-C4 instead. Budget: the defaults take about 4 minutes on 2 quiet CPU cores (1 thread);
-``--fit-subsample`` with its defaults (VGG16 at 1/4 width, 320 px, 1,000 labeled and 500
-pool photos) about 5 minutes.
+R50-C4 instead. Budget: the defaults took 8.5 minutes on 2 CPU cores shared with other jobs
+(1 thread, load ~7); ``--fit-subsample`` with its defaults (VGG16 at 1/4 width, 320 px, 1,000
+labeled and 500 pool photos) 10 minutes there.
 
     .venv/bin/python benchmarks/bench_selection.py                       # real data, VGG16
     .venv/bin/python benchmarks/bench_selection.py --pool 8 --labeled 4 --size 160   # smoke
