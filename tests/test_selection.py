@@ -73,6 +73,13 @@ def test_image_scores_equal_direct_scorer_use(tiny_cfg, tiny_voc):
     assert scores.shape == (len(pool),) and np.all(scores <= 0)
 
     mapper = DatasetMapper(cfg, is_train=False)
+    # BATCH_SIZE > 1 batches images in order of their test-time size (engine/batching.py)
+    from imagescore_det.engine.batching import size_order
+
+    labeled = [labeled[i] for i in size_order(cfg, labeled)]
+    pool_order = size_order(cfg, pool)
+    scores = scores[pool_order]
+    pool = [pool[i] for i in pool_order]
 
     def batches(dicts, bs):
         for i in range(0, len(dicts), bs):

@@ -128,6 +128,13 @@ def check_config(cfg, where="the config"):
                           "set SOLVER.REFERENCE_WORLD_SIZE 0 to turn off automatic scaling.")
     if settings.REFRESH_PERIOD < 0:
         raise ConfigError(f"IMAGE_SCORE.REFRESH_PERIOD must be >= 0 in {where}.")
+    if settings.FIT_MAX_IMAGES < 0:
+        raise ConfigError(f"IMAGE_SCORE.FIT_MAX_IMAGES is {settings.FIT_MAX_IMAGES} in {where}; "
+                          "use 0 to fit the mask on every labeled image, or N > 0 for a seeded "
+                          "subsample of N of them.")
+    if settings.BATCH_SIZE < 1:
+        raise ConfigError(f"IMAGE_SCORE.BATCH_SIZE is {settings.BATCH_SIZE} in {where}; it is "
+                          "the number of images per forward pass and must be >= 1.")
     if len(settings.GRID) not in (0, 2):
         raise ConfigError(f"IMAGE_SCORE.GRID must be (h, w) or () in {where}.")
     check_class_count(cfg, where)

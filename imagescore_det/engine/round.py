@@ -256,8 +256,9 @@ def summarize(result, cfg, thing_classes, fingerprint, fingerprint_items=None):
         rows = [row for row, kept in zip(result.quality, result.trained) if kept]
         overall = precision_of(rows)
         manifest.pseudo_precision, manifest.pseudo_recall = overall["precision"], overall["recall"]
-        manifest.precision_by_score_bin = precision_by_score_bin(
-            trained_scores, [row[0] for row in rows], [row[1] for row in rows])
+        if rows:  # none kept (every selected image below MIN_BOXES_PER_IMAGE): no bins
+            manifest.precision_by_score_bin = precision_by_score_bin(
+                trained_scores, [row[0] for row in rows], [row[1] for row in rows])
     if result.pool_analysis is not None:
         for key, value in result.pool_analysis.items():
             setattr(manifest, key, value)

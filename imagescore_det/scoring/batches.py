@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .kernels import _pool_matrix
+from .kernels import _pool_matrix, to_device
 
 __all__ = ["ImageBatch", "BatchContext", "valid_crop", "checked_grid", "flatten_layer_output"]
 
@@ -149,6 +149,15 @@ class BatchContext:
             self._crop_cache[key] = crops
         return crops
 
+    def labels_on(self, device) -> torch.Tensor:
+        """The batch's labels on ``device``, copied there once per batch (not per layer)."""
+        key = ("labels", str(device))
+        labels = self._crop_cache.get(key)
+        if labels is None:
+            labels = to_device(self.labels, device)
+            self._crop_cache[key] = labels
+        return labels
+
     def pool_matrices(self, map_h, map_w, grid_h, grid_w, dtype, device):
         """Per-image crop+pool matrices ``(N|1, grid_h, map_h)``, ``(N|1, map_w, grid_w)``."""
         key = (map_h, map_w, grid_h, grid_w, dtype, device)
@@ -159,7 +168,8 @@ class BatchContext:
                 crops = crops[:1]  # broadcast one pair over the batch
             rows = torch.stack([_pool_matrix(crop_h, map_h, grid_h) for crop_h, _ in crops])
             cols = torch.stack([_pool_matrix(crop_w, map_w, grid_w).t() for _, crop_w in crops])
-            matrices = (rows.to(device=device, dtype=dtype), cols.to(device=device, dtype=dtype))
+            matrices = (to_device(rows.to(dtype=dtype), device),
+                        to_device(cols.to(dtype=dtype), device))
             self._crop_cache[key] = matrices
         return matrices
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["_as_words", "_count_words", "_word_chunk", "_pool_matrix", "_float32_at_least",
-           "mask_counts"]
+           "mask_counts", "to_device"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,3 +77,17 @@ def _float32_at_least(threshold: float) -> float:
     if float(threshold32) < threshold:
         threshold32 = torch.nextafter(threshold32, torch.tensor(math.inf, dtype=torch.float32))
     return float(threshold32)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor.to(device)`` without a host sync when a small CPU tensor goes to a GPU.
+
+    A plain copy from pageable host memory to a CUDA device waits for every kernel queued
+    before it, so one in a forward hook stalls the host once per layer. From pinned memory
+    with ``non_blocking=True`` the copy is queued like a kernel (PyTorch's pinned-memory
+    allocator keeps the buffer alive until the copy has run). Other devices: ``.to``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

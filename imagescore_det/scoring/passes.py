@@ -1,6 +1,8 @@
 """One pass of a model over batches, with forward hooks that hand each layer's output on."""
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import torch
@@ -43,6 +45,15 @@ def _check_shape(phase: str, name: str, per_image, fitted, grid, spatial: bool) 
         f"ImageScorer.{phase}: layer {name!r} gives per-image shape {per_image} "
         f"but the scorer was fitted with {fitted}." + hint
     )
+
+
+def _no_autocast(device_type: str):
+    """A context that turns autocast off on ``device_type`` if it is on (else does nothing)."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except (TypeError, RuntimeError):  # a device type autocast does not know
+        enabled = False
+    return torch.autocast(device_type, enabled=False) if enabled else contextlib.nullcontext()
 
 
 def run_pass(
@@ -90,16 +101,24 @@ def run_pass(
             output = _checked_output(name, ctx, output)
             if output.shape[0] == 0:
                 return None
-            activations = flatten_layer_output(output, ctx, grid, name)
-            spatial = output.dim() == 4
-            per_image = tuple(activations.shape[1:]) if not spatial else (
-                (output.shape[1],) + (tuple(grid) if grid is not None else tuple(output.shape[2:])))
-            if shapes is not None:
-                _check_shape(phase, name, per_image, shapes[idx], grid, spatial)
-            on_layer(idx, activations, ctx, per_image)
+            # Under torch.autocast (SOLVER.AMP.ENABLED) the model's own ops run in half
+            # precision, but the scorer's must not: the crop+pool matmuls would round the
+            # pooled maps to bf16/fp16. Half activations are widened exactly to float32 in
+            # flatten_layer_output and everything after runs in float32/float64.
+            with _no_autocast(output.device.type):
+                _on_output(idx, name, output)
             return None
 
         return hook
+
+    def _on_output(idx: int, name: str, output: torch.Tensor) -> None:
+        activations = flatten_layer_output(output, ctx, grid, name)
+        spatial = output.dim() == 4
+        per_image = tuple(activations.shape[1:]) if not spatial else (
+            (output.shape[1],) + (tuple(grid) if grid is not None else tuple(output.shape[2:])))
+        if shapes is not None:
+            _check_shape(phase, name, per_image, shapes[idx], grid, spatial)
+        on_layer(idx, activations, ctx, per_image)
 
     saved_training = [(module, module.training) for module in model.modules()]
     saved_grad = [(param, param.requires_grad) for param in model.parameters()]

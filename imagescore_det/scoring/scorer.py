@@ -33,7 +33,7 @@ from torch import nn
 from . import persistence
 from .batches import ImageBatch, checked_grid
 from .diagnostics import empty_mask_messages, explain_table, skipped_layer_names
-from .kernels import _as_words, _float32_at_least, mask_counts
+from .kernels import _as_words, _float32_at_least, mask_counts, to_device
 from .layers import LayerSpec, resolve_layers
 from .passes import run_pass
 from .persistence import FORMAT_NAME, FORMAT_VERSION
@@ -141,6 +141,7 @@ class ImageScorer:
         shapes: List[Optional[Tuple[int, ...]]] = [None] * num_layers
         counts = torch.zeros(num_groups, dtype=torch.float64)
         per_class = self.num_classes is not None
+        nonfinite: List[Optional[torch.Tensor]] = [None] * num_layers  # this batch, on device
 
         def on_layer(idx, activations, ctx, per_image):
             if sums[idx] is None:
@@ -153,18 +154,19 @@ class ImageScorer:
                     f"{per_image} but earlier batches gave {shapes[idx]}; grid=None requires all "
                     "images to have equal shapes; pass grid=(h, w) to pool maps to a fixed grid"
                 )
+            # non-finite values are flagged on the device and checked once per batch (a
+            # bool() here would wait for the device at every layer)
             if per_class:
                 as_float64 = activations.to(torch.float64)
-                if not bool(torch.isfinite(as_float64.sum())):
-                    self._raise_nonfinite(idx, activations)
-                sums[idx].index_add_(0, ctx.labels.to(activations.device), as_float64)
+                nonfinite[idx] = ~torch.isfinite(as_float64.sum())
+                sums[idx].index_add_(0, ctx.labels_on(activations.device), as_float64)
             else:
                 batch_sum = activations.sum(0, dtype=torch.float64)
-                if not bool(torch.isfinite(batch_sum).all()):
-                    self._raise_nonfinite(idx, activations)
+                nonfinite[idx] = ~torch.isfinite(batch_sum).all()
                 sums[idx][0] += batch_sum
 
         def on_batch(ctx):
+            self._check_finite(nonfinite)
             if per_class:
                 counts.index_add_(0, ctx.labels, torch.ones(ctx.num_images, dtype=torch.float64))
             else:
@@ -205,30 +207,36 @@ class ImageScorer:
         label_parts: List[torch.Tensor] = []
         batch_intersections: List[Optional[torch.Tensor]] = [None] * num_layers
         batch_sizes: List[Optional[torch.Tensor]] = [None] * num_layers
+        nonfinite: List[Optional[torch.Tensor]] = [None] * num_layers  # this batch, on device
+        device_thresholds: Dict[Any, torch.Tensor] = {}
 
         def on_layer(idx, activations, ctx, per_image):
-            # a finite sum means every value is finite; else check (the sum may just overflow)
-            finite = bool(torch.isfinite(activations.sum())) or bool(torch.isfinite(activations).all())
-            if not finite:
-                self._raise_nonfinite(idx, activations)
-            select = ctx.labels.to(activations.device) if per_class else 0
-            image_masks = activations >= self._image_threshold(idx, activations, select)  # M_{I,l}
+            # Nothing here reads a value back to the host: the non-finite flag stays on the
+            # device until on_batch, and the counts until the end of the pass. NaN propagates
+            # through amin/amax and an Inf is the min or the max, so both finite <=> all
+            # finite (no overflow, unlike a sum).
+            lowest, highest = torch.aminmax(activations)
+            nonfinite[idx] = ~(torch.isfinite(lowest) & torch.isfinite(highest))
+            select = ctx.labels_on(activations.device) if per_class else 0
+            threshold = self._image_threshold(idx, activations, select, device_thresholds)
+            image_masks = activations >= threshold  # M_{I,l}
             flat_dataset_masks, dataset_words = self._masks_on(
                 activations.device, device_masks)[idx]
             batch_sizes[idx], batch_intersections[idx] = mask_counts(
                 image_masks, flat_dataset_masks, dataset_words, select)
 
         def on_batch(ctx):
-            intersection_parts.append(torch.stack([t.cpu() for t in batch_intersections], 1))
-            size_parts.append(torch.stack([t.cpu() for t in batch_sizes], 1))
+            self._check_finite(nonfinite)  # the one host read of the batch
+            intersection_parts.append(torch.stack(batch_intersections, 1))
+            size_parts.append(torch.stack(batch_sizes, 1))
             if per_class:
                 self._check_predicted_classes(ctx.labels)
                 label_parts.append(ctx.labels)
 
         self._run_pass(batches, "score", on_layer, on_batch, need_labels=per_class,
                        shapes=self.layer_shapes)
-        intersection = torch.cat(intersection_parts).to(torch.float64)
-        image_mask_size = torch.cat(size_parts).to(torch.float64)
+        intersection = torch.cat(intersection_parts).cpu().to(torch.float64)
+        image_mask_size = torch.cat(size_parts).cpu().to(torch.float64)
         if per_class:
             labels = torch.cat(label_parts)
             dataset_mask_size = self._mask_sizes[labels].to(torch.float64)
@@ -256,21 +264,29 @@ class ImageScorer:
         return explain_table(details, index)
 
     # ------------------------------------------------------------------ score helpers
-    def _image_threshold(self, idx: int, activations: torch.Tensor, select):
+    def _image_threshold(self, idx: int, activations: torch.Tensor, select,
+                         cache: Dict[Any, torch.Tensor]):
         """``t_l`` to compare ``activations`` with: exact in their dtype (see _float32_at_least).
 
-        Per class: a (n, 1) tensor, the threshold of each image's class; else a float.
+        Activations reach here as float32 or float64 (half precision is widened exactly in
+        ``flatten_layer_output``), so under autocast the comparison is the same float64
+        comparison as without it. Per class: a (n, 1) tensor, the threshold of each image's
+        class (the (K, L) table goes to the device once per pass, in ``cache``); else a float.
         """
         if self.num_classes is None:
             if activations.dtype == torch.float32:
                 return self._thresholds_f32[idx][0]
             return float(self.thresholds[0, idx])
-        if activations.dtype == torch.float64:
-            class_thresholds = self.thresholds[:, idx].to(activations.device).nan_to_num(nan=math.inf)
-        else:
-            class_thresholds = torch.tensor(self._thresholds_f32[idx], dtype=activations.dtype,
-                                            device=activations.device)
-        return class_thresholds[select].unsqueeze(1)
+        key = (activations.dtype, activations.device)
+        table = cache.get(key)
+        if table is None:
+            if activations.dtype == torch.float64:
+                table = self.thresholds.nan_to_num(nan=math.inf)
+            else:  # [L][K] -> (K, L)
+                table = torch.tensor(self._thresholds_f32, dtype=activations.dtype).t()
+            table = to_device(table.contiguous(), activations.device)
+            cache[key] = table
+        return table[:, idx][select].unsqueeze(1)
 
     def _masks_on(self, device, cache: Dict[Any, Any]) -> List[Tuple[torch.Tensor, Any]]:
         """Per layer, the flat dataset masks on ``device`` and their int64-word view (cached)."""
@@ -278,7 +294,7 @@ class ImageScorer:
         if masks is None:
             masks = []
             for flat in self._flat_masks:
-                flat = flat.to(device).contiguous()
+                flat = to_device(flat.contiguous(), device)
                 masks.append((flat, _as_words(flat)))
             cache[device] = masks
         return masks
@@ -297,12 +313,22 @@ class ImageScorer:
                         grid=self.grid, num_classes=self.num_classes, need_labels=need_labels,
                         shapes=shapes)
 
-    def _raise_nonfinite(self, idx: int, activations: torch.Tensor) -> None:
-        bad = (~torch.isfinite(activations)).sum().item()
-        raise FloatingPointError(
-            f"ImageScorer: layer {self.layer_names[idx]!r} produced {bad} non-finite (NaN/Inf) "
-            "activation value(s); check the model weights and inputs"
-        )
+    def _check_finite(self, nonfinite: List[Optional[torch.Tensor]]) -> None:
+        """Raise if a layer flagged non-finite values in this batch; one host read for all
+        layers. Resets the flags for the next batch."""
+        flagged = [(idx, flag) for idx, flag in enumerate(nonfinite) if flag is not None]
+        for idx in range(len(nonfinite)):
+            nonfinite[idx] = None
+        if not flagged:
+            return
+        values = torch.stack([flag.to(flagged[0][1].device) for _, flag in flagged]).cpu()
+        if bool(values.any()):
+            first = flagged[int(values.nonzero()[0, 0])][0]
+            raise FloatingPointError(
+                f"ImageScorer: layer {self.layer_names[first]!r} produced non-finite (NaN/Inf) "
+                "activation value(s) in this batch; check the model weights and inputs (under "
+                "SOLVER.AMP.ENABLED, float16 can overflow where float32 does not)"
+            )
 
     # ------------------------------------------------------------------ state
     def _reset_fit(self) -> None:
