@@ -517,7 +517,8 @@ def plot_fit_subsamples(path, table, picks, labeled_count, title):
     ax = axes[1]
     per_layer = np.asarray([row["jaccard_mean_per_layer"] for row in table])
     for layer in range(per_layer.shape[1]):
-        ax.plot(sizes, per_layer[:, layer], lw=0.8, color=plt.cm.viridis(layer / per_layer.shape[1]))
+        ax.plot(sizes, per_layer[:, layer], lw=0.8,
+                color=plt.cm.viridis(layer / per_layer.shape[1]))
     ax.plot(sizes, [row["jaccard_mean"] for row in table], "k-o", label="mean over layers")
     ax.set_xscale("log")
     ax.set_xlabel("fit subsample size")

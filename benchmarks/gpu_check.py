@@ -282,7 +282,8 @@ def time_selections(cfg, model, labeled, pool, seed, clock):
         from imagescore_det.engine.round import quality_rows
         from imagescore_det.evaluation.pseudo_labels import precision_of
 
-        for name, indices, preds in (("softmax", softmax_top, [predictions[i] for i in softmax_top]),
+        softmax_preds = [predictions[i] for i in softmax_top]
+        for name, indices, preds in (("softmax", softmax_top, softmax_preds),
                                      ("image_score", chosen, pseudo)):
             precision[name] = precision_of(quality_rows(preds, [pool[i] for i in indices],
                                                         settings))["precision"]

@@ -104,9 +104,16 @@ def _reference_scores(cfg, model, labeled, pool):
     scorer = ImageScorer(model.backbone, layers=layers_from_cfg(cfg, model.backbone),
                          similarity=s.SIMILARITY, threshold_ratio=s.THRESHOLD_RATIO,
                          grid=tuple(s.GRID))
+    # BATCH_SIZE > 1 batches images in order of their test-time size (engine/batching.py)
+    from imagescore_det.engine.batching import size_order
+
+    labeled = [labeled[i] for i in size_order(cfg, labeled)]
+    pool_order = size_order(cfg, pool)
     with torch.no_grad():
         scorer.fit(batches(labeled))
-        return scorer.score(batches(pool)).numpy(), scorer
+        scores = np.empty(len(pool))
+        scores[pool_order] = scorer.score(batches([pool[i] for i in pool_order])).numpy()
+        return scores, scorer
 
 
 def _read_csv(path):
