@@ -133,10 +133,6 @@ class ImageScoreHook(HookBase):
               and self.trainer.start_iter <= iteration):
             with preserved_rng():
                 self._eval_before()  # SELECTOR none: the same "before" point, no pseudo-labels
-            # ... and a fresh labeled loader built from the RNG state of this point, as the
-            # paired supervised-only copy (engine/paired.py) builds it: the two are one run
-            with preserved_rng():
-                self._activate_labeled_only()
         if (self.cfg.IMAGE_SCORE.PAIRED_BASELINE and iteration == self.cfg.IMAGE_SCORE.START_ITER
                 and self.trainer.start_iter <= iteration):
             save_round_checkpoint(self.trainer)  # RNGs restored: their state at the round
@@ -200,10 +196,6 @@ class ImageScoreHook(HookBase):
         cfg.freeze()
         logger.info("Training from now on on %s (%d pseudo-labeled images)",
                     cfg.DATASETS.TRAIN, len(pseudo))
-        self.trainer._trainer.reset_data_loader(lambda: self._build_train_loader(cfg))
-
-    def _activate_labeled_only(self):
-        cfg = self.cfg.clone()
         self.trainer._trainer.reset_data_loader(lambda: self._build_train_loader(cfg))
 
     def _put_scalars(self, manifest):

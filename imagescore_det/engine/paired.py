@@ -8,14 +8,17 @@ is the pseudo-labels' effect, with a paired bootstrap interval over the test ima
 * At ``IMAGE_SCORE.START_ITER`` (before the step, after the round or the "before"
   evaluation, when the global RNGs are back to their state at the round) the hook calls
   :func:`save_round_checkpoint`: ``OUTPUT_DIR/model_round1.pth`` holds the model, optimizer,
-  LR scheduler and iteration, exactly what the periodic checkpointer writes after iteration
-  ``START_ITER - 1``, plus every rank's RNG states.
+  LR scheduler, the hooks' state (the replay seed) and iteration, exactly what the periodic
+  checkpointer writes after iteration ``START_ITER - 1``, plus every rank's RNG states.
 * After training, :func:`run_paired_baseline` builds a second trainer in the same process
   with ``IMAGE_SCORE.SELECTOR none`` and ``OUTPUT_DIR/paired_supervised/``, loads that
-  checkpoint, restores the RNG states and trains to ``MAX_ITER``. At ``START_ITER`` a
-  ``none`` run builds a fresh labeled-only loader from the RNG state of that moment (the
-  hook does it for every ``none`` run), so a main run with ``SELECTOR none`` and its paired
-  copy are the same computation and end with the same AP (tested).
+  checkpoint, restores the RNG states and trains to ``MAX_ITER``.
+* The random stream: the replay hook (``engine/resume.py``) re-seeds every generator from
+  (data seed, ``START_ITER``) and rebuilds the training loader at the round in every run
+  (``SELECTOR none`` too: the trainer makes ``START_ITER`` one of its points) and at the
+  copy's first iteration. So the copy and the main run draw the same numbers after the
+  round, and the copy of any run is the ``none`` run of the same config: it ends with the
+  same weights and AP (tested, bit for bit).
 * ``paired_supervised/paired_result.json`` (written last) marks the copy finished: a
   ``--resume`` does not repeat it. A copy killed part-way resumes from its own checkpoints.
 * :func:`report_section` compares the two runs' saved detections

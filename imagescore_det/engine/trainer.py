@@ -102,8 +102,12 @@ class Trainer(DefaultTrainer):
                 evaluate=lambda: self.test(self.cfg, self.model))
             ret.insert(0, self.image_score_hook)
         # after the round's hook: a resumed run replays this one from every resume point
-        ret.insert(1 if self.image_score_hook else 0,
-                   ReplayHook(self, self.cfg, round_iterations(self.cfg)))
+        points = round_iterations(self.cfg)
+        if self.image_score_hook is not None and not points:
+            # SELECTOR none re-seeds where a round would be, as every run's paired
+            # supervised-only copy does at its start (engine/paired.py): the same run
+            points = [self.cfg.IMAGE_SCORE.START_ITER]
+        ret.insert(1 if self.image_score_hook else 0, ReplayHook(self, self.cfg, points))
         return ret
 
     @staticmethod
