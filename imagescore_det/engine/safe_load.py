@@ -148,9 +148,13 @@ def _fix(path, resuming):
     directory = os.path.dirname(os.path.abspath(path))
     if not resuming:
         return f"Point MODEL.WEIGHTS at a good checkpoint instead of {path}."
-    others = [name for name in checkpoints_in(directory) if name != os.path.basename(path)]
+    names = checkpoints_in(directory)
+    broken = os.path.basename(path)
+    others = [name for name in names if name != broken]
+    older = names[:names.index(broken)] if broken in names else []
     if others:
-        return (f"Delete {path} and write the previous checkpoint's name ({others[-1]}) into "
+        which = "the previous checkpoint's" if older else "another checkpoint's"
+        return (f"Delete {path} and write {which} name ({(older or others)[-1]}) into "
                 f"{os.path.join(directory, LAST_CHECKPOINT)} to resume from it, or delete "
                 f"{LAST_CHECKPOINT} to start over.")
     return (f"Delete {path} and {os.path.join(directory, LAST_CHECKPOINT)} to start this "
