@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -583,3 +584,41 @@ def test_train_net_on_two_ranks_skips_alike_and_stops_alike(clean_voc, tmp_path)
         digests[rank] = re.findall(rf"Rank {rank} selection digest (\w+)", text)
         assert "Round 1 skipped 4 pool image(s)" in text, name
     assert len(digests[0]) == 1 and digests[0] == digests[1]
+
+
+def test_every_pool_image_skipped_is_an_error_and_roles_are_strictest():
+    from imagescore_det.engine.bad_images import BadImageError, drop_skipped
+    from imagescore_det.engine.data_checks import classify, config_datasets
+    from imagescore_det.engine.selectors import Ranking
+    from imagescore_det.data.checks import Finding
+
+    pool = [{"image_id": "a", "file_name": "/x/a.jpg"}, {"image_id": "b", "file_name": "/x/b.jpg"}]
+    records = []
+    kept, ranking = drop_skipped(pool, Ranking(np.array([0.5, 0.2])), {0: "empty_image: 0 bytes"},
+                                 records, "data check")
+    assert kept == pool[1:] and ranking.scores.tolist() == [0.2]
+    assert records == [{"image_id": "a", "file_name": "/x/a.jpg", "phase": "data check",
+                        "reason": "empty_image: 0 bytes"}]
+    with pytest.raises(BadImageError, match="Every one of the 2 images .* /x/a.jpg: r0"):
+        drop_skipped(pool, None, {0: "r0", 1: "r1"}, [], "score")
+
+    class Cfg:  # the keys config_datasets reads
+        class DATASETS:
+            TRAIN, TEST = ("lab",), ("test",)
+
+        class IMAGE_SCORE:
+            ENABLED, SELECTOR, LABELED_DATASETS = True, "image_score", ()
+            UNLABELED_DATASETS = ("pool", "lab")
+
+    assert config_datasets(Cfg) == [("lab", "labeled", "DATASETS.TRAIN, "
+                                     "IMAGE_SCORE.UNLABELED_DATASETS"),
+                                    ("pool", "unlabeled", "IMAGE_SCORE.UNLABELED_DATASETS"),
+                                    ("test", "test", "DATASETS.TEST")]
+    image, box, xml = (Finding("empty_image", "a", ""), Finding("degenerate_box", "a", ""),
+                       Finding("bad_annotation", "a", ""))
+    assert [classify(f, "unlabeled", "skip") for f in (image, box, xml)] == [
+        "skip", "warning", "error"]
+    assert [classify(f, "unlabeled", "error") for f in (image, box, xml)] == [
+        "error", "warning", "error"]
+    assert {classify(f, role, "skip") for f in (image, box, xml) for role in ("labeled", "test")} \
+        == {"error"}
