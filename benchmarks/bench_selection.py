@@ -367,7 +367,7 @@ def measure_fit_subsamples(cfg, model, labeled, pool, sizes, seeds):
     def on_fit_layer(idx, activations, ctx, per_image):
         # batch 1: this image's float64 map added to every variant that holds it, as
         # ImageScorer.fit adds it to its one sum (same order, same float64 additions)
-        image = seen[-1]  # the labeled index of this batch's one image
+        image = seen[-1][0]  # the labeled index of this batch's one image
         as_float64 = activations.sum(0, dtype=torch.float64)
         if sums[idx] is None:
             sums[idx] = torch.zeros((len(variants), as_float64.numel()), dtype=torch.float64)
@@ -413,7 +413,7 @@ def measure_fit_subsamples(cfg, model, labeled, pool, sizes, seeds):
     image_mask_size = torch.stack([torch.stack(rows) for rows in size_rows], 2).double()
     mask_sizes = torch.stack([m.sum(1) for m in masks], 1).double()  # (V, L)
     scores = {}
-    in_pool_order = np.argsort(np.asarray(order))
+    in_pool_order = np.argsort(np.asarray([i for batch in order for i in batch]))
     for v, name in enumerate(variants):
         _, _, per_image = overlap_scores(intersection[:, v], image_mask_size[:, v],
                                          mask_sizes[v].expand_as(intersection[:, v]).clone(),

@@ -103,9 +103,11 @@ def _all_reduce_sum(t):
         t.copy_(buf.to(t.device))
 
 
-def _backbone_batches(model, loader, sink, desc, failures):
-    """ImageBatches of the readable images; ``sink`` gets each batch's pool indices,
-    ``failures`` the (pool index, reason) of the images that could not be read."""
+def _backbone_batches(model, loader, sink, desc, failures=None):
+    """ImageBatches of the readable images; ``sink`` gets each batch's list of pool indices,
+    ``failures`` the (pool index, reason) of the images that could not be read (None: they
+    are left out silently, for benchmarks only)."""
+    failures = [] if failures is None else failures
     for batch in _progress(loader, desc):
         batch = split_batch(batch, failures)
         if not batch:
