@@ -88,8 +88,8 @@ CATALOGUE = (
         description="(d) tools/score_images.py --selector softmax ignores BOX_SCORE_THRESH",
         # the tool runs the registered "softmax" selector
         file="imagescore_det/engine/selectors.py",
-        old="selection.softmax_confidence(predictions, ctx.cfg.IMAGE_SCORE.BOX_SCORE_THRESH)",
-        new="selection.softmax_confidence(predictions, 0.0)",
+        old="        ctx.cfg.IMAGE_SCORE.BOX_SCORE_THRESH)",
+        new="        0.0)",
         tests=(f"{KNOWN}::test_score_images_softmax_uses_box_score_thresh",),
     ),
     Mutation(
@@ -115,8 +115,8 @@ CATALOGUE = (
         id="image-mask-strict",
         description="image mask X >= t becomes X > t (activations at the threshold dropped)",
         file="imagescore_det/scoring/scorer.py",
-        old="image_masks = activations >= self._image_threshold(",
-        new="image_masks = activations > self._image_threshold(",
+        old="image_masks = activations >= threshold  # M_{I,l}",
+        new="image_masks = activations > threshold  # M_{I,l}",
         tests=(f"{KNOWN}::test_image_mask_includes_activations_at_the_threshold",
                "tests/test_scoring.py"),
     ),
