@@ -39,7 +39,7 @@ from detectron2.utils import comm
 
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, compare_files
 from ..evaluation.detections import detections_path
-from ..utils import atomic_write_json, atomic_write_text
+from ..utils import atomic_write_json, atomic_write_text, json_plain
 from .consistency import from_rank0
 
 logger = logging.getLogger(__name__)
@@ -214,23 +214,13 @@ def run_paired_baseline(main):
         "start_iteration": int(cfg.IMAGE_SCORE.START_ITER),
         "max_iter": int(cfg.SOLVER.MAX_ITER),
         "output_dir": directory,
-        "eval_after": _plain(getattr(paired, "_last_eval_results", None)),
+        "eval_after": json_plain(getattr(paired, "_last_eval_results", None)),
     }
     if comm.is_main_process():
         atomic_write_json(os.path.join(directory, RESULT_FILE), result)
     comm.synchronize()
     del paired
     return result
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        return obj.item()
-    return obj
 
 
 # --------------------------------------------------------------------------- the report

@@ -15,12 +15,12 @@ import importlib
 import os
 import pickle
 import re
-import tempfile
 
 import numpy as np
 import torch
 
-from ..faults import fault_point
+from ..utils import atomic_write
+
 
 FORMAT_KEY = "imagescore_checkpoint_format"
 FORMAT_VERSION = 1
@@ -197,16 +197,4 @@ def resume_path(save_dir):
 def atomic_torch_save(data, path):
     """``torch.save`` to a temporary file in the same folder, then rename: a kill while
     saving leaves the previous checkpoint and a ``*.tmp`` file, never a truncated ``.pth``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        fault_point("replace:" + os.path.basename(path))  # test-only (IMAGESCORE_FAULT)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(data, f))

@@ -12,7 +12,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..evaluation import PerClassVOCEvaluator, ap50_of
-from ..utils import atomic_write_json
+from ..utils import atomic_write_json, json_plain
 from .checkpoint import CheckedCheckpointer
 from .config_loading import check_config
 from .hook import ImageScoreHook, round_iterations
@@ -175,19 +175,8 @@ class Trainer(DefaultTrainer):
         if getattr(self, "paired_baseline", None):  # IMAGE_SCORE.PAIRED_BASELINE (paired.py)
             report["paired_baseline"] = paired.report_section(
                 self.cfg, self.paired_baseline, report["eval_before"], final_results)
-        atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), _plain(report))
+        atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), json_plain(report))
         _log_summary(report, getattr(self, "summary_title", "Image Score run summary:"))
-
-
-def _plain(obj):
-    """Results dicts hold numpy floats and OrderedDicts; make them JSON-plain."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        return obj.item()
-    return obj
 
 
 def _log_summary(report, title="Image Score run summary:"):
