@@ -239,7 +239,7 @@ def summarize(result, cfg, thing_classes, fingerprint, fingerprint_items=None):
         fingerprint=fingerprint, unlabeled_datasets=list(settings.UNLABELED_DATASETS),
         thing_classes=list(thing_classes), pool_size=len(result.pool),
         num_selected=int(len(result.chosen)),
-        num_backfilled=int(len(result.examined) - len(result.chosen)),
+        num_backfilled=len(set(result.examined.tolist()) - set(result.chosen.tolist())),
         num_dropped=int(len(result.examined) - len(trained)),
         num_pseudo_images=len(result.pseudo),
         num_background_images=int(sum(len(d["annotations"]) == 0 for d in result.pseudo)),
