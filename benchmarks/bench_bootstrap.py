@@ -14,7 +14,6 @@ Writes benchmarks/results/bench_bootstrap.json and prints a summary.
     python benchmarks/bench_bootstrap.py --images 100 --classes 4 --resamples 1000   # quickstart size
 """
 import argparse
-import json
 import os
 import platform
 import sys

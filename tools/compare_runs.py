@@ -15,7 +15,6 @@ AP50 and AP, the difference B - A with its 95% interval, the one-sided p-value (
 resamples in which B does not beat A, ties half: small p = B better), and the same per class.
 """
 import argparse
-import json
 import os
 import sys
 import time
