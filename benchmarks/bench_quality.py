@@ -9,7 +9,12 @@ sequence), on the synthetic dataset whose pool truth is known, then compares:
 * the share of the selection drawn from the pool's shifted domain,
 * with IMAGE_SCORE.ANALYZE_POOL, the precision the same pseudo-labelling rule gets on every
   pool image, by score decile: does a higher score mean better pseudo-labels?
-* VOC AP50 on the test split before the selection round and at the end.
+* VOC AP50 on the test split before the selection round and at the end;
+* each selector against supervised-only (``none``) of the same seed: the AP50 difference,
+  its 95% paired bootstrap interval over the test images and the one-sided p-value
+  (``imagescore_det.evaluation.bootstrap``, as ``tools/compare_runs.py``). The ``none`` run
+  is every selector's paired baseline (same checkpoint and random stream at the round, see
+  README "Quick start"), so the runs turn IMAGE_SCORE.PAIRED_BASELINE off and train once.
 
 Budget: about 4 x the quickstart's time (4 x 4-8 minutes on 2 CPU cores). Several seeds
 (``--seeds 0 1 2``) multiply it. A finished run is not repeated (its report.json is reused),
@@ -45,6 +50,8 @@ def run_one(selector, seed, out_dir, extra):
         cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
                CONFIG, "IMAGE_SCORE.SELECTOR", selector, "SEED", str(seed),
                "IMAGE_SCORE.ANALYZE_POOL", "True",
+               # the none run of the same seed is the paired baseline (compared below)
+               "IMAGE_SCORE.PAIRED_BASELINE", "False",
                "OUTPUT_DIR", out_dir, *extra]
         print(f"[{selector} seed {seed}] {' '.join(cmd)}", flush=True)
         with open(os.path.join(os.path.dirname(out_dir), f"{os.path.basename(out_dir)}.log"),
@@ -74,6 +81,22 @@ def summarize(report):
         if len(bins) >= 2 and bins[0]["precision"] is not None and bins[-1]["precision"] is not None:
             row["pool_precision_top_minus_bottom_decile"] = bins[-1]["precision"] - bins[0]["precision"]
     return row
+
+
+def versus_supervised(supervised_dir, run_dir):
+    """The paired bootstrap of a run against the none run of its seed (None when a run has
+    no per-image detections, e.g. a reused report from before they were saved)."""
+    from imagescore_det.evaluation.bootstrap import compare_files
+    from imagescore_det.evaluation.detections import DetectionsFileError, find_detections
+
+    try:
+        result = compare_files(find_detections(supervised_dir), find_detections(run_dir))
+    except DetectionsFileError as e:
+        print(f"  (no paired comparison for {run_dir}: {e})")
+        return None
+    return {"AP50_difference": result["AP50"]["difference"], "AP50_ci95": result["AP50"]["ci"],
+            "p_value": result["AP50"]["p_value"], "AP_difference": result["AP"]["difference"],
+            "AP_ci95": result["AP"]["ci"], "resamples": result["bootstrap"]["resamples"]}
 
 
 def mean_or_none(values):
@@ -122,6 +145,12 @@ def main():
         for sel in args.selectors:
             out = os.path.join(args.work_dir, f"{sel}_seed{seed}")
             runs.setdefault(sel, []).append(summarize(run_one(sel, seed, out, args.opts)))
+        if "none" in args.selectors:
+            for sel in args.selectors:
+                if sel != "none":
+                    runs[sel][-1]["vs_supervised"] = versus_supervised(
+                        os.path.join(args.work_dir, f"none_seed{seed}"),
+                        os.path.join(args.work_dir, f"{sel}_seed{seed}"))
     keys = ("ap50_before", "ap50_after", "precision", "recall", "pseudo_images",
             "shifted_share_of_selection", "shifted_share_of_pool", "selection_seconds",
             "pool_precision_selected", "pool_precision_rest",
@@ -146,6 +175,15 @@ def main():
               f"{fmt(row['shifted_share_of_selection'])} ({fmt(row['shifted_share_of_pool'])})"
               f"    {fmt(row['pool_precision_selected'])} / {fmt(row['pool_precision_rest'])}"
               f" / {fmt(row['pool_precision_top_minus_bottom_decile'])}")
+    print("\nagainst supervised-only of the same seed (AP50 difference, 95% paired bootstrap "
+          "interval over the test images, one-sided p that the selector is not better)")
+    for sel, rs in runs.items():
+        for seed, r in zip(args.seeds, rs):
+            v = r.get("vs_supervised")
+            if v:
+                print(f"{sel:<12} seed {seed}: {v['AP50_difference']:+6.2f} "
+                      f"[{v['AP50_ci95'][0]:+6.2f}, {v['AP50_ci95'][1]:+6.2f}]  p = "
+                      f"{v['p_value']:.3f}")
     print(f"wrote {args.output}")
 
 

@@ -84,12 +84,36 @@ def add_imagescore_config(cfg):
     # Every map is cropped to the image's valid (unpadded) region and average-pooled to this
     # grid so neurons line up across images of different sizes.
     _C.IMAGE_SCORE.GRID = (16, 16)
-    # Images per forward pass while fitting, scoring and pseudo-labeling. 1 (default) makes
-    # each image's score and pseudo-labels independent of its batch-mates and of how the
-    # pool is sharded across GPUs: in a batch, images are padded to the largest one, and
-    # the padding changes GroupNorm statistics and the activations near the image border.
-    # Larger is faster on GPUs, at the price of that (small) dependence.
+    # Images per forward pass while fitting, scoring and pseudo-labeling.
+    # 1 (default) is exact: no image is padded to a batch-mate's size (the VGG16 backbone
+    # has no size divisibility), so each image's score and pseudo-labels do not depend on
+    # its batch-mates or on how the pool is sharded across GPUs.
+    # > 1: the mask fit and the scoring batch images in order of their test-time size
+    # (engine/batching.py), so a batch is of one size wherever the data allows, and a batch
+    # of one size is exact too, for any backbone in eval mode (on the VOC pool at batch 4,
+    # 16% of images are still padded, by 0.5% of the pixels; pseudo-labeling batches in
+    # pool order, as Detectron2's inference does). A padded image differs:
+    #   * any backbone: the scorer crops the padding away, but activations within a
+    #     receptive field of the right/bottom border change (from the second conv on they
+    #     see the previous layer's output over the padding, not the conv's zero padding).
+    #     With BN / FrozenBN in eval mode (and plain convs) that is all: measured 4 vs 1 on
+    #     real photos at 160 px, Spearman 0.988 (0.952 without the size grouping);
+    #   * GroupNorm (and any norm with statistics over the spatial map) takes the padding
+    #     into each image's statistics, so every activation changes (median score change
+    #     ~20x BN's): keep 1 with MODEL.VGG.NORM "GN" (the synthetic configs);
+    #   * BN / SyncBN in train mode would mix statistics across images; the selection passes
+    #     run in eval mode, where BN, SyncBN and FrozenBN are a fixed per-channel affine.
+    # On a GPU, 4-16 with a BN / FrozenBN / plain backbone is the fast setting.
     _C.IMAGE_SCORE.BATCH_SIZE = 1
+    # Fit the dataset mask on at most this many labeled images: a seeded subsample (the
+    # same on every rank), kept in dataset order; 0 = every labeled image. The fit is a
+    # backbone pass over the labeled set, so at VOC's proportions (5,011 labeled : 11,540
+    # pool) fitting on all of it costs 0.43 of the pool's backbone pass. The default is
+    # chosen by benchmarks/bench_selection.py --fit-subsample (README "Results").
+    _C.IMAGE_SCORE.FIT_MAX_IMAGES = 500
+    # Seed of that subsample; -1 = the run's seed (SEED, or the one drawn on rank 0 when SEED
+    # is -1, recorded in each round's manifest). Every round uses the same subsample.
+    _C.IMAGE_SCORE.FIT_SEED = -1
     # Seed of the random selector; -1 = SEED, or when SEED is -1 too, a seed drawn once per
     # run on rank 0 (each round's manifest records the seed it used).
     _C.IMAGE_SCORE.SEED = -1
@@ -115,3 +139,13 @@ def add_imagescore_config(cfg):
     # Labeled and test data are always checked strictly: any problem stops before training.
     # `python tools/check_dataset.py` runs the same checks by hand (--deep decodes images).
     _C.IMAGE_SCORE.ON_BAD_IMAGE = "skip"
+    # Paired supervised-only baseline: do the pseudo-labels beat training longer on the
+    # labeled set? At START_ITER the full training state (model, optimizer, LR scheduler,
+    # iteration, every rank's RNG states) is saved as OUTPUT_DIR/model_round1.pth; after
+    # training, a copy with SELECTOR none continues from it for the same iterations with the
+    # same random stream into OUTPUT_DIR/paired_supervised/ and is evaluated. report.json
+    # ("paired_baseline") and the summary give AP50 before, with pseudo-labels, supervised
+    # only, and the difference with a 95% paired bootstrap interval over the test images.
+    # Cost: everything after START_ITER runs twice (off by default; on in the quickstart).
+    # A finished copy is not repeated on --resume. Needs ENABLED.
+    _C.IMAGE_SCORE.PAIRED_BASELINE = False

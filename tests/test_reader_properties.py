@@ -332,9 +332,16 @@ _finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 def pseudo_dicts(draw):
     dicts = []
     for k in range(draw(st.integers(0, 4))):
+        height, width = draw(st.integers(1, 5000)), draw(st.integers(1, 5000))
+
+        def box():  # XYXY_ABS inside the image, as predictions are
+            x1, x2 = sorted(draw(st.floats(0, width)) for _ in range(2))
+            y1, y2 = sorted(draw(st.floats(0, height)) for _ in range(2))
+            return [x1, y1, x2, y2]
+
         d = {"file_name": draw(st.text(min_size=1, max_size=20)), "image_id": str(k),
-             "height": draw(st.integers(1, 5000)), "width": draw(st.integers(1, 5000)),
-             "annotations": [{"bbox": [draw(_finite) for _ in range(4)], "bbox_mode": 0,
+             "height": height, "width": width,
+             "annotations": [{"bbox": box(), "bbox_mode": 0,
                               "category_id": draw(st.integers(0, 19)),
                               "score": draw(st.floats(0, 1))}
                              for _ in range(draw(st.integers(0, 3)))]}
@@ -443,23 +450,26 @@ def test_pseudo_reader_found_by_fuzzing(tmp_path):
     from imagescore_det.data.pseudo import load_pseudo_dataset
 
     path = str(tmp_path / "p.json")
+    image = '{"file_name": "a", "image_id": "a", "annotations": '
     cases = {
-        '{"format_version": 1}': "dataset_dicts is missing",  # was KeyError
-        '{"format_version": 1, "dataset_dicts": [1]}': r"dataset_dicts\[0\] is not an object",
+        '{"format_version": 1}': "'dataset_dicts' is missing",  # was KeyError
+        '{"format_version": 1, "dataset_dicts": [1]}': r"dataset_dicts\[0\] is a int",
         '{"format_version": 1, "dataset_dicts": [{"file_name": "a"}]}':  # was KeyError
-            r"dataset_dicts\[0\].annotations is missing",
-        '{"format_version": 1, "dataset_dicts": [{"file_name": "a", "annotations": '
+            r"dataset_dicts\[0\] \(a\) has no 'image_id'",
+        '{"format_version": 1, "dataset_dicts": [{"file_name": "a", "image_id": "a"}]}':
+            r"'annotations' is missing",  # was KeyError
+        '{"format_version": 1, "dataset_dicts": [' + image +
         '[{"bbox": [0, 0, 1, 1], "bbox_mode": 9, "category_id": 0}]}]}':  # was ValueError
-            r"annotations\[0\].bbox_mode is 9",
-        '{"format_version": 1, "dataset_dicts": [{"file_name": "a", "annotations": '
+            r"annotation 0: bbox_mode 9 is not a Detectron2 BoxMode",
+        '{"format_version": 1, "dataset_dicts": [' + image +
         '[{"bbox": [0, NaN, 1, 1], "bbox_mode": 0, "category_id": 0}]}]}':  # was accepted
-            r"annotations\[0\].bbox is \[0, nan, 1, 1\]",
-        '{"format_version": 1, "dataset_dicts": [{"file_name": "a", "annotations": '
+            r"bbox \[0, nan, 1, 1\] holds something other than finite numbers",
+        '{"format_version": 1, "dataset_dicts": [' + image +
         '[{"bbox": [0, 0, 1, 1e999999], "bbox_mode": 0, "category_id": 0}]}]}':  # inf
-            r"annotations\[0\].bbox is \[0, 0, 1, inf\]",
-        '{"format_version": 1, "dataset_dicts": [{"file_name": "a", "annotations": '
+            r"bbox \[0, 0, 1, inf\] holds something other than finite numbers",
+        '{"format_version": 1, "dataset_dicts": [' + image +
         '[{"bbox": [0, 0, 1, 1' + "0" * 400 + '], "bbox_mode": 0, "category_id": 0}]}]}':
-            r"annotations\[0\].bbox is \[0, 0, 1, 1000",  # was OverflowError
+            r"bbox \[0, 0, 1, 1000.* holds something other than finite",  # was OverflowError
         '{"format_version": 1, "dataset_dicts": ' + "[" * 100_000 + "]" * 100_000 + "}":
             "Cannot read",  # was RecursionError
     }

@@ -256,3 +256,16 @@ def test_checkpoint_policy_strict_and_lenient(tmp_path, caplog):
     torch.save({"model": {"foo": torch.zeros(1)}}, nothing)
     with pytest.raises(CheckpointMismatchError, match="none of its tensors"):
         CheckedCheckpointer(_Net()).load(str(nothing))
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    from imagescore_det.utils import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(str(tmp_path / "a.json"), "{}")
+        plain = tmp_path / "b.json"
+        plain.write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644

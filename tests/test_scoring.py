@@ -257,14 +257,53 @@ def test_spatial_hand_computed_with_padding_crop():
     assert scorer.score([y]).tolist() == [pytest.approx(FLOOR)]
 
 
-def test_crop_rounds_up_per_feature_map():
-    """valid region = ceil(h*hf/H) x ceil(w*wf/W); input_size overrides inputs.shape."""
+def powers_of_two_map(rows, cols, copies=1):
+    """(copies, 1, rows, cols) map, entry (r, c) = 2**(cols*r + c): every crop has its own mean."""
+    one = (2.0 ** torch.arange(rows * cols, dtype=torch.float64)).reshape(1, 1, rows, cols)
+    return one.repeat(copies, 1, 1, 1)
+
+
+@pytest.mark.parametrize("map_size,input_size,valid_sizes,crop_mean", [
+    # 3x3 map of an 8x8 input, valid 5x5: ceil(5*3/8) = 2 rows and cols (floor: 1, no crop: 3);
+    # crop [[1, 2], [8, 16]]
+    ((3, 3), (8, 8), [(5, 5)], 27 / 4),
+    # 3x4 map of a 6x8 input, valid 5x3: ceil(5*3/6) = 3 rows (floor 2), ceil(3*4/8) = 2 cols
+    # (floor 1); crop: columns 0-1 of [[1 .. 8], [16 .. 128], [256 .. 2048]]
+    ((3, 4), (6, 8), [(5, 3)], (1 + 2 + 16 + 32 + 256 + 512) / 6),
+    # per image in one batch: (5, 3) as above, and (4, 7): ceil(4*3/6) = 2 rows, ceil(7*4/8) = 4
+    # cols (floor 3), crop rows 0-1 = 255 / 8; the threshold uses the mean over both images
+    ((3, 4), (6, 8), [(5, 3), (4, 7)], ((1 + 2 + 16 + 32 + 256 + 512) / 6 + 255 / 8) / 2),
+    # the same crop for every image of a batch (one pair of pooling matrices, broadcast)
+    ((3, 3), (8, 8), [(5, 5), (5, 5)], 27 / 4),
+])
+def test_crop_rounds_up_per_feature_map(map_size, input_size, valid_sizes, crop_mean):
+    """valid region = ceil(h*hf/H) x ceil(w*wf/W); input_size overrides inputs.shape.
+
+    With grid (1, 1) the fitted threshold is 0.5 * the mean of the valid crop: a crop rounded
+    down, not taken, or with rows and columns swapped gives another number.
+    """
     model = nn.Sequential(OrderedDict(a=nn.ReLU()))
-    x = torch.zeros(1, 1, 3, 3)
-    x[0, 0, :2, :2] = 1.0  # valid 5x5 of a 8x8 input -> ceil(15/8)=2 rows/cols at 3x3
-    b = ImageBatch(x, valid_sizes=[(5, 5)], input_size=(8, 8))
-    scorer = ImageScorer(model, grid=(2, 2)).fit([b])
-    assert scorer.masks[0].all()
+    maps = powers_of_two_map(*map_size, copies=len(valid_sizes))
+    batch = ImageBatch(maps, valid_sizes=valid_sizes, input_size=input_size)
+    scorer = ImageScorer(model, grid=(1, 1)).fit([batch])
+    assert float(scorer.thresholds[0, 0]) == pytest.approx(0.5 * crop_mean, rel=1e-12)
+
+
+def test_crop_known_masks_and_scores():
+    """Hand-computed masks and scores where ceil, floor and no crop disagree."""
+    model = nn.Sequential(OrderedDict(a=nn.ReLU()))
+    fitted = powers_of_two_map(3, 3)  # [[1, 2, 4], [8, 16, 32], [64, 128, 256]]
+    # valid 5x5 of 8x8 -> crop [[1, 2], [8, 16]] (floor: [[1]]), already 2x2: t = 8
+    scorer = ImageScorer(model, grid=(2, 2)).fit(
+        [ImageBatch(fitted, valid_sizes=[(5, 5)], input_size=(8, 8))])
+    assert float(scorer.thresholds[0, 0]) == 8.0
+    assert scorer.masks[0][0, 0].tolist() == [[False, False], [True, True]]
+    # image 0: the same crop -> M_I = M, score 0; image 1: all valid, the 3x3 map pools to
+    # [[6.75, 13.5], [54, 108]] -> M_I = [[0, 1], [1, 1]]: IoU 2/3
+    both = ImageBatch(powers_of_two_map(3, 3, copies=2), valid_sizes=[(5, 5), (8, 8)], input_size=(8, 8))
+    scores, details = scorer.score([both], details=True)
+    assert scores.tolist() == [0.0, pytest.approx(math.log(2 / 3), rel=1e-12)]
+    assert details["image_mask_size"].tolist() == [[2.0], [3.0]]
 
 
 # ------------------------------------------------------------------ invariances
@@ -342,6 +381,82 @@ def test_save_load_round_trip(tmp_path):
         "recall", 0.6, (3, 2), 2)
     assert torch.equal(loaded.score(fit_b), scorer.score(fit_b))
     assert torch.equal(loaded.mask_sizes(), scorer.mask_sizes())
+
+
+def old_layout_state(**changes):
+    """The dict ImageScorer.save wrote before scoring/ was split (format version 1), by hand.
+
+    One layer 'a' of 4 neurons, fitted on [[1, 1, 0, 0], [1, 0, 0, 0]]: mean [1, .5, 0, 0],
+    t = .5, M = [1, 1, 0, 0] (as in test_hand_computed_overlap).
+    """
+    state = {
+        "format": "imagescore_det.scoring.ImageScorer",
+        "version": 1,
+        "layer_names": ["a"],
+        "shapes": [[4]],
+        "thresholds": torch.tensor([[0.5]], dtype=torch.float64),
+        "masks": [torch.tensor([[True, True, False, False]])],
+        "class_counts": torch.tensor([2.0], dtype=torch.float64),
+        "similarity": "iou",
+        "threshold_ratio": 0.5,
+        "grid": None,
+        "num_classes": None,
+    }
+    state.update(changes)
+    return state
+
+
+def test_file_in_the_old_layout_loads(tmp_path):
+    model = nn.Sequential(OrderedDict(a=nn.ReLU()))
+    path = tmp_path / "old.pt"
+    with open(path, "wb") as file:  # what the old save did: torch.save into the temp file
+        torch.save(old_layout_state(), file)
+    loaded = ImageScorer.load(path, model)
+    assert loaded.layer_names == ["a"] and loaded.layer_shapes == [(4,)]
+    assert (loaded.similarity, loaded.threshold_ratio, loaded.grid, loaded.num_classes) == (
+        "iou", 0.5, None, None)
+    assert loaded.masks[0].tolist() == [[True, True, False, False]]
+    assert loaded.mask_sizes().tolist() == [2]
+    scores = loaded.score([torch.tensor([[0.0, 0.7, 0.5, 0.49]])])  # M_I = [0, 1, 1, 0]: IoU 1/3
+    assert scores.tolist() == [pytest.approx(math.log(1 / 3), rel=1e-12)]
+
+
+def test_old_layout_per_class_grid_file_loads(tmp_path):
+    """Per class, recall and a grid: class 0 has M = [1, 0] (t = .5), class 1 M = [0, 1] (t = 1)."""
+    state = old_layout_state(
+        shapes=[[1, 1, 2]], thresholds=torch.tensor([[0.5], [1.0]], dtype=torch.float64),
+        masks=[torch.tensor([[[[True, False]]], [[[False, True]]]])],
+        class_counts=torch.tensor([1.0, 1.0], dtype=torch.float64),
+        similarity="recall", grid=[1, 2], num_classes=2)
+    path = tmp_path / "old.pt"
+    with open(path, "wb") as file:
+        torch.save(state, file)
+    loaded = ImageScorer.load(path, nn.Sequential(OrderedDict(a=nn.ReLU())))
+    assert (loaded.similarity, loaded.grid, loaded.num_classes) == ("recall", (1, 2), 2)
+    images = torch.zeros(2, 1, 2, 4, dtype=torch.float64)
+    images[:, :, :, :2] = 1.0  # pools to [1, 0]: M_I = [1, 0] at t = .5 and at t = 1
+    scores = loaded.score([ImageBatch(images, labels=[0, 1])])
+    assert scores.tolist() == [0.0, pytest.approx(FLOOR)]
+
+
+def test_save_writes_the_old_layout_byte_for_byte(tmp_path):
+    """The split kept the file format: same dict, same bytes as torch.save of the old dict."""
+    model = nn.Sequential(OrderedDict(a=nn.ReLU()))
+    scorer = ImageScorer(model).fit([torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])])
+    state, expected = scorer.state_dict(), old_layout_state()
+    assert list(state) == list(expected)
+    for key, value in expected.items():
+        if key == "masks":
+            assert [m.dtype for m in state[key]] == [torch.bool]
+            assert [m.tolist() for m in state[key]] == [m.tolist() for m in value]
+        elif isinstance(value, torch.Tensor):
+            assert state[key].dtype == value.dtype and torch.equal(state[key], value), key
+        else:
+            assert state[key] == value and type(state[key]) is type(value), key
+    scorer.save(tmp_path / "new.pt")
+    with open(tmp_path / "old.pt", "wb") as file:
+        torch.save(expected, file)
+    assert (tmp_path / "new.pt").read_bytes() == (tmp_path / "old.pt").read_bytes()
 
 
 def test_load_mismatches(tmp_path):
@@ -534,7 +649,7 @@ def test_layer_resolution():
 
 
 def test_word_popcount_matches_bool_sum():
-    from imagescore_det.scoring.scorer import _as_words, _count_words
+    from imagescore_det.scoring.kernels import _as_words, _count_words
     g = torch.Generator().manual_seed(0)
     for K in (64, 72, 8 * 1009, 4096, 3 * 2**17):
         for p in (0.0, 0.3, 1.0):

@@ -73,6 +73,13 @@ def test_image_scores_equal_direct_scorer_use(tiny_cfg, tiny_voc):
     assert scores.shape == (len(pool),) and np.all(scores <= 0)
 
     mapper = DatasetMapper(cfg, is_train=False)
+    # BATCH_SIZE > 1 batches images in order of their test-time size (engine/batching.py)
+    from imagescore_det.engine.batching import size_order
+
+    labeled = [labeled[i] for i in size_order(cfg, labeled)]
+    pool_order = size_order(cfg, pool)
+    scores = scores[pool_order]
+    pool = [pool[i] for i in pool_order]
 
     def batches(dicts, bs):
         for i in range(0, len(dicts), bs):
@@ -136,8 +143,9 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
     assert [r["image_id"] for r in rows] == [str(d["image_id"]) for d in pool]
     scores = np.array([float(r["score"]) for r in rows])
     chosen = {r["file_name"] for r in rows if r["selected"] == "1"}
-    # the selected rows are exactly the top-k of the written scores (ties by pool order)
-    top = selection.select_top(scores, 0.3)
+    # the selected rows are exactly the top-k of the written scores (ties by pool order),
+    # ranked here by brute force, not by the select_top under test
+    top = sorted(range(len(pool)), key=lambda i: (-float(scores[i]), i))[:k]
     assert chosen == {pool[i]["file_name"] for i in top}
     assert sorted(int(r["rank"]) for r in rows) == list(range(1, len(pool) + 1))
     if selector == "image_score":

@@ -104,9 +104,16 @@ def _reference_scores(cfg, model, labeled, pool):
     scorer = ImageScorer(model.backbone, layers=layers_from_cfg(cfg, model.backbone),
                          similarity=s.SIMILARITY, threshold_ratio=s.THRESHOLD_RATIO,
                          grid=tuple(s.GRID))
+    # BATCH_SIZE > 1 batches images in order of their test-time size (engine/batching.py)
+    from imagescore_det.engine.batching import size_order
+
+    labeled = [labeled[i] for i in size_order(cfg, labeled)]
+    pool_order = size_order(cfg, pool)
     with torch.no_grad():
         scorer.fit(batches(labeled))
-        return scorer.score(batches(pool)).numpy(), scorer
+        scores = np.empty(len(pool))
+        scores[pool_order] = scorer.score(batches([pool[i] for i in pool_order])).numpy()
+        return scores, scorer
 
 
 def _read_csv(path):
@@ -260,7 +267,7 @@ def _fake_round(tiny_voc, round_dir, boxes, complete=True):
             round=1, iteration=1, selector="image_score", dataset_name="x_pseudo_r1",
             fingerprint="0", unlabeled_datasets=["tiny_voc_unlabeled"], thing_classes=classes,
             pool_size=len(pool), num_selected=len(dicts), num_pseudo_images=len(dicts),
-            num_dropped_empty=0, num_pseudo_boxes=len(dicts), boxes_per_image=1.0,
+            num_dropped=0, num_pseudo_boxes=len(dicts), boxes_per_image=1.0,
             selected_score_mean=0.0, selected_score_min=0.0, pool_score_mean=0.0,
             per_class_boxes={c: 0 for c in classes}, timing={}).to_dict())
     return [pool[i] for i in chosen]
@@ -296,11 +303,14 @@ def test_visualize_draws_boxes_where_expected(tiny_voc, tmp_path):
     assert entry["truth_boxes"] == len(truth)
     for _, tb in truth:  # true boxes drawn too
         assert differs(tb[0], (tb[1] + tb[3]) / 2)
-    # a pixel inside the pseudo box, far from the edges and labels, is unchanged
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2 + 4
-    if all(not (t[0] - 3 <= cx <= t[2] + 3 and t[1] - 3 <= cy <= t[3] + 3) for _, t in truth):
-        assert np.abs(png[int(cy * s) + s // 2, int(cx * s) + s // 2]
-                      - src[int(cy), int(cx)]).sum() <= 6
+    # a pixel inside the pseudo box, far from the edges and labels, is unchanged (the first
+    # candidate clear of every true box, the centre first: the check must always run)
+    cx, cy = next(((x, y) for y in (32, 30, 34, 36, 38) for x in (30, 20, 40, 16, 44)
+                   if all(not (t[0] - 3 <= x <= t[2] + 3 and t[1] - 3 <= y <= t[3] + 3)
+                          for _, t in truth)), (None, None))
+    assert cx is not None, f"no pixel inside the pseudo box {box} is clear of the truth {truth}"
+    assert np.abs(png[int(cy * s) + s // 2, int(cx * s) + s // 2]
+                  - src[int(cy), int(cx)]).sum() <= 6
 
 
 def test_visualize_incomplete_round(tiny_voc, tmp_path):

@@ -124,7 +124,8 @@ def test_missing_dataset_root(tmp_path):
     r = run_train_net(nowhere, opts_for(tmp_path / "out"), cwd=str(tmp_path))
     assert r.returncode != 0
     expected_dir = os.path.join(str(nowhere), "synthetic_voc", "VOC2007")
-    assert f"Dataset directory {expected_dir} does not exist" in r.stderr
+    # the data check before training names the directory, the problem and the fix
+    assert f"{expected_dir}: missing_directory: the dataset directory does not exist" in r.stderr
     assert "datasets/prepare_synthetic_voc.py" in r.stderr
     assert "DETECTRON2_DATASETS" in r.stderr
     assert not (tmp_path / "out" / "model_final.pth").exists()

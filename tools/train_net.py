@@ -17,12 +17,23 @@ from imagescore_det.data import register_all_imagescore_datasets  # noqa: F401
 from imagescore_det.data.checks import DataCheckError
 from imagescore_det.engine import ConfigError, Trainer, load_config
 from imagescore_det.engine.bad_images import BadImageError
+from imagescore_det.data.pseudo_check import PseudoDatasetError
 from imagescore_det.engine.checkpoint import CheckedCheckpointer, CheckpointMismatchError
+from imagescore_det.engine.lock import OutputDirLockedError, acquire_output_dir
+from imagescore_det.engine.nonfinite import NonFiniteLossError
+from imagescore_det.engine.round_files import RoundError
+from imagescore_det.engine.safe_load import CheckpointFileError
+
+# what stops a run with a message that names the file, key or process and the fix
+USER_ERRORS = (ConfigError, CheckpointMismatchError, CheckpointFileError, OutputDirLockedError,
+               RoundError, PseudoDatasetError, NonFiniteLossError, DataCheckError, BadImageError)
 
 
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
+    if not args.eval_only and comm.is_main_process():
+        acquire_output_dir(cfg.OUTPUT_DIR)  # before default_setup writes config.yaml and logs
     default_setup(cfg, args)
     # this project's own loggers, like Detectron2's projects do (e.g. PointRend)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="imagescore_det")
@@ -47,5 +58,5 @@ if __name__ == "__main__":
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines,
                machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
-    except (ConfigError, CheckpointMismatchError, DataCheckError, BadImageError) as e:
+    except USER_ERRORS as e:
         sys.exit(f"error: {e}")

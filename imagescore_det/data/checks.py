@@ -61,7 +61,8 @@ __all__ = [
 # kind -> how to fix it (printed with the findings)
 FIXES = {
     "missing_directory": "point the dataset at a Pascal VOC directory (Annotations/, JPEGImages/, "
-                         "ImageSets/Main/), or set DETECTRON2_DATASETS (see datasets/README.md)",
+                         "ImageSets/Main/), or set DETECTRON2_DATASETS (see datasets/README.md); "
+                         "the synthetic set is created by `python datasets/prepare_synthetic_voc.py`",
     "missing_split": "write ImageSets/Main/<split>.txt (one image id per line) or use one of the "
                      "splits that exist",
     "unreadable_split": "rewrite the split file as UTF-8 text, one image id per line",

@@ -5,7 +5,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..utils import atomic_write_json, read_json_object
-from .pseudo_schema import checked_pseudo_dicts
+from .pseudo_check import PseudoDatasetError, check_pseudo_data
 
 PSEUDO_FORMAT_VERSION = 1
 
@@ -73,19 +73,21 @@ def save_pseudo_dataset(path, dicts, extra=None):
                              "dataset_dicts": [plain(d) for d in dicts]}, indent=None)
 
 
-def load_pseudo_dataset(path):
+def load_pseudo_dataset(path, num_classes=None):
     """Read a file written by :func:`save_pseudo_dataset`; returns (dicts, header).
 
-    Raises ``RuntimeError`` naming the file (and the entry and key at fault) for a file that
-    cannot be read, is not JSON, has another format version or is not a list of trainable
-    dataset dicts (``data/pseudo_schema.py``); no other error type."""
+    Its structure is checked (``data.pseudo_check``; category ids against ``num_classes``
+    when given): a damaged or edited file raises :class:`PseudoDatasetError`.
+    """
     data = read_json_object(path, "the pseudo-label dataset",
-                            "Delete its round folder to recompute the selection.")
+                            "Delete its round folder to recompute the selection.",
+                            PseudoDatasetError)
     if data.get("format_version") != PSEUDO_FORMAT_VERSION:
-        raise RuntimeError(f"{path} has pseudo-label format {data.get('format_version')}, this "
-                           f"version reads {PSEUDO_FORMAT_VERSION}. Delete its round folder to "
-                           "recompute the selection.")
-    dicts = checked_pseudo_dicts(data.pop("dataset_dicts", None), path)
+        raise PseudoDatasetError(
+            f"{path} has pseudo-label format {data.get('format_version')}, this version reads "
+            f"{PSEUDO_FORMAT_VERSION}. Delete its round folder to recompute the selection.")
+    check_pseudo_data(data, path, num_classes)
+    dicts = data.pop("dataset_dicts")
     for d in dicts:
         for a in d["annotations"]:
             a["bbox_mode"] = BoxMode(a["bbox_mode"])

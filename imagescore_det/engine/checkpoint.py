@@ -4,6 +4,11 @@ import os
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..utils import atomic_write_text
+from .safe_load import (FORMAT_KEY, FORMAT_VERSION, LAST_CHECKPOINT, CheckpointFileError,
+                        atomic_torch_save, check_checkpoint, load_pkl_weights, resume_path,
+                        torch_load_weights_only)
+
 logger = logging.getLogger(__name__)
 
 
@@ -34,6 +39,13 @@ class CheckedCheckpointer(DetectionCheckpointer):
       must be in the checkpoint with its shape; keys the model does not use only warn.
 
     ``config_file`` names the config in the error message's fix.
+
+    Files (see :mod:`.safe_load`): checkpoints are saved atomically (temporary file, then
+    rename; ``last_checkpoint`` too) with their format version; ``.pth`` files are read with
+    ``torch.load(weights_only=True)`` and ``.pkl`` weights with an unpickler that builds
+    NumPy arrays only; ``--resume`` reads only a ``.pth`` in ``OUTPUT_DIR`` named by
+    ``last_checkpoint``, must fit the model exactly, and refuses a truncated, hand-edited,
+    non-finite or other-version checkpoint with the file and what to delete.
     """
 
     def __init__(self, model, save_dir="", *, strict=False, config_file="the config",
@@ -42,14 +54,57 @@ class CheckedCheckpointer(DetectionCheckpointer):
         self.strict = strict
         self.config_file = config_file
         self._loading_path = "the checkpoint"
+        self._resuming = False
+
+    # ------------------------------------------------------------------ saving
+    def save(self, name, **kwargs):
+        """fvcore's ``Checkpointer.save``, atomic, with :data:`FORMAT_KEY`."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        data[FORMAT_KEY] = FORMAT_VERSION
+        basename = f"{name}.pth"
+        self.logger.info("Saving checkpoint to %s", os.path.join(self.save_dir, basename))
+        atomic_torch_save(data, os.path.join(self.save_dir, basename))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        atomic_write_text(os.path.join(self.save_dir, LAST_CHECKPOINT), last_filename_basename)
+
+    # ------------------------------------------------------------------ loading
+    def resume_or_load(self, path, *, resume=True):
+        if resume and self.has_checkpoint():
+            self._resuming = True
+            try:
+                return self.load(resume_path(self.save_dir))
+            finally:
+                self._resuming = False
+        return self.load(path, checkpointables=[])
 
     def load(self, path, *args, **kwargs):
         self._loading_path = path
         return super().load(path, *args, **kwargs)
 
+    def _load_file(self, filename):
+        if filename.endswith(".pkl"):
+            if self._resuming:  # unreachable through resume_path; kept as the rule
+                raise CheckpointFileError(f"--resume reads only .pth checkpoints, not {filename}")
+            return load_pkl_weights(filename)
+        return super()._load_file(filename)
+
+    def _torch_load(self, f):
+        return torch_load_weights_only(f, self._resuming)
+
     def _load_model(self, checkpoint):
-        incompatible = super()._load_model(checkpoint)
         path = self._loading_path
+        check_checkpoint(checkpoint, path, self._resuming)
+        incompatible = super()._load_model(checkpoint)
+        if self._resuming:
+            self._check_resumed(incompatible, path)
+            return incompatible
         if self.strict:
             self._check_strict(incompatible, path)
             return incompatible
@@ -67,6 +122,25 @@ class CheckedCheckpointer(DetectionCheckpointer):
                 "Use the config the checkpoint was trained with (its OUTPUT_DIR has "
                 "config.yaml), or point MODEL.WEIGHTS at a checkpoint of this model.")
         return incompatible
+
+    def _check_resumed(self, incompatible, path):
+        """A resumed checkpoint was written by this run: every tensor must fit."""
+        wrong_shape = {key for key, _, _ in incompatible.incorrect_shapes}
+        missing = [key for key in incompatible.missing_keys if key not in wrong_shape]
+        if not incompatible.incorrect_shapes and not missing:
+            return
+        lines = [f"--resume: checkpoint {path} (named by {LAST_CHECKPOINT}) was written by "
+                 "another model than this config builds:"]
+        lines += [f"  {key}: shape {tuple(a)} in the checkpoint, {tuple(b)} in the model"
+                  for key, a, b in incompatible.incorrect_shapes[:5]]
+        if missing:
+            lines.append(f"  missing from the checkpoint: {', '.join(missing[:5])}"
+                         + (f" ... ({len(missing)} in all)" if len(missing) > 5 else ""))
+        lines.append("Resume with the config and KEY VALUE overrides of the run that wrote it, "
+                     "or train in a new OUTPUT_DIR (or delete the model_*.pth files and "
+                     f"{LAST_CHECKPOINT} in {os.path.dirname(os.path.abspath(path))} to start "
+                     "over there).")
+        raise CheckpointMismatchError("\n".join(lines))
 
     def _check_strict(self, incompatible, path):
         # a key whose shape differs is dropped from the checkpoint, so it is also "missing"

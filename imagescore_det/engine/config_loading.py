@@ -114,6 +114,12 @@ def check_config(cfg, where="the config"):
         if not 0 <= settings.START_ITER < cfg.SOLVER.MAX_ITER:
             raise ConfigError(f"IMAGE_SCORE.START_ITER={settings.START_ITER} must be in "
                               f"[0, SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}) in {where}.")
+    if settings.PAIRED_BASELINE and not (settings.ENABLED
+                                         and 0 < settings.START_ITER < cfg.SOLVER.MAX_ITER):
+        raise ConfigError(f"IMAGE_SCORE.PAIRED_BASELINE is on in {where}, but the supervised-only "
+                          "copy starts at the round: it needs IMAGE_SCORE.ENABLED True and "
+                          f"0 < IMAGE_SCORE.START_ITER={settings.START_ITER} < "
+                          f"SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}.")
     reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
     if reference and cfg.SOLVER.IMS_PER_BATCH % reference:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not a multiple of "
@@ -122,6 +128,13 @@ def check_config(cfg, where="the config"):
                           "set SOLVER.REFERENCE_WORLD_SIZE 0 to turn off automatic scaling.")
     if settings.REFRESH_PERIOD < 0:
         raise ConfigError(f"IMAGE_SCORE.REFRESH_PERIOD must be >= 0 in {where}.")
+    if settings.FIT_MAX_IMAGES < 0:
+        raise ConfigError(f"IMAGE_SCORE.FIT_MAX_IMAGES is {settings.FIT_MAX_IMAGES} in {where}; "
+                          "use 0 to fit the mask on every labeled image, or N > 0 for a seeded "
+                          "subsample of N of them.")
+    if settings.BATCH_SIZE < 1:
+        raise ConfigError(f"IMAGE_SCORE.BATCH_SIZE is {settings.BATCH_SIZE} in {where}; it is "
+                          "the number of images per forward pass and must be >= 1.")
     if len(settings.GRID) not in (0, 2):
         raise ConfigError(f"IMAGE_SCORE.GRID must be (h, w) or () in {where}.")
     check_class_count(cfg, where)

@@ -1,6 +1,5 @@
 """ImageScoreHook: when selection rounds happen, resume, and switching the trainer's data."""
 import contextlib
-import json
 import logging
 import os
 import random
@@ -13,8 +12,9 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..data.pseudo import register_pseudo_dataset
-from ..utils import atomic_write_json
+from ..utils import atomic_write_json, read_json_object
 from . import round_files
+from .paired import save_round_checkpoint
 from .consistency import (check_equal_sizes, check_round_belongs_to_run, config_fingerprint,
                           fingerprint_items, from_rank0, load_datasets, selection_seed)
 from .round import compute_round, summarize
@@ -88,7 +88,7 @@ class ImageScoreHook(HookBase):
             if settings.SELECTOR == "image_score" and not len(settings.GRID):
                 check_equal_sizes(self.cfg, self._load_labeled() + pool,
                                   "labeled set and unlabeled pool")
-        if start > 0:
+        if start >= settings.START_ITER:  # evaluated with the weights this run resumes from
             self.eval_before = from_rank0(self._read_eval_before)
         done = [k for k, it in enumerate(self.rounds, 1) if it < start]
         if not done:
@@ -104,8 +104,9 @@ class ImageScoreHook(HookBase):
         path = os.path.join(self.out_dir, round_files.EVAL_BEFORE)
         if not os.path.isfile(path):
             return None
-        with open(path) as f:
-            return json.load(f)
+        return read_json_object(path, "the evaluation before round 1",
+                                f"Delete {path} (report.json then has no 'before' AP) or "
+                                "restore it.", round_files.RoundError)
 
     def _read_done_rounds(self, done, start):
         """(manifests of the rounds before ``start``, the last one's pseudo dicts), checked."""
@@ -132,6 +133,9 @@ class ImageScoreHook(HookBase):
               and self.trainer.start_iter <= iteration):
             with preserved_rng():
                 self._eval_before()  # SELECTOR none: the same "before" point, no pseudo-labels
+        if (self.cfg.IMAGE_SCORE.PAIRED_BASELINE and iteration == self.cfg.IMAGE_SCORE.START_ITER
+                and self.trainer.start_iter <= iteration):
+            save_round_checkpoint(self.trainer)  # RNGs restored: their state at the round
 
     # ----------------------------------------------------------------------- a round
     def run_round(self, round_index):

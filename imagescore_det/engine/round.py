@@ -239,7 +239,7 @@ def summarize(result, cfg, thing_classes, fingerprint, fingerprint_items=None):
         fingerprint=fingerprint, unlabeled_datasets=list(settings.UNLABELED_DATASETS),
         thing_classes=list(thing_classes), pool_size=len(result.pool),
         num_selected=int(len(result.chosen)),
-        num_backfilled=int(len(result.examined) - len(result.chosen)),
+        num_backfilled=len(set(result.examined.tolist()) - set(result.chosen.tolist())),
         num_dropped=int(len(result.examined) - len(trained)),
         num_pseudo_images=len(result.pseudo),
         num_background_images=int(sum(len(d["annotations"]) == 0 for d in result.pseudo)),
@@ -256,8 +256,9 @@ def summarize(result, cfg, thing_classes, fingerprint, fingerprint_items=None):
         rows = [row for row, kept in zip(result.quality, result.trained) if kept]
         overall = precision_of(rows)
         manifest.pseudo_precision, manifest.pseudo_recall = overall["precision"], overall["recall"]
-        manifest.precision_by_score_bin = precision_by_score_bin(
-            trained_scores, [row[0] for row in rows], [row[1] for row in rows])
+        if rows:  # none kept (every selected image below MIN_BOXES_PER_IMAGE): no bins
+            manifest.precision_by_score_bin = precision_by_score_bin(
+                trained_scores, [row[0] for row in rows], [row[1] for row in rows])
     if result.pool_analysis is not None:
         for key, value in result.pool_analysis.items():
             setattr(manifest, key, value)

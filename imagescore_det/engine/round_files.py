@@ -26,7 +26,9 @@ import csv
 import dataclasses
 import io
 import logging
+import numbers
 import os
+import re
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -123,7 +125,36 @@ class RoundManifest:
             raise RoundError(f"{path} is not a round manifest of this version (unknown keys "
                              f"{unknown}, missing keys {missing}). Delete its round folder to "
                              "recompute the selection.")
+        _check_values(data, path)
         return cls(**dict(data, format_version=version))
+
+
+_INT_FIELDS = ("round", "iteration", "pool_size", "num_selected", "num_pseudo_images",
+               "num_dropped", "num_pseudo_boxes", "num_backfilled", "num_background_images")
+_STR_FIELDS = ("selector", "dataset_name", "fingerprint")
+
+
+def _check_values(data, path):
+    """The values a resume relies on have their types; the file names are this folder's own
+    (a hand-edited name must not make a reader open another file)."""
+    def fail(what):
+        raise RoundError(f"{path}: {what}. The manifest was edited or is damaged; delete its "
+                         "round folder to recompute the selection (--resume recomputes it).")
+
+    for key in _INT_FIELDS:
+        value = data.get(key, 0)
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+            fail(f"'{key}' is {value!r}, expected a non-negative integer")
+    for key in _STR_FIELDS:
+        if not isinstance(data.get(key), str) or not data[key]:
+            fail(f"'{key}' is {data.get(key)!r}, expected a string")
+    for key in ("unlabeled_datasets", "thing_classes"):
+        value = data.get(key)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            fail(f"'{key}' is {value!r}, expected a list of names")
+    for key, own in (("pseudo_dataset", PSEUDO_DATASET), ("mask", MASK)):
+        if key in data and data[key] not in (own, None):
+            fail(f"'{key}' is {data[key]!r}; a round's file is always {own}")
 
 
 _FIELDS = {f.name for f in dataclasses.fields(RoundManifest)}
@@ -245,12 +276,27 @@ def read_manifest(directory):
         return None
     data = read_json_object(path, "the round manifest",
                             f"Delete {directory} to recompute the round.", RoundError)
-    return RoundManifest.from_dict(data, path)
+    manifest = RoundManifest.from_dict(data, path)
+    folder = re.fullmatch(r"round_(\d+)", os.path.basename(os.path.normpath(directory)))
+    if folder and int(folder.group(1)) != manifest.round:
+        raise RoundError(f"{path} describes round {manifest.round}, but its folder is round "
+                         f"{folder.group(1)}: it was copied from another round. Delete "
+                         f"{directory} to recompute the selection.")
+    return manifest
 
 
 def read_pseudo_dicts(directory, manifest):
-    """The round's pseudo-labeled dataset dicts."""
-    return load_pseudo_dataset(os.path.join(directory, manifest.pseudo_dataset))[0]
+    """The round's pseudo-labeled dataset dicts, checked (``data.pseudo_check``) and
+    against the manifest's image and box counts."""
+    path = os.path.join(directory, manifest.pseudo_dataset)
+    dicts = load_pseudo_dataset(path, num_classes=len(manifest.thing_classes))[0]
+    boxes = sum(len(d["annotations"]) for d in dicts)
+    if (len(dicts), boxes) != (manifest.num_pseudo_images, manifest.num_pseudo_boxes):
+        raise RoundError(
+            f"{path} has {len(dicts)} images and {boxes} boxes, but {MANIFEST} says "
+            f"{manifest.num_pseudo_images} and {manifest.num_pseudo_boxes}: one of them was "
+            f"edited or comes from another round. Delete {directory} to recompute the selection.")
+    return dicts
 
 
 @dataclasses.dataclass

@@ -21,8 +21,11 @@ from tqdm import tqdm
 from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.utils import comm
 
+from ..faults import fault_point
 from ..scoring import ImageBatch, ImageScorer
+from .amp import inference_autocast
 from .bad_images import NON_FINITE, FiniteWatch, SafeMapper, settle, split_batch, with_rank
+from .batching import size_order
 from .ranking import select_top  # noqa: F401  (re-exported: selection.select_top)
 
 logger = logging.getLogger(__name__)
@@ -100,9 +103,11 @@ def _all_reduce_sum(t):
         t.copy_(buf.to(t.device))
 
 
-def _backbone_batches(model, loader, sink, desc, failures):
-    """ImageBatches of the readable images; ``sink`` gets each batch's pool indices,
-    ``failures`` the (pool index, reason) of the images that could not be read."""
+def _backbone_batches(model, loader, sink, desc, failures=None):
+    """ImageBatches of the readable images; ``sink`` gets each batch's list of pool indices,
+    ``failures`` the (pool index, reason) of the images that could not be read (None: they
+    are left out silently, for benchmarks only)."""
+    failures = [] if failures is None else failures
     for batch in _progress(loader, desc):
         batch = split_batch(batch, failures)
         if not batch:
@@ -110,12 +115,34 @@ def _backbone_batches(model, loader, sink, desc, failures):
         images = model.preprocess_image(batch)
         sink.append([image["pool_index"] for image in batch])
         yield ImageBatch(inputs=images.tensor, valid_sizes=[tuple(size) for size in images.image_sizes])
+        fault_point(desc)  # test-only kill point (IMAGESCORE_FAULT=fit_mask / score)
 
 
-def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None):
+def fit_subsample(dicts, max_images, seed):
+    """The labeled images the mask is fitted on (``IMAGE_SCORE.FIT_MAX_IMAGES``).
+
+    All of them when ``max_images`` is 0 or at least their number; else ``max_images`` of
+    them drawn without replacement by ``seed`` alone (the same on every rank), kept in
+    dataset order. For one seed the subsamples are nested: size k is the first k of one
+    seeded permutation, so a larger size only adds images.
+    """
+    if max_images <= 0 or max_images >= len(dicts):
+        return list(dicts)
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(dicts))[:max_images])
+    return [dicts[i] for i in chosen]
+
+
+def fit_seed(cfg, seed):
+    """``IMAGE_SCORE.FIT_SEED``, or the run's seed ``seed`` when it is -1."""
+    return int(cfg.IMAGE_SCORE.FIT_SEED) if cfg.IMAGE_SCORE.FIT_SEED >= 0 else int(seed)
+
+
+def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None, seed=0):
     """Fit the dataset mask on ``labeled_dicts`` and score ``pool_dicts``.
 
-    Only the backbone runs. Returns (scores in pool order, fitted scorer, seconds).
+    Only the backbone runs (under ``inference_autocast``). The mask is fitted on
+    ``fit_subsample(labeled_dicts, IMAGE_SCORE.FIT_MAX_IMAGES, fit_seed(cfg, seed))``;
+    ``seed`` is the run's seed. Returns (scores in pool order, fitted scorer, seconds).
     ``skipped``: a dict that receives ``{pool index: reason}`` of the pool images that could
     not be scored (their score is NaN); None raises ``BadImageError`` instead. A labeled
     image that cannot be used always raises (on every rank, after the fit's all-reduce).
@@ -123,6 +150,12 @@ def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None):
     t0 = time.perf_counter()
     backbone = model.backbone
     settings = cfg.IMAGE_SCORE
+    labeled_dicts = fit_subsample(labeled_dicts, settings.FIT_MAX_IMAGES, fit_seed(cfg, seed))
+    # batch size > 1: batch images of one size together (no padding, see engine/batching.py)
+    pool_order = size_order(cfg, pool_dicts) if settings.BATCH_SIZE > 1 else None
+    if pool_order is not None:
+        labeled_dicts = [labeled_dicts[i] for i in size_order(cfg, labeled_dicts)]
+        pool_dicts = [pool_dicts[i] for i in pool_order]
     scorer = ImageScorer(backbone, layers=layers_from_cfg(cfg, backbone),
                          similarity=settings.SIMILARITY, threshold_ratio=settings.THRESHOLD_RATIO,
                          grid=tuple(settings.GRID) if len(settings.GRID) else None)
@@ -134,7 +167,7 @@ def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None):
     modules = dict(backbone.named_modules())
     watched = [modules[name] for name in scorer.layer_names]  # checked before the scorer's hooks
     seen, failures = [], []
-    with FiniteWatch(backbone, watched) as watch:
+    with FiniteWatch(backbone, watched) as watch, inference_autocast(cfg, model):
         scorer.fit(_backbone_batches(model, _loader(cfg, labeled_dicts), seen, "fit mask",
                                      failures), all_reduce=_all_reduce_sum)
     _gather_in_order([(i, True) for batch in seen for i in batch], len(labeled_dicts),
@@ -143,7 +176,7 @@ def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None):
     pairs, failures = [], []
     if _shard_size(len(pool_dicts), comm.get_rank(), world) > 0:  # else nothing to score here
         order = []
-        with FiniteWatch(backbone, watched) as watch:
+        with FiniteWatch(backbone, watched) as watch, inference_autocast(cfg, model):
             batches = _nonempty(_backbone_batches(model, _loader(cfg, pool_dicts), order, "score",
                                                   failures))
             scores = scorer.score(batches).tolist() if batches is not None else []
@@ -151,9 +184,15 @@ def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None):
         failures += list(bad.items())
         pairs = [(i, s) for i, s in zip((i for batch in order for i in batch), scores)
                  if i not in bad]
-    values = _gather_in_order(pairs, len(pool_dicts), failures, skipped, pool_dicts)
-    return (np.asarray([np.nan if v is None else v for v in values], dtype=np.float64), scorer,
-            time.perf_counter() - t0)
+    found = None if skipped is None else {}
+    values = _gather_in_order(pairs, len(pool_dicts), failures, found, pool_dicts)
+    values = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    if pool_order is not None:  # back to the caller's pool order
+        values[np.asarray(pool_order, dtype=np.int64)] = values.copy()
+    if skipped is not None:
+        skipped.update({int(pool_order[i]) if pool_order is not None else i: reason
+                        for i, reason in found.items()})
+    return values, scorer, time.perf_counter() - t0
 
 
 def predict(cfg, model, dicts, desc="pseudo-label", skipped=None):
@@ -165,7 +204,8 @@ def predict(cfg, model, dicts, desc="pseudo-label", skipped=None):
     """
     t0 = time.perf_counter()
     results, failures = [], []
-    with torch.no_grad(), FiniteWatch(getattr(model, "backbone", None)) as watch:
+    with torch.no_grad(), FiniteWatch(getattr(model, "backbone", None)) as watch, \
+            inference_autocast(cfg, model):
         for batch in _progress(_loader(cfg, dicts), desc):
             batch = split_batch(batch, failures)
             if not batch:
@@ -178,10 +218,11 @@ def predict(cfg, model, dicts, desc="pseudo-label", skipped=None):
                     failures.append((image["pool_index"], NON_FINITE))
                     continue
                 inst = out["instances"].to("cpu")
-                results.append((image["pool_index"], {
-                    "boxes": inst.pred_boxes.tensor.numpy().astype(np.float64),
-                    "scores": inst.scores.numpy().astype(np.float64),
+                results.append((image["pool_index"], {  # .double(): NumPy has no bfloat16
+                    "boxes": inst.pred_boxes.tensor.double().numpy(),
+                    "scores": inst.scores.double().numpy(),
                     "classes": inst.pred_classes.numpy().astype(np.int64)}))
+            fault_point(desc)  # test-only kill point (IMAGESCORE_FAULT=pseudo_label, ...)
     return (_gather_in_order(results, len(dicts), failures, skipped, dicts),
             time.perf_counter() - t0)
 

@@ -35,7 +35,7 @@ class SelectorContext:
     pool: List[dict]  # the unlabeled pool's dataset dicts, in pool order
     labeled: Callable[[], List[dict]]  # loads the labeled dataset dicts (only if needed)
     round_index: int = 1
-    seed: int = 0  # the run's seed (random selection)
+    seed: int = 0  # the run's seed (random selection; the mask's FIT_MAX_IMAGES subsample)
     # IMAGE_SCORE.ON_BAD_IMAGE skip: a dict that selection's functions (passed it as
     # ``skipped=``) fill with {pool index: reason} of the images they could not use; those
     # images' scores are ignored and the round leaves them out. None: they raise instead.
@@ -117,7 +117,7 @@ def rank_pool(name, ctx):
 def image_score(ctx):
     """The method: fit the dataset mask on the labeled images, score the pool (backbone only)."""
     scores, scorer, seconds = selection.image_scores(ctx.cfg, ctx.model, ctx.labeled(), ctx.pool,
-                                                     skipped=ctx.skipped)
+                                                     skipped=ctx.skipped, seed=ctx.seed)
     return Ranking(scores, scorer=scorer, timing={"scoring_s": seconds})
 
 

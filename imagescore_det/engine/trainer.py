@@ -12,10 +12,14 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..evaluation import PerClassVOCEvaluator, ap50_of
-from ..utils import atomic_write_json
+from ..utils import atomic_write_json, json_plain
 from .checkpoint import CheckedCheckpointer
 from .config_loading import check_config
-from .hook import ImageScoreHook
+from .hook import ImageScoreHook, round_iterations
+from .lock import acquire_output_dir, release_output_dir, remove_stale_temp_files
+from .nonfinite import NonFiniteLossError, non_finite_error
+from .resume import ReplayHook
+from . import paired
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,11 @@ class Trainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
+        self._unlock = lambda: None
+        if comm.is_main_process():  # one run per OUTPUT_DIR (engine/lock.py)
+            acquire_output_dir(cfg.OUTPUT_DIR)
+            self._unlock = weakref.finalize(self, release_output_dir, cfg.OUTPUT_DIR)
+            remove_stale_temp_files(cfg.OUTPUT_DIR)
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         check_config(cfg, f"the config scaled to {comm.get_world_size()} processes "
                           "(SOLVER.REFERENCE_WORLD_SIZE)")
@@ -92,6 +101,13 @@ class Trainer(DefaultTrainer):
                 self.cfg, self.build_train_loader,
                 evaluate=lambda: self.test(self.cfg, self.model))
             ret.insert(0, self.image_score_hook)
+        # after the round's hook: a resumed run replays this one from every resume point
+        points = round_iterations(self.cfg)
+        if self.image_score_hook is not None and not points:
+            # SELECTOR none re-seeds where a round would be, as every run's paired
+            # supervised-only copy does at its start (engine/paired.py): the same run
+            points = [self.cfg.IMAGE_SCORE.START_ITER]
+        ret.insert(1 if self.image_score_hook else 0, ReplayHook(self, self.cfg, points))
         return ret
 
     @staticmethod
@@ -104,6 +120,16 @@ class Trainer(DefaultTrainer):
         from .data_checks import check_before_training
 
         return check_before_training(cfg, roles)
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError as e:  # Detectron2's "Loss became infinite or NaN"
+            if isinstance(e, NonFiniteLossError):
+                raise
+            hook = self.image_score_hook
+            raise non_finite_error(self.iter, e, self.cfg.OUTPUT_DIR,
+                                   hook.history if hook else ()) from e
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -118,12 +144,19 @@ class Trainer(DefaultTrainer):
 
     def train(self):
         hook = self.image_score_hook
-        if hook is not None and any(it >= self.start_iter for it in hook.rounds):
-            hook.bad_pool_files = self.check_data(self.cfg, ("unlabeled",)).pool_skips
-        results = super().train()
-        if comm.is_main_process():
-            self.write_report(getattr(self, "_last_eval_results", None))
-        return results
+        try:
+            if hook is not None and any(it >= self.start_iter for it in hook.rounds):
+                hook.bad_pool_files = self.check_data(self.cfg, ("unlabeled",)).pool_skips
+            paired_on = hook is not None and self.cfg.IMAGE_SCORE.PAIRED_BASELINE
+            if paired_on:
+                paired.check_resumable(self)
+            results = super().train()
+            self.paired_baseline = paired.run_paired_baseline(self) if paired_on else None
+            if comm.is_main_process():
+                self.write_report(getattr(self, "_last_eval_results", None))
+            return results
+        finally:
+            self._unlock()  # once; a trainer that never trains releases when collected
 
     def write_report(self, final_results):
         """``OUTPUT_DIR/report.json``: what the run did and what it reached."""
@@ -133,33 +166,32 @@ class Trainer(DefaultTrainer):
                        "top_fraction": self.cfg.IMAGE_SCORE.TOP_FRACTION,
                        "train": list(self.cfg.DATASETS.TRAIN),
                        "unlabeled": list(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS),
-                       "test": list(self.cfg.DATASETS.TEST), "max_iter": self.max_iter},
+                       "test": list(self.cfg.DATASETS.TEST), "max_iter": self.max_iter,
+                       "paired_baseline": bool(self.cfg.IMAGE_SCORE.PAIRED_BASELINE)},
             "eval_before": hook.eval_before if hook else None,
             "eval_after": final_results,
             "rounds": hook.history if hook else [],
         }
-        atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), _plain(report))
-        _log_summary(report)
+        if getattr(self, "paired_baseline", None):  # IMAGE_SCORE.PAIRED_BASELINE (paired.py)
+            report["paired_baseline"] = paired.report_section(
+                self.cfg, self.paired_baseline, report["eval_before"], final_results)
+        atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), json_plain(report))
+        _log_summary(report, getattr(self, "summary_title", "Image Score run summary:"))
 
 
-def _plain(obj):
-    """Results dicts hold numpy floats and OrderedDicts; make them JSON-plain."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        return obj.item()
-    return obj
-
-
-def _log_summary(report):
+def _log_summary(report, title="Image Score run summary:"):
     before, after = ap50_of(report["eval_before"]), ap50_of(report["eval_after"])
-    lines = ["Image Score run summary:"]
+    lines = [title]
     if before is not None:
         lines.append(f"  VOC AP50 before pseudo-labels: {before:.2f}")
     if after is not None:
-        lines.append(f"  VOC AP50 at the end:           {after:.2f}")
+        lines.append(f"  VOC AP50 at the end:           {after:.2f}"
+                     + ("  with pseudo-labels" if report.get("paired_baseline") else ""))
+    if report.get("paired_baseline"):
+        lines.extend(paired.summary_lines(report["paired_baseline"]))
+    elif report["rounds"] and after is not None:
+        lines.append("  (no supervised-only baseline to compare with: IMAGE_SCORE.PAIRED_BASELINE "
+                     "True continues one from the round)")
     for entry in report["rounds"]:
         precision = entry.get("pseudo_precision")
         lines.append(f"  round {entry['round']} @ iter {entry['iteration']}: {entry['selector']} "

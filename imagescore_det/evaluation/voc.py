@@ -13,6 +13,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
 from ..utils import atomic_write_json
+from .detections import detections_path, write_detections
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ class PerClassVOCEvaluator(PascalVOCDetectionEvaluator):
     The returned ``results["bbox"]`` holds Detectron2's ``AP``, ``AP50`` and ``AP75`` plus
     ``AP50-<class>`` for each class (the naming of Detectron2's COCO evaluator). The per-class
     table is logged, and written to ``<output_dir>/voc_per_class_<dataset>.json`` when an
-    ``output_dir`` is given. AP is computed exactly as Detectron2 does (same ``voc_eval``,
+    ``output_dir`` is given, with every detection and the ground truth in
+    ``<output_dir>/detections_<dataset>.json`` (for paired comparisons of runs:
+    :mod:`~imagescore_det.evaluation.bootstrap`, ``tools/compare_runs.py``). AP is computed exactly as Detectron2 does (same ``voc_eval``,
     same 07/12 metric switch), so ``AP``/``AP50``/``AP75`` equal the parent's numbers.
     """
 
@@ -87,4 +90,7 @@ class PerClassVOCEvaluator(PascalVOCDetectionEvaluator):
             PathManager.mkdirs(self._output_dir)
             atomic_write_json(path, {"dataset": self._dataset_name, "mean": dict(
                 AP=bbox["AP"], AP50=bbox["AP50"], AP75=bbox["AP75"]), "per_class": per_class})
+            write_detections(detections_path(self._output_dir, self._dataset_name),
+                             self._dataset_name, self._class_names, self._image_set_path,
+                             self._anno_file_template, self._is_2007, predictions)
         return OrderedDict(bbox=bbox)

@@ -6,7 +6,9 @@
     scores = scorer.score(batches)          # float64 (num_images,), <= 0, higher = more typical
     scorer.save(path); scorer = ImageScorer.load(path, model)
 """
+from .batches import ImageBatch
 from .layers import resolve_layers
-from .scorer import FORMAT_VERSION, RATIO_FLOOR, ImageBatch, ImageScorer
+from .persistence import FORMAT_VERSION
+from .scorer import RATIO_FLOOR, ImageScorer
 
 __all__ = ["ImageScorer", "ImageBatch", "resolve_layers", "FORMAT_VERSION", "RATIO_FLOOR"]
