@@ -77,7 +77,8 @@ def add_imagescore_config(cfg):
     # recorded. Empty = every conv block output after its ReLU (backbone-specific default,
     # DEFAULT_LAYERS in imagescore_det/engine/selection.py).
     _C.IMAGE_SCORE.LAYERS = []
-    # Overlap of an image mask with the dataset mask: "iou" (default) or "recall".
+    # Overlap of an image mask A with the dataset mask B: "iou" |A&B|/|A|B| (default),
+    # "recall" |A&B|/|B| or "precision" |A&B|/|A| (penalises activation outside B).
     _C.IMAGE_SCORE.SIMILARITY = "iou"
     # t_l = THRESHOLD_RATIO * max(mean activation of layer l).
     _C.IMAGE_SCORE.THRESHOLD_RATIO = 0.5

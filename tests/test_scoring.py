@@ -104,7 +104,9 @@ def brute_force(model, layer_names, fit_batches, score_batches, similarity="iou"
                 continue
             A = f[n] >= thr[n, k]
             inter = np.logical_and(A, B).sum()
-            r = inter / np.logical_or(A, B).sum() if similarity == "iou" else inter / B.sum()
+            union = np.logical_or(A, B).sum()
+            r = {"iou": inter / union if union else 0.0, "recall": inter / B.sum(),
+                 "precision": inter / A.sum() if A.sum() else 0.0}[similarity]
             rs.append(r)
             s += math.log(max(r, 1e-6))
         scores.append(s)
@@ -162,7 +164,7 @@ LAYERS = ["relu1", "relu2", "relu3"]
 
 
 # ------------------------------------------------------------------ vs brute force
-@pytest.mark.parametrize("similarity", ["iou", "recall"])
+@pytest.mark.parametrize("similarity", ["iou", "recall", "precision"])
 @pytest.mark.parametrize("ratio", [0.5, 0.8])
 @pytest.mark.parametrize("grid,padded", [(None, False), ((3, 3), False), ((3, 3), True), ((5, 4), True)])
 @pytest.mark.parametrize("num_classes", [None, 3])
@@ -226,7 +228,7 @@ def test_disjoint_masks_hit_the_floor():
     assert scorer.score(fit).tolist() == [0.0]
 
 
-@pytest.mark.parametrize("similarity,expected", [("iou", 1 / 3), ("recall", 1 / 2)])
+@pytest.mark.parametrize("similarity,expected", [("iou", 1 / 3), ("recall", 1 / 2), ("precision", 1 / 2)])
 def test_hand_computed_overlap(similarity, expected):
     model = nn.Sequential(OrderedDict(a=nn.ReLU()))
     fit = [torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])]  # mean [1, .5, 0, 0]
@@ -239,6 +241,22 @@ def test_hand_computed_overlap(similarity, expected):
     assert d["intersection"].tolist() == [[1.0]]
     assert d["dataset_mask_size"].tolist() == [[2.0]]
     assert scorer.mask_sizes().tolist() == [2]
+
+
+@pytest.mark.parametrize("similarity,expected", [("iou", 1 / 4), ("recall", 1 / 2), ("precision", 1 / 3)])
+def test_the_three_overlaps_differ_when_the_image_mask_is_larger(similarity, expected):
+    """M = [1,1,0,0] (|B| = 2), M_I = [0,1,1,1] (|A| = 3), |A & B| = 1, |A | B| = 4."""
+    model = nn.Sequential(OrderedDict(a=nn.ReLU()))
+    fit = [torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])]
+    scorer = ImageScorer(model, similarity=similarity).fit(fit)
+    s = scorer.score([torch.tensor([[0.0, 0.7, 0.5, 0.6]])])
+    assert s.tolist() == pytest.approx([math.log(expected)])
+
+
+def test_precision_of_an_empty_image_mask_is_the_floor():
+    model = nn.Sequential(OrderedDict(a=nn.ReLU()))
+    scorer = ImageScorer(model, similarity="precision").fit([torch.tensor([[1.0, 0.0]])])
+    assert scorer.score([torch.tensor([[0.1, 0.0]])]).tolist() == pytest.approx([FLOOR])
 
 
 def test_spatial_hand_computed_with_padding_crop():

@@ -53,7 +53,7 @@ def problems(draw):
     fit = batches(draw(st.integers(1, 6)), draw(st.integers(1, 4)))
     score = batches(draw(st.integers(1, 5)), draw(st.integers(1, 4)))
     return dict(model=build(spatial, c, c2, seed), fit=fit, score=score, grid=grid,
-                similarity=draw(st.sampled_from(["iou", "recall"])),
+                similarity=draw(st.sampled_from(["iou", "recall", "precision"])),
                 ratio=draw(st.sampled_from([0.1, 0.5, 0.9, 1.0])))
 
 

@@ -9,6 +9,7 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 
 from ..config import add_imagescore_config
+from ..scoring.scorer import SIMILARITIES
 from .selectors import NO_SELECTION, config_selector_names
 
 
@@ -97,9 +98,9 @@ def check_config(cfg, where="the config"):
     if settings.ON_BAD_IMAGE not in ("skip", "error"):
         raise ConfigError(f"IMAGE_SCORE.ON_BAD_IMAGE is '{settings.ON_BAD_IMAGE}' in {where}; use "
                           "skip (leave unusable pool images out, listed in skipped.csv) or error.")
-    if settings.SIMILARITY not in ("iou", "recall"):
-        raise ConfigError(f"IMAGE_SCORE.SIMILARITY is '{settings.SIMILARITY}' in {where}; use iou or "
-                          "recall.")
+    if settings.SIMILARITY not in SIMILARITIES:
+        raise ConfigError(f"IMAGE_SCORE.SIMILARITY is '{settings.SIMILARITY}' in {where}; use one of "
+                          f"{', '.join(SIMILARITIES)}.")
     if settings.ENABLED and settings.SELECTOR != NO_SELECTION:
         if not settings.UNLABELED_DATASETS:
             raise ConfigError(f"IMAGE_SCORE.ENABLED is on in {where} but "

@@ -66,7 +66,9 @@ def _read_state(path) -> Dict[str, Any]:
         raise ValueError(
             f"ImageScorer.load: {path!r} has format version {version}, this code reads "
             f"version {FORMAT_VERSION}; refit the scorer with this version (scorer.fit + save)")
-    check_scorer_state(state, path, ("iou", "recall"))
+    from .scorer import SIMILARITIES  # the method's module owns the list
+
+    check_scorer_state(state, path, SIMILARITIES)
     return state
 
 

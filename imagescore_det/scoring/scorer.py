@@ -5,7 +5,8 @@ For a model and a set of images, record the activation map ``X_{I,l}`` of each c
 
 * threshold ``t_l = threshold_ratio * max(Xbar_l)``;
 * dataset mask ``M_l = 1{Xbar_l >= t_l}``; image mask ``M_{I,l} = 1{X_{I,l} >= t_l}``;
-* overlap ``r_{I,l}``: IoU ``|M_I & M| / |M_I | M|`` or recall ``|M_I & M| / |M|``;
+* overlap ``r_{I,l}``: IoU ``|M_I & M| / |M_I | M|`` (default), recall ``|M_I & M| / |M|``
+  or precision ``|M_I & M| / |M_I|`` (penalises activation outside the dataset mask);
 * score ``s_I = sum_l log(max(r_{I,l}, 1e-6))`` (<= 0; higher = more typical).
 
 Note on the threshold: the source paper writes ``t_l`` from the *sum* of the activation
@@ -41,7 +42,7 @@ from .persistence import FORMAT_NAME, FORMAT_VERSION
 __all__ = ["ImageBatch", "ImageScorer", "FORMAT_NAME", "FORMAT_VERSION", "RATIO_FLOOR"]
 
 RATIO_FLOOR = 1e-6
-SIMILARITIES = ("iou", "recall")
+SIMILARITIES = ("iou", "recall", "precision")
 
 
 # --------------------------------------------------------------------------------------
@@ -71,8 +72,10 @@ def overlap_scores(intersection: torch.Tensor, image_mask_size: torch.Tensor,
     skipped = dataset_mask_size == 0
     if similarity == "iou":  # |A & B| / |A | B|
         denominator = image_mask_size + dataset_mask_size - intersection
-    else:  # recall: |A & B| / |B|
+    elif similarity == "recall":  # |A & B| / |B|
         denominator = dataset_mask_size
+    else:  # precision: |A & B| / |A| (an empty image mask gives 0: nothing in common)
+        denominator = image_mask_size
     ratio = intersection / denominator.clamp(min=1)
     ratio = torch.where(skipped, torch.full_like(ratio, math.nan), ratio)
     log_ratio = torch.log(ratio.clamp(min=RATIO_FLOOR))
@@ -92,7 +95,8 @@ class ImageScorer:
         layers: which module outputs to record, see :func:`resolve_layers` (``None``: every
             ``nn.ReLU``; a regex string; a predicate ``(name, module) -> bool``; a list of
             names). Each must output one tensor, ``(N, C, H, W)`` or ``(N, F)``.
-        similarity: ``"iou"`` (default) or ``"recall"`` (``|A & B| / |B|``, B = dataset mask).
+        similarity: ``"iou"`` (default), ``"recall"`` (``|A & B| / |B|``, B = dataset mask)
+            or ``"precision"`` (``|A & B| / |A|``, A = image mask).
         threshold_ratio: ``t_l = threshold_ratio * max(mean activation of l)``, in (0, 1].
         grid: ``None`` (every image must give the same map shapes) or ``(h, w)``: every
             spatial map is cropped to the image's valid region (see :class:`ImageBatch`) and
