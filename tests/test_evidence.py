@@ -488,6 +488,45 @@ def test_paired_baseline_resume(paired_runs):
         trainer.train()
 
 
+def test_a_branch_from_the_round_checkpoint_is_the_run_itself(paired_runs, tmp_path):
+    """bench_quality compares selectors by branching each from one run's round checkpoint:
+    a branch with the run's own settings must end with that run's weights, bit for bit,
+    and a branch with another selector must select with the same detector."""
+    from detectron2.utils.env import seed_all_rng
+
+    from imagescore_det.engine import load_config
+    from imagescore_det.engine.paired import branch_from_round
+
+    source = paired_runs["random"]
+
+    def branch(name, selector):
+        out = tmp_path / name
+        branch_from_round(source.OUTPUT_DIR, str(out))
+        cfg = load_config(TINY_CONFIG, tiny_cfg_opts(out, max_iter=4) + PAIRED_OPTS + [
+            "IMAGE_SCORE.SELECTOR", selector, "DATALOADER.NUM_WORKERS", "1",
+            "IMAGE_SCORE.PAIRED_BASELINE", "False"])
+        cfg.freeze()
+        seed_all_rng(cfg.SEED + 1)  # another process seed: the replay hook must not care
+        _train(cfg, resume=True)
+        return cfg
+
+    same = branch("same", "random")
+    a = _weights(os.path.join(source.OUTPUT_DIR, "model_final.pth"))
+    b = _weights(os.path.join(same.OUTPUT_DIR, "model_final.pth"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _report(same)["eval_after"] == _report(source)["eval_after"]
+    assert _report(same)["rounds"][0]["num_pseudo_images"] == \
+        _report(source)["rounds"][0]["num_pseudo_images"]
+
+    other = branch("softmax", "softmax")
+    assert _report(other)["rounds"][0]["selector"] == "softmax"
+    assert _report(other)["rounds"][0]["iteration"] == 2
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        branch_from_round(source.OUTPUT_DIR, other.OUTPUT_DIR)
+    with pytest.raises(FileNotFoundError, match="PAIRED_BASELINE True"):
+        branch_from_round(str(tmp_path / "nothing"), str(tmp_path / "x"))
+
+
 def test_paired_baseline_needs_the_round(tiny_cfg):
     from imagescore_det.engine import ConfigError
 

@@ -96,6 +96,36 @@ def save_round_checkpoint(trainer):
     comm.synchronize()
 
 
+def branch_from_round(source_dir, target_dir):
+    """Prepare ``target_dir`` so that ``train_net.py --resume`` with ``OUTPUT_DIR target_dir``
+    continues from ``source_dir``'s round checkpoint (a run with PAIRED_BASELINE on).
+
+    The branch runs the round and the continuation only: with the source's config and
+    selector it ends with the source run's weights (the replay hook re-seeds every
+    generator at the round), and with another selector or IMAGE_SCORE setting it is that
+    selector's run from the same detector, at the cost of the continuation. Benchmarks use
+    it to compare many selectors without training the warm-up again.
+    """
+    import shutil
+
+    from .safe_load import LAST_CHECKPOINT
+
+    source = os.path.join(source_dir, ROUND_CHECKPOINT + ".pth")
+    if not os.path.isfile(source):
+        raise FileNotFoundError(
+            f"{source} is missing: a branch starts from the round checkpoint that a run with "
+            "IMAGE_SCORE.PAIRED_BASELINE True saves at IMAGE_SCORE.START_ITER. Train the "
+            "source run with it on.")
+    os.makedirs(target_dir, exist_ok=True)
+    if os.path.exists(os.path.join(target_dir, LAST_CHECKPOINT)):
+        raise FileExistsError(f"{target_dir} already holds a run ({LAST_CHECKPOINT}); resume "
+                              "it, or delete it to branch again.")
+    tmp = os.path.join(target_dir, ROUND_CHECKPOINT + ".pth.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, os.path.join(target_dir, ROUND_CHECKPOINT + ".pth"))
+    atomic_write_text(os.path.join(target_dir, LAST_CHECKPOINT), ROUND_CHECKPOINT + ".pth")
+
+
 # --------------------------------------------------------------------------- after training
 def paired_config(cfg):
     """The main run's (scaled) config, supervised-only, in ``OUTPUT_DIR/paired_supervised``."""
