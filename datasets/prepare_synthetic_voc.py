@@ -34,8 +34,8 @@ def main(argv=None):
     p.add_argument("--max-size", type=int, default=176, help="max image width/height (px)")
     p.add_argument("--shifted-fraction", type=float, default=0.4,
                    help="share of the unlabeled pool drawn from the shifted domain")
-    p.add_argument("--min-obj-size", type=int, default=18)
-    p.add_argument("--max-obj-size", type=int, default=60)
+    p.add_argument("--min-obj-size", type=int, default=32)
+    p.add_argument("--max-obj-size", type=int, default=72)
     p.add_argument("--max-objects", type=int, default=4)
     args = p.parse_args(argv)
 
