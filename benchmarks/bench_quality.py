@@ -1,190 +1,369 @@
 #!/usr/bin/env python
-"""Does Image Score selection give better pseudo-labels and a better detector? Measured.
+"""Does Image Score pick better pseudo-labels, and does training on them help? Measured.
 
-Runs the quickstart schedule once per selector (image_score, softmax, random, none =
-supervised only) with the same seed, through ``tools/train_net.py`` (one process each, in
-sequence), on the synthetic dataset whose pool truth is known, then compares:
+On the synthetic dataset (its pool truth and domains are known), in the quickstart's regime
+(``configs/synthetic/imagescore_V16tiny_quick.yaml``: a warm-up to the plateau, then a
+continuation of 1/6), for every seed:
 
-* pseudo-label precision / recall of the selected images (against the hidden truth),
-* the share of the selection drawn from the pool's shifted domain,
-* with IMAGE_SCORE.ANALYZE_POOL, the precision the same pseudo-labelling rule gets on every
-  pool image, by score decile: does a higher score mean better pseudo-labels?
-* VOC AP50 on the test split before the selection round and at the end;
-* each selector against supervised-only (``none``) of the same seed: the AP50 difference,
-  its 95% paired bootstrap interval over the test images and the one-sided p-value
-  (``imagescore_det.evaluation.bootstrap``, as ``tools/compare_runs.py``). The ``none`` run
-  is every selector's paired baseline (same checkpoint and random stream at the round, see
-  README "Quick start"), so the runs turn IMAGE_SCORE.PAIRED_BASELINE off and train once.
+1. one full run with ``image_score`` and ``IMAGE_SCORE.PAIRED_BASELINE True``: the warm-up,
+   the round, the continuation with pseudo-labels, and the supervised-only copy from the
+   round checkpoint (the ``none`` row: training longer on the labeled set only);
+2. every other selector and variant *branches* from that run's round checkpoint
+   (``engine.paired.branch_from_round``): the same detector selects, the same iterations
+   follow with the same random stream; only the selection differs.
 
-Budget: about 4 x the quickstart's time (4 x 4-8 minutes on 2 CPU cores). Several seeds
-(``--seeds 0 1 2``) multiply it. A finished run is not repeated (its report.json is reused),
-so an interrupted benchmark resumes where it stopped.
+Per variant and seed, from the round folder and report.json:
 
-    .venv/bin/python benchmarks/bench_quality.py                  # 1 seed, 4 selectors
-    .venv/bin/python benchmarks/bench_quality.py --seeds 0 1 2    # 3 seeds
+* pseudo-box precision and recall of the images trained on (IoU 0.5, against the truth);
+* AUROC of the variant's score for "this pool image's pseudo-boxes are all correct"
+  (images the detector gives at least one box at BOX_SCORE_THRESH; the detection analogue
+  of the paper's Figure 2), with a bootstrap interval; needs ANALYZE_POOL (on here);
+* the shifted domain's share of the selection (and of the pool);
+* test AP50 before the round, at the end, and the paired bootstrap of the end against the
+  ``none`` run of the same seed (difference, 95% interval, one-sided p).
 
-Writes benchmarks/results/bench_quality.json and bench_quality.png, prints a table.
+Then mean, standard deviation and range over the seeds. Variants that need a selector or
+key this checkout lacks are skipped with a note.
+
+    .venv/bin/python benchmarks/bench_quality.py                          # 3 seeds, all
+    .venv/bin/python benchmarks/bench_quality.py --seeds 0 --variants image_score softmax
+
+``--root`` is the datasets root holding ``synthetic_voc/`` (generated there if absent).
+Writes ``--output`` (JSON) and, beside it, ``.png`` and ``.md``; prints the table. Finished
+runs are reused (their report.json), so an interrupted benchmark resumes where it stopped.
+Runs go ``--jobs`` at a time (default 2 on this 2-core machine, one thread each).
 """
 import argparse
-import json
+import concurrent.futures
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from imagescore_det.engine.selectors import config_selector_names  # noqa: E402
-from imagescore_det.evaluation import ap50_of  # noqa: E402
 
-SELECTORS = config_selector_names()
-CONFIG = os.path.join(ROOT, "configs", "synthetic", "imagescore_V16tiny_quick.yaml")
+CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
+BASE = "image_score"
+NONE = "none"
+
+# name -> (what it is, KEY VALUE overrides on top of the quickstart config)
+VARIANTS = {
+    "image_score": ("the method as the quickstart runs it: IoU, every conv layer, GRID 8x8", []),
+    "softmax": ("the paper's softmax baseline: mean confidence of the kept boxes",
+                ["IMAGE_SCORE.SELECTOR", "softmax"]),
+    "random": ("uniformly random images", ["IMAGE_SCORE.SELECTOR", "random"]),
+    "is_recall": ("image score, similarity recall |A&B|/|B|", ["IMAGE_SCORE.SIMILARITY", "recall"]),
+    "is_precision": ("image score, similarity precision |A&B|/|A|",
+                     ["IMAGE_SCORE.SIMILARITY", "precision"]),
+    "is_grid16": ("image score, GRID 16x16 (the library default)", ["IMAGE_SCORE.GRID", "(16, 16)"]),
+    "is_grid32": ("image score, GRID 32x32 (finer)", ["IMAGE_SCORE.GRID", "(32, 32)"]),
+    "is_resize": ("image score on images resized to 144x144, maps not pooled",
+                  ["IMAGE_SCORE.SCORE_RESIZE", "(144, 144)", "IMAGE_SCORE.GRID", "()"]),
+    "is_deepest": ("image score, the deepest block only (conv5_1-3)",
+                   ["IMAGE_SCORE.LAYERS", "['conv5_\\d']"]),
+    "is_per_class": ("image score, per-class masks over the predicted classes",
+                     ["IMAGE_SCORE.SELECTOR", "image_score_per_class"]),
+    "hybrid": ("confidence filter, then image-score rank", ["IMAGE_SCORE.SELECTOR", "hybrid"]),
+}
+_print_lock = threading.Lock()
 
 
-def run_one(selector, seed, out_dir, extra):
+def log(msg):
+    with _print_lock:
+        print(msg, flush=True)
+
+
+def available(name):
+    """None when this checkout can run the variant, else why not."""
+    from imagescore_det.config import add_imagescore_config
+    from imagescore_det.engine.selectors import config_selector_names
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_imagescore_config(cfg)
+    opts = VARIANTS[name][1]
+    for key, value in zip(opts[::2], opts[1::2]):
+        if not hasattr(cfg.IMAGE_SCORE, key.split(".", 1)[1]):
+            return f"this checkout has no {key}"
+        if key == "IMAGE_SCORE.SELECTOR" and value not in config_selector_names():
+            return f"this checkout has no selector {value!r}"
+    return None
+
+
+# --------------------------------------------------------------------------- running
+def train(out_dir, opts, seed, resume, threads, extra):
     report = os.path.join(out_dir, "report.json")
     if os.path.isfile(report):
-        print(f"[{selector} seed {seed}] reusing {report}", flush=True)
-    else:
-        cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
-               CONFIG, "IMAGE_SCORE.SELECTOR", selector, "SEED", str(seed),
-               "IMAGE_SCORE.ANALYZE_POOL", "True",
-               # the none run of the same seed is the paired baseline (compared below)
-               "IMAGE_SCORE.PAIRED_BASELINE", "False",
-               "OUTPUT_DIR", out_dir, *extra]
-        print(f"[{selector} seed {seed}] {' '.join(cmd)}", flush=True)
-        with open(os.path.join(os.path.dirname(out_dir), f"{os.path.basename(out_dir)}.log"),
-                  "w") as log:
-            subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    with open(report) as f:
-        return json.load(f)
+        log(f"[{os.path.relpath(out_dir)}] finished before; reused")
+        return report
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
+           os.path.join(ROOT, CONFIG)] + (["--resume"] if resume else []) + [
+        "SEED", str(seed), "IMAGE_SCORE.ANALYZE_POOL", "True", "OUTPUT_DIR", out_dir,
+        *opts, *extra]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    started = time.time()
+    log(f"[{os.path.relpath(out_dir)}] started: {' '.join(cmd[1:])}")
+    with open(out_dir.rstrip("/") + ".log", "a") as f:
+        done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {done.returncode}); see "
+                           f"{out_dir}.log. Rerun the benchmark to resume.")
+    log(f"[{os.path.relpath(out_dir)}] done in {time.time() - started:.0f} s")
+    return report
 
 
-def summarize(report):
-    row = {"ap50_before": ap50_of(report["eval_before"]), "ap50_after": ap50_of(report["eval_after"])}
-    if report["rounds"]:
-        r = report["rounds"][0]
-        row.update(precision=r.get("pseudo_precision"), recall=r.get("pseudo_recall"),
-                   pseudo_images=r["num_pseudo_images"], pseudo_boxes=r["num_pseudo_boxes"],
-                   selection_seconds=r["timing"]["selection_total_s"])
-        doms = r.get("domains")
-        if doms:
-            row["shifted_share_of_selection"] = doms["shifted"]["selected"] / r["num_selected"]
-            row["shifted_share_of_pool"] = doms["shifted"]["pool"] / r["pool_size"]
-        row["precision_by_score_bin"] = r.get("precision_by_score_bin")
-        # the same pseudo-labelling rule applied to the whole pool (ANALYZE_POOL)
-        row["pool_precision_by_score_bin"] = r.get("pool_precision_by_score_bin")
-        row["pool_precision_selected"] = r.get("pool_precision_selected")
-        row["pool_precision_rest"] = r.get("pool_precision_rest")
-        bins = r.get("pool_precision_by_score_bin") or []
-        if len(bins) >= 2 and bins[0]["precision"] is not None and bins[-1]["precision"] is not None:
-            row["pool_precision_top_minus_bottom_decile"] = bins[-1]["precision"] - bins[0]["precision"]
+def run_seed(seed, variants, work_dir, threads, extra, pool):
+    """The base run of ``seed``, then its branches (submitted to ``pool``)."""
+    from imagescore_det.engine.paired import branch_from_round
+    from imagescore_det.engine.safe_load import LAST_CHECKPOINT
+
+    base_dir = os.path.join(work_dir, f"seed{seed}", BASE)
+    os.makedirs(os.path.dirname(base_dir), exist_ok=True)
+    resume = os.path.isfile(os.path.join(base_dir, LAST_CHECKPOINT))
+    train(base_dir, ["IMAGE_SCORE.PAIRED_BASELINE", "True"], seed, resume, threads, extra)
+    futures = []
+    for name in variants:
+        if name == BASE:
+            continue
+        out = os.path.join(work_dir, f"seed{seed}", name)
+        if not os.path.exists(os.path.join(out, LAST_CHECKPOINT)):
+            branch_from_round(base_dir, out)
+        futures.append(pool.submit(train, out, VARIANTS[name][1] + [
+            "IMAGE_SCORE.PAIRED_BASELINE", "False"], seed, True, threads, extra))
+    return futures
+
+
+# --------------------------------------------------------------------------- measuring
+def measure(run_dir, none_dir):
+    """One variant's numbers for one seed."""
+    import json
+
+    from imagescore_det.engine.round_files import SCORES_CSV, read_scores_csv, round_dir
+    from imagescore_det.evaluation import ap50_of
+    from imagescore_det.evaluation.auroc import auroc_interval
+
+    with open(os.path.join(run_dir, "report.json")) as f:
+        report = json.load(f)
+    row = {"ap50_before": ap50_of(report["eval_before"]),
+           "ap50_after": ap50_of(report["eval_after"])}
+    r = report["rounds"][0]
+    row.update(precision=r.get("pseudo_precision"), recall=r.get("pseudo_recall"),
+               pseudo_images=r["num_pseudo_images"], pseudo_boxes=r["num_pseudo_boxes"],
+               selection_seconds=r["timing"].get("selection_total_s"))
+    doms = r.get("domains")
+    if doms:
+        row["shifted_share_of_selection"] = doms["shifted"]["selected"] / r["num_selected"]
+        row["shifted_share_of_pool"] = doms["shifted"]["pool"] / r["pool_size"]
+    rows = read_scores_csv(os.path.join(round_dir(run_dir, 1), SCORES_CSV))
+    judged = [x for x in rows if x.get("true_positives") not in (None, "")
+              and int(x["true_positives"]) + int(x["false_positives"]) > 0]
+    if judged:
+        correct = np.array([int(x["false_positives"]) == 0 for x in judged])
+        scores = np.array([x["score"] for x in judged])
+        a = auroc_interval(scores, correct, resamples=500)
+        row.update(auroc=a["auroc"], auroc_ci95=a["ci"], auroc_images=len(judged),
+                   share_correct_images=float(correct.mean()))
+    # the pool's precision by score decile (the same pseudo-labelling rule on every image)
+    row["pool_precision_by_score_bin"] = r.get("pool_precision_by_score_bin")
+    if none_dir is not None:
+        row["vs_none"] = versus(none_dir, run_dir)
     return row
 
 
-def versus_supervised(supervised_dir, run_dir):
-    """The paired bootstrap of a run against the none run of its seed (None when a run has
-    no per-image detections, e.g. a reused report from before they were saved)."""
+def versus(a_dir, b_dir):
     from imagescore_det.evaluation.bootstrap import compare_files
-    from imagescore_det.evaluation.detections import DetectionsFileError, find_detections
+    from imagescore_det.evaluation.detections import find_detections
 
-    try:
-        result = compare_files(find_detections(supervised_dir), find_detections(run_dir))
-    except DetectionsFileError as e:
-        print(f"  (no paired comparison for {run_dir}: {e})")
-        return None
-    return {"AP50_difference": result["AP50"]["difference"], "AP50_ci95": result["AP50"]["ci"],
-            "p_value": result["AP50"]["p_value"], "AP_difference": result["AP"]["difference"],
-            "AP_ci95": result["AP"]["ci"], "resamples": result["bootstrap"]["resamples"]}
+    c = compare_files(find_detections(a_dir), find_detections(b_dir))
+    return {"AP50_difference": c["AP50"]["difference"], "AP50_ci95": c["AP50"]["ci"],
+            "p_value": c["AP50"]["p_value"], "AP_difference": c["AP"]["difference"],
+            "AP_ci95": c["AP"]["ci"], "test_images": c["test_set"]["num_images"]}
 
 
-def mean_or_none(values):
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
+def none_row(base_dir):
+    import json
+
+    from imagescore_det.engine.paired import PAIRED_DIR
+    from imagescore_det.evaluation import ap50_of
+
+    with open(os.path.join(base_dir, "report.json")) as f:
+        report = json.load(f)
+    return {"ap50_before": ap50_of(report["eval_before"]),
+            "ap50_after": report["paired_baseline"]["summary"]["AP50_supervised_only"],
+            "pseudo_images": 0, "dir": os.path.join(base_dir, PAIRED_DIR)}
 
 
-def plot(path, table):
+KEYS = ("ap50_before", "ap50_after", "precision", "recall", "auroc", "share_correct_images",
+        "shifted_share_of_selection", "shifted_share_of_pool", "pseudo_images")
+
+
+def aggregate(per_seed):
+    """{key: {mean, std, min, max, n}} over seeds, plus the AP50 difference vs none."""
+    out = {}
+    for key in KEYS + ("AP50_difference",):
+        values = [(r.get("vs_none") or {}).get(key) if key == "AP50_difference" else r.get(key)
+                  for r in per_seed]
+        values = [v for v in values if v is not None]
+        if values:
+            out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))
+                        if len(values) > 1 else 0.0, "min": float(min(values)),
+                        "max": float(max(values)), "n": len(values)}
+    return out
+
+
+# --------------------------------------------------------------------------- reporting
+def fmt(stat, digits=3, signed=False):
+    if not stat:
+        return "-"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return f"{f.format(stat['mean'])} ± {stat['std']:.{digits}f}"
+
+
+def markdown(result):
+    seeds = result["seeds"]
+    lines = [f"# bench_quality: selectors on the synthetic set ({len(seeds)} seeds: "
+             f"{', '.join(map(str, seeds))})", "",
+             f"Command: `{result['command']}`  ", f"Config: `{result['config']}` "
+             f"(overrides: {' '.join(result['overrides']) or 'none'}); machine: "
+             f"{result['machine']}; wall time {result['wall_seconds'] / 60:.0f} min.", "",
+             "Mean ± standard deviation over seeds. Precision/recall: the pseudo-boxes of the "
+             "images trained on (IoU 0.5). AUROC: the variant's score for \"all of this pool "
+             "image's pseudo-boxes are correct\" (random scores give 0.5 by design). "
+             "AP50 diff: the end of the run minus `none` (supervised only, same checkpoint, "
+             "iterations and random stream) on the test set.", "",
+             "| variant | precision | recall | AUROC | shifted share | AP50 end | AP50 diff vs none |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, agg in result["mean_over_seeds"].items():
+        lines.append(f"| {name} | {fmt(agg.get('precision'))} | {fmt(agg.get('recall'))} | "
+                     f"{fmt(agg.get('auroc'))} | {fmt(agg.get('shifted_share_of_selection'))} | "
+                     f"{fmt(agg.get('ap50_after'), 1)} | "
+                     f"{fmt(agg.get('AP50_difference'), 1, True)} |")
+    lines += ["", "Per seed: AP50 difference against `none` with its 95% paired bootstrap "
+              "interval over the test images, and the one-sided p that the variant is not "
+              "better; AUROC with its 95% bootstrap interval over pool images.", "",
+              "| variant | seed | AP50 diff [95% CI] | p | AUROC [95% CI] |", "| --- | --- | --- | --- | --- |"]
+    for name, runs in result["runs"].items():
+        for seed, r in zip(seeds, runs):
+            v = r.get("vs_none")
+            diff = (f"{v['AP50_difference']:+.2f} [{v['AP50_ci95'][0]:+.2f}, "
+                    f"{v['AP50_ci95'][1]:+.2f}] | {v['p_value']:.3f}") if v else "- | -"
+            auc = (f"{r['auroc']:.3f} [{r['auroc_ci95'][0]:.3f}, {r['auroc_ci95'][1]:.3f}]"
+                   if r.get("auroc") is not None else "-")
+            lines.append(f"| {name} | {seed} | {diff} | {auc} |")
+    if result["skipped_variants"]:
+        lines += ["", "Not run: " + "; ".join(f"{k} ({v})" for k, v in
+                                              result["skipped_variants"].items())]
+    lines += ["", "Variants:", ""] + [f"* `{k}`: {VARIANTS[k][0]}" for k in result["runs"]
+                                      if k in VARIANTS]
+    return "\n".join(lines) + "\n"
+
+
+def plot(path, result):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    sels = list(table)
-    for ax, key, title in ((axes[0], "precision", "pseudo-label precision (IoU 0.5)"),
-                           (axes[1], "ap50_after", "test AP50 at the end")):
-        vals = [table[s].get(key) or 0.0 for s in sels]
-        ax.bar(sels, vals, color=["#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f"][: len(sels)])
-        for i, v in enumerate(vals):
-            ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
-        ax.set_title(title)
+    names = list(result["mean_over_seeds"])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = (("precision", "pseudo-box precision (images trained on)"),
+              ("auroc", "AUROC: score vs 'pseudo-boxes all correct'"),
+              ("AP50_difference", "test AP50 minus supervised-only (none)"))
+    for ax, (key, title) in zip(axes, panels):
+        for i, name in enumerate(names):
+            runs = result["runs"][name]
+            vals = [(r.get("vs_none") or {}).get("AP50_difference") if key == "AP50_difference"
+                    else r.get(key) for r in runs]
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                continue
+            ax.bar(i, np.mean(vals), color="#9ecae1" if name != BASE else "#3182bd")
+            ax.scatter([i] * len(vals), vals, color="k", s=10, zorder=3)
+        if key == "auroc":
+            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        if key == "AP50_difference":
+            ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"bench_quality, seeds {result['seeds']} (bars: mean; dots: seeds)", fontsize=10)
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=110)
     os.replace(tmp, path)
+    plt.close(fig)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--selectors", nargs="+", default=list(SELECTORS), choices=SELECTORS)
+    p.add_argument("--root", default=os.environ.get("DETECTRON2_DATASETS",
+                                                    os.path.join(ROOT, "datasets")),
+                   help="datasets root holding synthetic_voc/ (default: $DETECTRON2_DATASETS "
+                        "or ./datasets)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
     p.add_argument("--work-dir", default=os.path.join(ROOT, "output", "bench_quality"))
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results",
                                                     "bench_quality.json"))
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE overrides")
-    args = p.parse_args()
+    p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="extra config overrides for every run (KEY VALUE pairs)")
+    args = p.parse_args(argv)
+    if BASE not in args.variants:
+        args.variants.insert(0, BASE)  # every branch starts from its round checkpoint
     from imagescore_det.data import generate_synthetic_voc
-    from imagescore_det.utils import atomic_write_json
+    from imagescore_det.utils import atomic_write_json, atomic_write_text
 
-    os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
-    generate_synthetic_voc(os.path.join(os.environ["DETECTRON2_DATASETS"], "synthetic_voc"))
-    os.makedirs(args.work_dir, exist_ok=True)
-    runs = {}
+    args.root = os.path.abspath(args.root)
+    os.environ["DETECTRON2_DATASETS"] = args.root
+    generate_synthetic_voc(os.path.join(args.root, "synthetic_voc"))
+    skipped = {name: why for name in args.variants if (why := available(name))}
+    for name, why in skipped.items():
+        log(f"skipping variant {name}: {why}")
+    variants = [v for v in args.variants if v not in skipped]
+    work_dir = os.path.abspath(args.work_dir)
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    started = time.time()
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        # base runs first (they are the long ones), then every branch as soon as its base ends
+        seeds = [pool.submit(run_seed, s, variants, work_dir, threads, args.opts, pool)
+                 for s in args.seeds]
+        branches = [f for s in seeds for f in s.result()]
+        for f in branches:
+            f.result()
+    runs = {NONE: []}
+    runs.update({v: [] for v in variants})
     for seed in args.seeds:
-        for sel in args.selectors:
-            out = os.path.join(args.work_dir, f"{sel}_seed{seed}")
-            runs.setdefault(sel, []).append(summarize(run_one(sel, seed, out, args.opts)))
-        if "none" in args.selectors:
-            for sel in args.selectors:
-                if sel != "none":
-                    runs[sel][-1]["vs_supervised"] = versus_supervised(
-                        os.path.join(args.work_dir, f"none_seed{seed}"),
-                        os.path.join(args.work_dir, f"{sel}_seed{seed}"))
-    keys = ("ap50_before", "ap50_after", "precision", "recall", "pseudo_images",
-            "shifted_share_of_selection", "shifted_share_of_pool", "selection_seconds",
-            "pool_precision_selected", "pool_precision_rest",
-            "pool_precision_top_minus_bottom_decile")
-    table = {sel: {k: mean_or_none([r.get(k) for r in rs]) for k in keys}
-             for sel, rs in runs.items()}
-    result = {"benchmark": "quality", "seeds": args.seeds, "config": os.path.relpath(CONFIG, ROOT),
-              "overrides": args.opts, "mean_over_seeds": table, "runs": runs,
-              "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])}
+        base_dir = os.path.join(work_dir, f"seed{seed}", BASE)
+        none = none_row(base_dir)
+        runs[NONE].append({k: v for k, v in none.items() if k != "dir"})
+        for name in variants:
+            runs[name].append(measure(os.path.join(work_dir, f"seed{seed}", name), none["dir"]))
+    import platform
+
+    result = {
+        "benchmark": "quality", "seeds": args.seeds, "config": CONFIG, "overrides": args.opts,
+        "root": args.root, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{args.jobs} runs at a time ({threads} thread(s) each)",
+        "wall_seconds": time.time() - started,
+        "command": " ".join(["benchmarks/bench_quality.py"] + (argv if argv is not None
+                                                                else sys.argv[1:])),
+        "variants": {k: {"what": VARIANTS[k][0], "overrides": VARIANTS[k][1]} for k in variants},
+        "skipped_variants": skipped,
+        "mean_over_seeds": {name: aggregate(rs) for name, rs in runs.items()},
+        "runs": runs,
+    }
     atomic_write_json(args.output, result)
-    plot(os.path.splitext(args.output)[0] + ".png", table)
-
-    def fmt(v):
-        return "   -  " if v is None else f"{v:6.3f}"
-
-    print(f"\nmean over seeds {args.seeds}")
-    print("selector     AP50 before  AP50 after  precision  recall  shifted share (pool)"
-          "  pool prec. selected / rest / top-bottom decile")
-    for sel, row in table.items():
-        print(f"{sel:<12} {fmt(row['ap50_before'])}      {fmt(row['ap50_after'])}      "
-              f"{fmt(row['precision'])}    {fmt(row['recall'])}  "
-              f"{fmt(row['shifted_share_of_selection'])} ({fmt(row['shifted_share_of_pool'])})"
-              f"    {fmt(row['pool_precision_selected'])} / {fmt(row['pool_precision_rest'])}"
-              f" / {fmt(row['pool_precision_top_minus_bottom_decile'])}")
-    print("\nagainst supervised-only of the same seed (AP50 difference, 95% paired bootstrap "
-          "interval over the test images, one-sided p that the selector is not better)")
-    for sel, rs in runs.items():
-        for seed, r in zip(args.seeds, rs):
-            v = r.get("vs_supervised")
-            if v:
-                print(f"{sel:<12} seed {seed}: {v['AP50_difference']:+6.2f} "
-                      f"[{v['AP50_ci95'][0]:+6.2f}, {v['AP50_ci95'][1]:+6.2f}]  p = "
-                      f"{v['p_value']:.3f}")
-    print(f"wrote {args.output}")
+    stem = os.path.splitext(args.output)[0]
+    plot(stem + ".png", result)
+    md = markdown(result)
+    atomic_write_text(stem + ".md", md)
+    print(md)
+    print(f"wrote {args.output}, {stem}.png, {stem}.md")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""Is the quickstart's warm-up at its plateau when the round selects? Measured.
+
+The paper selects with a detector trained to convergence on the labeled set. This trains the
+quickstart's warm-up (``configs/synthetic/imagescore_V16tiny_quick.yaml`` up to
+``IMAGE_SCORE.START_ITER``, its LR steps included, no pseudo-labels) and the same schedule
+stretched to twice as long (every iteration key x2), per seed, evaluating test AP50 along
+the way. The warm-up is at its plateau when doubling it gains little: the issue's bar is
+AP50 within ~2 points.
+
+    .venv/bin/python benchmarks/bench_plateau.py                 # seeds 0 1 2
+    .venv/bin/python benchmarks/bench_plateau.py --seeds 0 --scales 1 2 4
+
+``--root`` is the datasets root holding ``synthetic_voc/`` (generated if absent). Writes
+``--output`` (JSON) and, beside it, the learning curves (``.png``) and ``.md``. Finished
+runs are reused, so an interrupted benchmark resumes; ``--jobs`` runs at a time.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
+
+
+def warmup_schedule():
+    """(warm-up iterations, LR steps inside it, eval period) of the quickstart config."""
+    from imagescore_det.engine import load_config
+
+    cfg = load_config(os.path.join(ROOT, CONFIG), [])
+    warmup = int(cfg.IMAGE_SCORE.START_ITER)
+    steps = [int(s) for s in cfg.SOLVER.STEPS if s < warmup]
+    return warmup, steps, int(cfg.SOLVER.WARMUP_ITERS)
+
+
+def train(out_dir, scale, seed, threads):
+    warmup, steps, lr_warmup = warmup_schedule()
+    metrics = os.path.join(out_dir, "metrics.json")
+    final = os.path.join(out_dir, "model_final.pth")
+    if not os.path.isfile(final):
+        resume = os.path.isfile(os.path.join(out_dir, "last_checkpoint"))
+        cmd = [sys.executable, "tools/train_net.py", "--config-file", CONFIG] + (
+            ["--resume"] if resume else []) + [
+            "IMAGE_SCORE.ENABLED", "False", "SEED", str(seed),
+            "SOLVER.MAX_ITER", str(warmup * scale),
+            "SOLVER.STEPS", str(tuple(s * scale for s in steps)),
+            "SOLVER.WARMUP_ITERS", str(lr_warmup),
+            "TEST.EVAL_PERIOD", str(max(1, warmup // 6)),
+            "SOLVER.CHECKPOINT_PERIOD", str(max(1, warmup // 6)), "OUTPUT_DIR", out_dir]
+        os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+        print(f"[{os.path.relpath(out_dir, ROOT)}] {' '.join(cmd[1:])}", flush=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        started = time.time()
+        with open(out_dir + ".log", "a") as f:
+            done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed; see {out_dir}.log. Rerun to resume.")
+        print(f"[{os.path.relpath(out_dir, ROOT)}] done in {time.time() - started:.0f} s",
+              flush=True)
+    return curve(metrics)
+
+
+def curve(metrics_path):
+    """[(iteration, AP50)] from a run's metrics.json (one JSON object per line)."""
+    points = {}
+    with open(metrics_path) as f:
+        for line in f:
+            row = json.loads(line)
+            if "bbox/AP50" in row:
+                points[int(row["iteration"]) + 1] = float(row["bbox/AP50"])
+    return sorted(points.items())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default=os.environ.get("DETECTRON2_DATASETS",
+                                                    os.path.join(ROOT, "datasets")),
+                   help="datasets root holding synthetic_voc/")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--scales", type=int, nargs="+", default=[1, 2],
+                   help="schedule lengths, in warm-ups (default 1 2)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--work-dir", default=os.path.join(ROOT, "output", "bench_plateau"))
+    p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results",
+                                                    "bench_plateau.json"))
+    args = p.parse_args(argv)
+    from imagescore_det.data import generate_synthetic_voc
+    from imagescore_det.utils import atomic_write_json, atomic_write_text
+
+    os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.root)
+    generate_synthetic_voc(os.path.join(os.environ["DETECTRON2_DATASETS"], "synthetic_voc"))
+    warmup, steps, _ = warmup_schedule()
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    started = time.time()
+    work = os.path.abspath(args.work_dir)
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        # longest first, so the two cores stay busy to the end
+        jobs = {(s, m): pool.submit(train, os.path.join(work, f"seed{s}", f"x{m}"), m, s, threads)
+                for m in sorted(args.scales, reverse=True) for s in args.seeds}
+        curves = {key: f.result() for key, f in jobs.items()}
+    per_seed = []
+    for s in args.seeds:
+        row = {"seed": s}
+        for m in args.scales:
+            pts = dict(curves[(s, m)])
+            row[f"x{m}"] = {"ap50_end": pts.get(warmup * m), "curve": curves[(s, m)]}
+        base = row[f"x{min(args.scales)}"]["ap50_end"]
+        for m in args.scales:
+            end = row[f"x{m}"]["ap50_end"]
+            row[f"x{m}"]["gain_over_x{min(args.scales)}"] = (
+                None if end is None or base is None else end - base)
+        per_seed.append(row)
+    summary = {}
+    for m in args.scales:
+        ends = [r[f"x{m}"]["ap50_end"] for r in per_seed if r[f"x{m}"]["ap50_end"] is not None]
+        gains = [r[f"x{m}"]["gain_over_x{min(args.scales)}"] for r in per_seed
+                 if r[f"x{m}"]["gain_over_x{min(args.scales)}"] is not None]
+        summary[f"x{m}"] = {"iterations": warmup * m,
+                            "ap50_end_mean": float(np.mean(ends)) if ends else None,
+                            "ap50_end_std": float(np.std(ends, ddof=1)) if len(ends) > 1 else 0.0,
+                            "gain_mean": float(np.mean(gains)) if gains else None,
+                            "gain_min": float(min(gains)) if gains else None,
+                            "gain_max": float(max(gains)) if gains else None}
+    result = {"benchmark": "plateau", "config": CONFIG, "warmup_iterations": warmup,
+              "lr_steps": steps, "seeds": args.seeds, "scales": args.scales,
+              "root": os.environ["DETECTRON2_DATASETS"],
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {args.jobs} runs "
+                         f"at a time ({threads} thread(s) each)",
+              "wall_seconds": time.time() - started,
+              "command": " ".join(["benchmarks/bench_plateau.py"] + (
+                  argv if argv is not None else sys.argv[1:])),
+              "summary": summary, "per_seed": per_seed}
+    atomic_write_json(args.output, result)
+    stem = os.path.splitext(args.output)[0]
+    plot(stem + ".png", result)
+    md = markdown(result)
+    atomic_write_text(stem + ".md", md)
+    print(md)
+    print(f"wrote {args.output}, {stem}.png, {stem}.md")
+
+
+def markdown(result):
+    lo = min(result["scales"])
+    lines = [f"# bench_plateau: is the quickstart's warm-up ({result['warmup_iterations']} "
+             f"iterations, LR steps {result['lr_steps']}) at its plateau?", "",
+             f"Command: `{result['command']}`; machine: {result['machine']}; wall time "
+             f"{result['wall_seconds'] / 60:.0f} min.", "",
+             f"| schedule | iterations | test AP50 at its end (mean ± std) | gain over x{lo} "
+             "(mean, range over seeds) |", "| --- | --- | --- | --- |"]
+    for m in result["scales"]:
+        s = result["summary"][f"x{m}"]
+        end = "-" if s["ap50_end_mean"] is None else \
+            f"{s['ap50_end_mean']:.1f} ± {s['ap50_end_std']:.1f}"
+        gain = "-" if s["gain_mean"] is None else \
+            f"{s['gain_mean']:+.1f} ({s['gain_min']:+.1f} to {s['gain_max']:+.1f})"
+        lines.append(f"| x{m} | {s['iterations']} | {end} | {gain} |")
+    lines += ["", "Per seed (AP50 at the end of each schedule):", ""]
+    for r in result["per_seed"]:
+        lines.append(f"* seed {r['seed']}: " + ", ".join(
+            f"x{m} {r[f'x{m}']['ap50_end']:.1f}" for m in result["scales"]
+            if r[f"x{m}"]["ap50_end"] is not None))
+    return "\n".join(lines) + "\n"
+
+
+def plot(path, result):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(result["per_seed"]):
+        for m, style in zip(result["scales"], ("-", "--", ":", "-.")):
+            pts = r[f"x{m}"]["curve"]
+            if pts:
+                ax.plot(*zip(*pts), style, color=colors[i % len(colors)], marker=".",
+                        label=f"seed {r['seed']}, x{m}")
+    ax.axvline(result["warmup_iterations"], color="grey", lw=0.8)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("test AP50")
+    ax.set_title("supervised warm-up: the quickstart's schedule (x1) and stretched", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
