@@ -83,8 +83,19 @@ def add_imagescore_config(cfg):
     # t_l = THRESHOLD_RATIO * max(mean activation of layer l).
     _C.IMAGE_SCORE.THRESHOLD_RATIO = 0.5
     # Every map is cropped to the image's valid (unpadded) region and average-pooled to this
-    # grid so neurons line up across images of different sizes.
+    # grid so neurons line up across images of different sizes. () = no pooling: every map
+    # must have one size, so every image one input size (checked at trainer start), e.g.
+    # with SCORE_RESIZE.
     _C.IMAGE_SCORE.GRID = (16, 16)
+    # The "fixed resize" variant of the image-score passes (fit and score, in every selector
+    # that uses the dataset mask): (h, w) resizes every image to exactly h x w before the
+    # backbone (Detectron2's T.Resize, PIL bilinear on the decoded image, aspect ratio not
+    # kept) instead of the test-time resize, so the maps of all images line up without
+    # cropping and pooling, and GRID may be (). () (default) = off: the test-time resize
+    # (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST) and GRID pooling. Pseudo-labeling and the
+    # softmax confidence always use the test-time resize. With GRID () the sizes must be
+    # multiples of the backbone's size divisibility (none for VGG16; 32 for FPN).
+    _C.IMAGE_SCORE.SCORE_RESIZE = ()
     # Images per forward pass while fitting, scoring and pseudo-labeling.
     # 1 (default) is exact: no image is padded to a batch-mate's size (the VGG16 backbone
     # has no size divisibility), so each image's score and pseudo-labels do not depend on

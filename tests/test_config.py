@@ -23,6 +23,7 @@ IMAGE_SCORE_DEFAULTS = {
     "BOX_SCORE_THRESH": 0.5, "MIN_BOXES_PER_IMAGE": 1, "LAYERS": [], "SIMILARITY": "iou",
     "THRESHOLD_RATIO": 0.5, "GRID": (16, 16), "BATCH_SIZE": 1, "SEED": -1,
     "EVAL_PSEUDO_LABELS": True, "PSEUDO_IOU_THRESH": 0.5, "EVAL_BEFORE": True,
+    "SCORE_RESIZE": (),
 }
 
 
@@ -206,6 +207,40 @@ def test_top_fraction_zero_in_file(tmp_path):
 def test_other_checks(opts, match):
     with pytest.raises(ConfigError, match=match):
         load_config(TINY_CONFIG, opts)
+
+
+@pytest.mark.parametrize("value", ["(0, 32)", "(32,)", "(32, 32, 3)", "(32.5, 32)", "(-8, 8)",
+                                   "(True, 32)"])
+def test_bad_score_resize_names_the_key_and_the_fix(value):
+    with pytest.raises(ConfigError, match=r"IMAGE_SCORE.SCORE_RESIZE is .*write \(\) .* \(h, w\), "
+                                          r"two positive ints") as e:
+        load_config(TINY_CONFIG, ["IMAGE_SCORE.SCORE_RESIZE", value])
+    assert "test-time resize" in str(e.value)
+
+
+def test_score_resize_values_that_load(tmp_path):
+    assert load_config(TINY_CONFIG, ["IMAGE_SCORE.SCORE_RESIZE", "(32, 48)"]) \
+        .IMAGE_SCORE.SCORE_RESIZE == (32, 48)
+    assert load_config(TINY_CONFIG, ["IMAGE_SCORE.SCORE_RESIZE", "()", "IMAGE_SCORE.GRID",
+                                     "()"]).IMAGE_SCORE.SCORE_RESIZE == ()
+    # a YAML list works as in GRID
+    path = write(tmp_path, base_of("IMAGE_SCORE:\n  SCORE_RESIZE: [64, 80]\n  GRID: []\n"))
+    cfg = load_config(path)
+    assert tuple(cfg.IMAGE_SCORE.SCORE_RESIZE) == (64, 80) and not len(cfg.IMAGE_SCORE.GRID)
+
+
+def test_selection_keys_are_in_the_resume_fingerprint():
+    """A resumed run must not reuse a round made with another resize."""
+    from imagescore_det.engine.consistency import (FINGERPRINT_KEYS, config_fingerprint,
+                                                   fingerprint_items)
+
+    for key in ("IMAGE_SCORE.SCORE_RESIZE", "IMAGE_SCORE.GRID", "IMAGE_SCORE.SELECTOR"):
+        assert key in FINGERPRINT_KEYS
+    base = load_config(TINY_CONFIG)
+    assert fingerprint_items(base)["IMAGE_SCORE.SCORE_RESIZE"] == repr(())
+    for opts in (["IMAGE_SCORE.SCORE_RESIZE", "(32, 32)"],
+                 ["IMAGE_SCORE.SELECTOR", "softmax"]):
+        assert config_fingerprint(load_config(TINY_CONFIG, opts)) != config_fingerprint(base)
 
 
 def test_enabled_config_accepted():

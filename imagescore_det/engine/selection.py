@@ -19,6 +19,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from detectron2.data import DatasetMapper, build_detection_test_loader
+from detectron2.data import transforms as T
 from detectron2.utils import comm
 
 from ..faults import fault_point
@@ -52,11 +53,37 @@ def layers_from_cfg(cfg, backbone):
     return default_layers(backbone)
 
 
-def _loader(cfg, dicts):
+def score_resize(cfg):
+    """``IMAGE_SCORE.SCORE_RESIZE`` as ``(h, w)``, or None when it is off (``()``)."""
+    size = cfg.IMAGE_SCORE.SCORE_RESIZE
+    return (int(size[0]), int(size[1])) if len(size) else None
+
+
+def scorer_grid(cfg):
+    """``IMAGE_SCORE.GRID`` as the scorer's ``grid`` argument (None for ``()``)."""
+    return tuple(cfg.IMAGE_SCORE.GRID) if len(cfg.IMAGE_SCORE.GRID) else None
+
+
+def _loader(cfg, dicts, mapper=None):
+    """A sharded test loader over ``dicts`` (each tagged with its ``pool_index``); ``mapper``
+    defaults to Detectron2's test-time ``DatasetMapper``."""
     indexed = [dict(d, pool_index=i) for i, d in enumerate(dicts)]
+    mapper = DatasetMapper(cfg, is_train=False) if mapper is None else mapper
     return build_detection_test_loader(
-        indexed, mapper=SafeMapper(DatasetMapper(cfg, is_train=False)),
+        indexed, mapper=SafeMapper(mapper),
         batch_size=cfg.IMAGE_SCORE.BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+
+def _score_loader(cfg, dicts):
+    """The loader of the image-score passes (fit and score): the test-time one, or with
+    ``IMAGE_SCORE.SCORE_RESIZE`` (h, w) one that resizes every image to exactly ``h x w``
+    (Detectron2's ``T.Resize``: PIL bilinear on the decoded image) instead of the test-time
+    ``ResizeShortestEdge``, so every activation map has one size and needs no pooling."""
+    resize = score_resize(cfg)
+    if resize is None:
+        return _loader(cfg, dicts)
+    return _loader(cfg, dicts, DatasetMapper(cfg, is_train=False,
+                                             augmentations=[T.Resize(resize)]))
 
 
 def _progress(loader, desc):
@@ -137,48 +164,78 @@ def fit_seed(cfg, seed):
     return int(cfg.IMAGE_SCORE.FIT_SEED) if cfg.IMAGE_SCORE.FIT_SEED >= 0 else int(seed)
 
 
-def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None, seed=0):
-    """Fit the dataset mask on ``labeled_dicts`` and score ``pool_dicts``.
+def _watched_layers(scorer):
+    modules = dict(scorer.model.named_modules())
+    return [modules[name] for name in scorer.layer_names]  # checked before the scorer's hooks
 
-    Only the backbone runs (under ``inference_autocast``). The mask is fitted on
-    ``fit_subsample(labeled_dicts, IMAGE_SCORE.FIT_MAX_IMAGES, fit_seed(cfg, seed))``;
-    ``seed`` is the run's seed. Returns (scores in pool order, fitted scorer, seconds).
-    ``skipped``: a dict that receives ``{pool index: reason}`` of the pool images that could
-    not be scored (their score is NaN); None raises ``BadImageError`` instead. A labeled
-    image that cannot be used always raises (on every rank, after the fit's all-reduce).
+
+def _check_resize_fits_backbone(cfg, backbone):
+    """With SCORE_RESIZE and GRID (): a size the backbone pads (size_divisibility) would
+    leave padding the scorer cannot crop without a grid."""
+    resize, divisor = score_resize(cfg), int(getattr(backbone, "size_divisibility", 0) or 0)
+    if resize is None or scorer_grid(cfg) is not None or divisor <= 1:
+        return
+    if resize[0] % divisor or resize[1] % divisor:
+        raise ValueError(
+            f"IMAGE_SCORE.SCORE_RESIZE {resize} is not a multiple of the backbone's size "
+            f"divisibility {divisor}: the images would be padded, and IMAGE_SCORE.GRID () "
+            f"cannot crop padding away. Use multiples of {divisor}, or set IMAGE_SCORE.GRID.")
+
+
+def fit_mask(cfg, model, labeled_dicts, seed=0):
+    """Fit the dataset mask(s) on the labeled images (backbone only, every rank).
+
+    The mask is fitted on ``fit_subsample(labeled_dicts, IMAGE_SCORE.FIT_MAX_IMAGES,
+    fit_seed(cfg, seed))``; ``seed`` is the run's seed. The per-layer sums are all-reduced
+    across ranks. A labeled image that cannot be used raises (on every rank, after the
+    all-reduce). Returns the fitted ``ImageScorer``.
     """
-    t0 = time.perf_counter()
     backbone = model.backbone
     settings = cfg.IMAGE_SCORE
+    _check_resize_fits_backbone(cfg, backbone)
     labeled_dicts = fit_subsample(labeled_dicts, settings.FIT_MAX_IMAGES, fit_seed(cfg, seed))
-    # batch size > 1: batch images of one size together (no padding, see engine/batching.py)
-    pool_order = size_order(cfg, pool_dicts) if settings.BATCH_SIZE > 1 else None
-    if pool_order is not None:
+    # batch size > 1: batch images of one size together (no padding, see engine/batching.py);
+    # with SCORE_RESIZE every image has one size already
+    if settings.BATCH_SIZE > 1 and score_resize(cfg) is None:
         labeled_dicts = [labeled_dicts[i] for i in size_order(cfg, labeled_dicts)]
-        pool_dicts = [pool_dicts[i] for i in pool_order]
     scorer = ImageScorer(backbone, layers=layers_from_cfg(cfg, backbone),
                          similarity=settings.SIMILARITY, threshold_ratio=settings.THRESHOLD_RATIO,
-                         grid=tuple(settings.GRID) if len(settings.GRID) else None)
+                         grid=scorer_grid(cfg))
     world = comm.get_world_size()
     if len(labeled_dicts) < world:
         # every rank must fit on at least one image to take part in the all-reduce
         raise ValueError(f"{len(labeled_dicts)} labeled images cannot be shared by {world} "
                          "processes; use fewer processes or more labeled images.")
-    modules = dict(backbone.named_modules())
-    watched = [modules[name] for name in scorer.layer_names]  # checked before the scorer's hooks
     seen, failures = [], []
-    with FiniteWatch(backbone, watched) as watch, inference_autocast(cfg, model):
-        scorer.fit(_backbone_batches(model, _loader(cfg, labeled_dicts), seen, "fit mask",
-                                     failures), all_reduce=_all_reduce_sum)
+    with FiniteWatch(backbone, _watched_layers(scorer)) as watch, inference_autocast(cfg, model):
+        scorer.fit(_backbone_batches(model, _score_loader(cfg, labeled_dicts), seen,
+                                     "fit mask", failures),
+                   all_reduce=_all_reduce_sum)
     _gather_in_order([(i, True) for batch in seen for i in batch], len(labeled_dicts),
                      failures + watch.non_finite(seen), None, labeled_dicts,
                      "labeled set (the dataset mask is fitted on it)")
+    return scorer
+
+
+def score_pool(cfg, model, scorer, pool_dicts, skipped=None):
+    """Score ``pool_dicts`` with the fitted ``scorer`` (backbone only, sharded, every rank).
+
+    Returns float64 scores in pool order. ``skipped``: a dict that receives
+    ``{pool index: reason}`` of the images that could not be scored (their score is NaN);
+    None raises ``BadImageError`` instead.
+    """
+    settings = cfg.IMAGE_SCORE
+    pool_order = (size_order(cfg, pool_dicts)
+                  if settings.BATCH_SIZE > 1 and score_resize(cfg) is None else None)
+    if pool_order is not None:
+        pool_dicts = [pool_dicts[i] for i in pool_order]
     pairs, failures = [], []
-    if _shard_size(len(pool_dicts), comm.get_rank(), world) > 0:  # else nothing to score here
-        order = []
-        with FiniteWatch(backbone, watched) as watch, inference_autocast(cfg, model):
-            batches = _nonempty(_backbone_batches(model, _loader(cfg, pool_dicts), order, "score",
-                                                  failures))
+    if _shard_size(len(pool_dicts), comm.get_rank(), comm.get_world_size()) > 0:
+        order = []  # else nothing to score here
+        with FiniteWatch(model.backbone, _watched_layers(scorer)) as watch, \
+                inference_autocast(cfg, model):
+            batches = _nonempty(_backbone_batches(
+                model, _score_loader(cfg, pool_dicts), order, "score", failures))
             scores = scorer.score(batches).tolist() if batches is not None else []
         bad = dict(watch.non_finite(order))
         failures += list(bad.items())
@@ -192,7 +249,22 @@ def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None, seed=0):
     if skipped is not None:
         skipped.update({int(pool_order[i]) if pool_order is not None else i: reason
                         for i, reason in found.items()})
-    return values, scorer, time.perf_counter() - t0
+    return values
+
+
+def image_scores(cfg, model, labeled_dicts, pool_dicts, skipped=None, seed=0):
+    """Fit the dataset mask on ``labeled_dicts`` and score ``pool_dicts`` (:func:`fit_mask`,
+    then :func:`score_pool`; only the backbone runs, under ``inference_autocast``).
+
+    Returns (scores in pool order, fitted scorer, seconds). ``skipped``: a dict that
+    receives ``{pool index: reason}`` of the pool images that could not be scored (their
+    score is NaN); None raises ``BadImageError`` instead. A labeled image that cannot be
+    used always raises.
+    """
+    t0 = time.perf_counter()
+    scorer = fit_mask(cfg, model, labeled_dicts, seed=seed)
+    scores = score_pool(cfg, model, scorer, pool_dicts, skipped=skipped)
+    return scores, scorer, time.perf_counter() - t0
 
 
 def predict(cfg, model, dicts, desc="pseudo-label", skipped=None):
