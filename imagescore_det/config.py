@@ -42,6 +42,11 @@ def add_imagescore_config(cfg):
     #   "softmax"     - rank by detection confidence (the paper's softmax baseline: the mean
     #                   of the kept boxes' scores, so it needs full inference on the pool)
     #   "random"      - a uniformly random subset (IMAGE_SCORE.SEED, else the run's SEED)
+    #   "hybrid"      - confidence filter, image-score rank: pool images whose softmax
+    #                   confidence (as "softmax") is >= HYBRID_MIN_CONFIDENCE, by Image
+    #                   Score, then every other image, by Image Score (one inference pass
+    #                   and one backbone pass over the pool; the predictions are reused
+    #                   for the pseudo-labels)
     #   "none"        - no pseudo-labels (supervised only; the hook still evaluates/reports)
     _C.IMAGE_SCORE.SELECTOR = "image_score"
     # Registered datasets whose images are the unlabeled pool. Their annotations, if any,
@@ -58,6 +63,11 @@ def add_imagescore_config(cfg):
     _C.IMAGE_SCORE.TOP_FRACTION = 0.3
     # Predicted boxes with a score below this are not kept as pseudo-labels.
     _C.IMAGE_SCORE.BOX_SCORE_THRESH = 0.5
+    # SELECTOR "hybrid": the softmax confidence (mean score of the boxes kept at
+    # BOX_SCORE_THRESH; an image without a kept box has one below 0) an image needs to be
+    # ranked among the passing images, in [0, 1]. Every image below it ranks after every
+    # image at or above it. A value <= BOX_SCORE_THRESH only asks for one kept box.
+    _C.IMAGE_SCORE.HYBRID_MIN_CONFIDENCE = 0.7
     # Selected images with fewer kept boxes than this are dropped from the pseudo dataset
     # (an image with no box would train everything in it as background). 0 keeps them and
     # trains them as background; that needs DATALOADER.FILTER_EMPTY_ANNOTATIONS False

@@ -1,5 +1,6 @@
 """The selector variants: hybrid (confidence filter, image-score rank), image_score_per_class
 (per-class masks over the predicted classes) and IMAGE_SCORE.SCORE_RESIZE (fixed resize)."""
+import math
 import types
 
 import numpy as np
@@ -7,6 +8,9 @@ import pytest
 import torch
 
 from imagescore_det.engine import selection
+from imagescore_det.engine.ranking import rank_order
+from imagescore_det.engine.selectors import SelectorContext, rank_pool
+from imagescore_det.scoring.scorer import RATIO_FLOOR
 
 
 def _cfg(*opts):
@@ -22,6 +26,96 @@ def _prediction(box_scores, classes=None):
     classes = np.zeros(len(box_scores), dtype=np.int64) if classes is None else classes
     return {"boxes": np.zeros((len(box_scores), 4)), "scores": box_scores,
             "classes": np.asarray(classes, dtype=np.int64)}
+
+
+# --------------------------------------------------------------------------- hybrid
+def _fake_passes(monkeypatch, predictions, image_score, num_layers=13):
+    """selection.predict / image_scores replaced by fixed answers; returns the call log."""
+    calls = []
+    scorer = types.SimpleNamespace(layer_names=[f"l{i}" for i in range(num_layers)])
+
+    def predict(cfg, model, dicts, desc="pseudo-label", skipped=None):
+        calls.append("predict")
+        return list(predictions), 0.5
+
+    def image_scores(cfg, model, labeled, pool, skipped=None, seed=0):
+        calls.append("image_scores")
+        return np.asarray(image_score, dtype=np.float64), scorer, 0.25
+
+    monkeypatch.setattr(selection, "predict", predict)
+    monkeypatch.setattr(selection, "image_scores", image_scores)
+    return calls
+
+
+def _rank_hybrid(cfg, n):
+    ctx = SelectorContext(cfg=cfg, model=None, pool=[{}] * n, labeled=list)
+    return rank_pool("hybrid", ctx)
+
+
+def test_hybrid_ordering_matches_brute_force(monkeypatch):
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        n = int(rng.integers(1, 25))
+        thresh, min_conf = 0.5, float(rng.choice([0.5, 0.6, 0.7, 0.9]))
+        # 0-3 boxes per image with scores on a coarse grid (ties in confidence and score)
+        predictions = [_prediction(rng.choice([0.1, 0.4, 0.55, 0.7, 0.8, 0.95],
+                                              size=int(rng.integers(0, 4))))
+                       for _ in range(n)]
+        image_score = -rng.integers(0, 6, size=n).astype(float) * 2.5  # in [-12.5, 0]
+        calls = _fake_passes(monkeypatch, predictions, image_score)
+        cfg = _cfg("IMAGE_SCORE.BOX_SCORE_THRESH", thresh,
+                   "IMAGE_SCORE.HYBRID_MIN_CONFIDENCE", min_conf)
+        ranking = _rank_hybrid(cfg, n)
+        # brute force: the softmax confidence by hand, then (fails the filter, -score, pool order)
+        confidence = []
+        for p in predictions:
+            kept = [s for s in p["scores"] if s >= thresh]
+            confidence.append(sum(kept) / len(kept) if kept else -1.0)
+        brute = sorted(range(n), key=lambda i: (confidence[i] < min_conf, -image_score[i], i))
+        assert rank_order(ranking.scores).tolist() == brute, trial
+        passing = [i for i in range(n) if confidence[i] >= min_conf]
+        np.testing.assert_array_equal(ranking.scores[passing], image_score[passing])
+        # one inference pass over the pool, kept for the pseudo-labels
+        assert calls == ["predict", "image_scores"]
+        assert ranking.predictions == predictions
+        assert set(ranking.timing) == {"inference_pool_s", "scoring_s"}
+
+
+def test_hybrid_high_score_low_confidence_ranks_below_every_passing_image(monkeypatch):
+    # image 0: the best image score, confidence 0.6 < 0.7; images 1-3 pass with worse scores,
+    # image 3 with the floor score of every layer (the lowest an ImageScorer gives)
+    num_layers = 13
+    lowest = num_layers * math.log(RATIO_FLOOR)
+    predictions = [_prediction([0.6]), _prediction([0.9]), _prediction([0.75, 0.8]),
+                   _prediction([0.99])]
+    image_score = [0.0, -40.0, -3.0, lowest]
+    _fake_passes(monkeypatch, predictions, image_score, num_layers)
+    ranking = _rank_hybrid(_cfg("IMAGE_SCORE.HYBRID_MIN_CONFIDENCE", 0.7), 4)
+    assert rank_order(ranking.scores).tolist() == [2, 1, 3, 0]
+    assert ranking.scores[0] < ranking.scores[3]
+    assert np.isfinite(ranking.scores).all()
+
+
+def test_hybrid_threshold_is_not_ignored(monkeypatch):
+    predictions = [_prediction([0.55]), _prediction([0.65]), _prediction([0.75]),
+                   _prediction([0.95]), _prediction([])]
+    image_score = [-1.0, -2.0, -3.0, -4.0, -0.5]
+    orders = {}
+    for min_conf in (0.5, 0.6, 0.7, 0.9, 1.0):
+        _fake_passes(monkeypatch, predictions, image_score)
+        ranking = _rank_hybrid(_cfg("IMAGE_SCORE.HYBRID_MIN_CONFIDENCE", min_conf), 5)
+        orders[min_conf] = rank_order(ranking.scores).tolist()
+    assert orders == {0.5: [0, 1, 2, 3, 4], 0.6: [1, 2, 3, 4, 0], 0.7: [2, 3, 4, 0, 1],
+                      0.9: [3, 4, 0, 1, 2], 1.0: [4, 0, 1, 2, 3]}
+
+
+def test_confidence_filtered_scores_known_answer():
+    lowest = 2 * math.log(RATIO_FLOOR)
+    out = selection.confidence_filtered_scores([-1.0, -2.0, np.nan, lowest],
+                                               [0.8, 0.2, 0.9, 0.7], 0.7, num_layers=2)
+    np.testing.assert_allclose(out[[0, 3]], [-1.0, lowest])
+    assert out[1] == pytest.approx(-2.0 + lowest - 1.0) and np.isnan(out[2])
+    assert selection.below_every_image_score(2) == pytest.approx(lowest - 1.0)
 
 
 def _mapped_batches(cfg, model, dicts, labels=None, resize=None):
@@ -115,8 +209,8 @@ def test_only_image_score_selectors_without_resize_need_equal_sizes():
     from imagescore_det.engine.consistency import needs_equal_sizes
 
     for selector, grid, resize, needed in [
-            ("image_score", "()", "()", True),
-            ("image_score", "()", "(32, 32)", False),
+            ("image_score", "()", "()", True), ("hybrid", "()", "()", True),
+            ("image_score", "()", "(32, 32)", False), ("hybrid", "()", "(32, 32)", False),
             ("image_score", "(4, 4)", "()", False), ("softmax", "()", "()", False),
             ("random", "()", "()", False)]:
         cfg = _cfg("IMAGE_SCORE.SELECTOR", selector, "IMAGE_SCORE.GRID", grid,
@@ -135,11 +229,11 @@ def test_grid_none_with_score_resize_passes_the_trainer_check_and_runs_a_round(t
     from imagescore_det.scoring import ImageScorer
 
     cfg = tiny_cfg(*SELECT_OPTS, "IMAGE_SCORE.GRID", "()", "IMAGE_SCORE.SCORE_RESIZE",
-                   "(32, 40)", max_iter=3)
+                   "(32, 40)", "IMAGE_SCORE.SELECTOR", "hybrid", max_iter=3)
     trainer = _train(cfg)
     directory = round_files.round_dir(cfg.OUTPUT_DIR, 1)
     record = round_files.read_round(directory)
-    assert record.manifest.selector == "image_score" and record.manifest.pool_size == 12
+    assert record.manifest.selector == "hybrid" and record.manifest.pool_size == 12
     assert "IMAGE_SCORE.SCORE_RESIZE" in record.manifest.fingerprint_items
     scorer = ImageScorer.load(os.path.join(directory, "mask.pt"), trainer.model.backbone)
     assert scorer.grid is None and scorer.layer_shapes[0][1:] == (32, 40)

@@ -11,6 +11,7 @@ and all-gathered with the results (:mod:`~imagescore_det.engine.bad_images`): wi
 """
 import itertools
 import logging
+import math
 import time
 
 import numpy as np
@@ -24,6 +25,7 @@ from detectron2.utils import comm
 
 from ..faults import fault_point
 from ..scoring import ImageBatch, ImageScorer
+from ..scoring.scorer import RATIO_FLOOR
 from .amp import inference_autocast
 from .bad_images import NON_FINITE, FiniteWatch, SafeMapper, settle, split_batch, with_rank
 from .batching import size_order
@@ -315,6 +317,31 @@ def softmax_confidence(predictions, score_thresh):
         else:
             out.append(float(box_scores.max()) - 1.0 if len(box_scores) else -1.0)
     return np.asarray(out, dtype=np.float64)
+
+
+def lowest_image_score(num_layers):
+    """The lowest score an image can get from a scorer with ``num_layers`` layers: every
+    term is ``log(max(r, RATIO_FLOOR)) >= log(RATIO_FLOOR)`` (a skipped layer adds 0)."""
+    return num_layers * math.log(RATIO_FLOOR)
+
+
+def below_every_image_score(num_layers):
+    """A finite score below every score of a ``num_layers``-layer scorer (rank_pool refuses
+    non-finite scores): :func:`lowest_image_score` minus 1."""
+    return lowest_image_score(num_layers) - 1.0
+
+
+def confidence_filtered_scores(image_score, confidence, min_confidence, num_layers):
+    """The hybrid selector's ranking: "confidence filter, image-score rank".
+
+    An image whose ``confidence`` (the softmax selector's) is ``>= min_confidence`` keeps its
+    Image Score; any other image gets its Image Score minus ``1 - lowest_image_score``, which
+    puts it below every passing image (Image Scores lie in [lowest_image_score, 0]) and keeps
+    the failing images in Image Score order among themselves. NaN stays NaN.
+    """
+    image_score = np.asarray(image_score, dtype=np.float64)
+    passed = np.asarray(confidence, dtype=np.float64) >= min_confidence
+    return np.where(passed, image_score, image_score + below_every_image_score(num_layers))
 
 
 def random_scores(n, seed):

@@ -161,3 +161,19 @@ def softmax(ctx):
 def random_selection(ctx):
     """A uniformly random subset, seeded by the run's seed and the round."""
     return Ranking(selection.random_scores(len(ctx.pool), ctx.seed * 1000 + ctx.round_index))
+
+
+@register_selector("hybrid", image_score_passes=True)
+def hybrid(ctx):
+    """Confidence filter, image-score rank: the images whose softmax confidence is at least
+    IMAGE_SCORE.HYBRID_MIN_CONFIDENCE by Image Score, then the others by Image Score
+    (``selection.confidence_filtered_scores``). The pool's predictions are kept for the
+    pseudo-labels, so the detector runs once over the pool."""
+    predictions, confidence, inference_s = _pool_confidence(ctx)
+    image_score, scorer, scoring_s = selection.image_scores(
+        ctx.cfg, ctx.model, ctx.labeled(), ctx.pool, skipped=ctx.skipped, seed=ctx.seed)
+    scores = selection.confidence_filtered_scores(
+        image_score, confidence, ctx.cfg.IMAGE_SCORE.HYBRID_MIN_CONFIDENCE,
+        len(scorer.layer_names))
+    return Ranking(scores, predictions=predictions, scorer=scorer,
+                   timing={"inference_pool_s": inference_s, "scoring_s": scoring_s})
