@@ -47,6 +47,12 @@ def add_imagescore_config(cfg):
     #                   Score, then every other image, by Image Score (one inference pass
     #                   and one backbone pass over the pool; the predictions are reused
     #                   for the pseudo-labels)
+    #   "image_score_per_class" - Image Score against per-class dataset masks: a labeled
+    #                   image is fitted into the mask of the class of its largest
+    #                   ground-truth box; a pool image is scored against the mask of the
+    #                   class of its most confident predicted box (score >=
+    #                   BOX_SCORE_THRESH). Pool images without such a box, or whose class
+    #                   has no mask, rank last (needs full inference on the pool too)
     #   "none"        - no pseudo-labels (supervised only; the hook still evaluates/reports)
     _C.IMAGE_SCORE.SELECTOR = "image_score"
     # Registered datasets whose images are the unlabeled pool. Their annotations, if any,

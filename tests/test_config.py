@@ -244,7 +244,8 @@ def test_selection_keys_are_in_the_resume_fingerprint():
     assert fingerprint_items(base)["IMAGE_SCORE.HYBRID_MIN_CONFIDENCE"] == repr(0.7)
     for opts in (["IMAGE_SCORE.SCORE_RESIZE", "(32, 32)"],
                  ["IMAGE_SCORE.HYBRID_MIN_CONFIDENCE", "0.5"],
-                 ["IMAGE_SCORE.SELECTOR", "hybrid"]):
+                 ["IMAGE_SCORE.SELECTOR", "hybrid"],
+                 ["IMAGE_SCORE.SELECTOR", "image_score_per_class"]):
         assert config_fingerprint(load_config(TINY_CONFIG, opts)) != config_fingerprint(base)
 
 

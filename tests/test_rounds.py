@@ -34,7 +34,8 @@ def test_ranking_matches_brute_force():
 
 # --------------------------------------------------------------------------- registry
 def test_builtin_selectors_and_none_are_the_config_choices():
-    assert set(selector_names()) >= {"image_score", "softmax", "random", "hybrid"}
+    assert set(selector_names()) >= {"image_score", "softmax", "random", "hybrid",
+                                     "image_score_per_class"}
     assert "none" not in selector_names() and "none" in config_selector_names()
     with pytest.raises(ValueError, match="reserved"):
         register_selector("none")
@@ -82,7 +83,7 @@ def test_selectors_say_whether_they_run_the_image_score_passes():
     from imagescore_det.engine.selectors import uses_image_score_passes
 
     assert {name for name in selector_names() if uses_image_score_passes(name)} >= {
-        "image_score", "hybrid"}
+        "image_score", "hybrid", "image_score_per_class"}
     assert not uses_image_score_passes("softmax") and not uses_image_score_passes("random")
 
     @register_selector("masked_by_hand", image_score_passes=True)

@@ -122,10 +122,11 @@ SELECT_OPTS = ["IMAGE_SCORE.ENABLED", "True", "IMAGE_SCORE.UNLABELED_DATASETS",
                "IMAGE_SCORE.EVAL_BEFORE", "False"]
 
 
-PREDICTING_SELECTORS = ("softmax", "hybrid")  # infer the whole pool
+PREDICTING_SELECTORS = ("softmax", "hybrid", "image_score_per_class")  # infer the whole pool
 
 
-@pytest.mark.parametrize("selector", ["image_score", "softmax", "random", "hybrid"])
+@pytest.mark.parametrize("selector", ["image_score", "softmax", "random", "hybrid",
+                                      "image_score_per_class"])
 def test_selector_round(selector, tiny_cfg, tiny_voc):
     from detectron2.data import DatasetCatalog
 
@@ -153,7 +154,7 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
     assert sorted(int(r["rank"]) for r in rows) == list(range(1, len(pool) + 1))
     if selector == "image_score":
         assert np.all(scores <= 0)
-    if selector in ("image_score", "hybrid"):
+    if selector in ("image_score", "hybrid", "image_score_per_class"):
         assert os.path.isfile(os.path.join(rd, "mask.pt"))
     if selector == "random":
         np.testing.assert_array_equal(scores, selection.random_scores(len(pool), 7 * 1000 + 1))
@@ -196,7 +197,7 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
     assert sum(b["images"] for b in bins) == len(pool)
     assert manifest["pool_precision_selected"] == manifest["pseudo_precision"]
     timing = dict(manifest["timing"])
-    # softmax and hybrid already have every pool prediction: they
+    # softmax, hybrid and image_score_per_class already have every pool prediction: they
     # pseudo-label from it (no second pass); the others pay an analysis-only pass, which is
     # not part of the selection's cost
     assert ("analysis_inference_pool_s" in timing) == (selector not in PREDICTING_SELECTORS)

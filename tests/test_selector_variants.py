@@ -118,6 +118,37 @@ def test_confidence_filtered_scores_known_answer():
     assert selection.below_every_image_score(2) == pytest.approx(lowest - 1.0)
 
 
+# --------------------------------------------------------------------------- per class
+def _box(x0, y0, x1, y1, category, mode=None):
+    from detectron2.structures import BoxMode
+
+    return {"bbox": [x0, y0, x1, y1], "bbox_mode": mode or BoxMode.XYXY_ABS,
+            "category_id": category}
+
+
+def test_largest_box_class_known_answers():
+    from detectron2.structures import BoxMode
+
+    assert selection.largest_box_class({"annotations": [
+        _box(0, 0, 10, 10, 2), _box(5, 5, 30, 12, 1), _box(0, 0, 4, 4, 3)]}) == 1  # 175 > 100
+    # XYWH: (0, 0, 20, 20) is 400 pixels, beyond the XYXY box's 100
+    assert selection.largest_box_class({"annotations": [
+        _box(0, 0, 10, 10, 2), _box(0, 0, 20, 20, 3, BoxMode.XYWH_ABS)]}) == 3
+    # a tie: the first box in annotation order
+    assert selection.largest_box_class({"annotations": [
+        _box(0, 0, 10, 20, 2), _box(0, 0, 20, 10, 0)]}) == 2
+    assert selection.largest_box_class({"annotations": []}) is None
+    assert selection.largest_box_class({}) is None
+
+
+def test_top_box_class_known_answers():
+    assert selection.top_box_class(_prediction([0.6, 0.9, 0.7], [3, 1, 2]), 0.5) == 1
+    assert selection.top_box_class(_prediction([0.9, 0.9], [2, 0]), 0.5) == 2  # first on a tie
+    assert selection.top_box_class(_prediction([0.4, 0.3], [2, 0]), 0.5) is None
+    assert selection.top_box_class(_prediction([0.5], [3]), 0.5) == 3  # >= the threshold
+    assert selection.top_box_class(_prediction([]), 0.0) is None
+
+
 def _mapped_batches(cfg, model, dicts, labels=None, resize=None):
     """One ImageBatch per image, built by hand (Detectron2's test mapper, or a PIL bilinear
     resize to ``resize`` (h, w) of the decoded image)."""
@@ -156,6 +187,85 @@ def tiny_model_data(tiny_cfg, tiny_voc):
                 DatasetCatalog.get(tiny_voc["names"]["unlabeled"]))
 
     return make
+
+
+def test_per_class_scores_equal_a_brute_force_per_class_scorer(tiny_model_data):
+    from imagescore_det.scoring import ImageScorer
+
+    cfg, model, labeled, pool = tiny_model_data("IMAGE_SCORE.GRID", "(4, 4)",
+                                                "IMAGE_SCORE.BOX_SCORE_THRESH", "0.5")
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+
+    def largest(d):  # by hand: XYXY boxes, strictly larger replaces
+        best, area = None, -1
+        for a in d["annotations"]:
+            x0, y0, x1, y1 = a["bbox"]
+            if (x1 - x0) * (y1 - y0) > area:
+                best, area = a["category_id"], (x1 - x0) * (y1 - y0)
+        return best
+
+    true_classes = [largest(d) for d in labeled]
+    # leave one class out of the fit, so some pool images predict a class without a mask
+    missing = max(set(true_classes), key=true_classes.count)
+    fit = [(d, c) for d, c in zip(labeled, true_classes) if c != missing]
+    fit_dicts = [d for d, _ in fit]
+    assert len({c for _, c in fit}) >= 2
+
+    rng = np.random.default_rng(1)
+    predictions = []
+    for i in range(len(pool)):
+        k = int(rng.integers(1, 4))
+        predictions.append(_prediction(rng.uniform(0.55, 0.99, size=k),
+                                       rng.integers(0, num_classes, size=k)))
+    predictions[2] = _prediction([0.3, 0.45], [1, 2])  # no box kept at 0.5
+    predictions[5] = _prediction([])  # no detection at all
+    predictions[7] = _prediction([0.9, 0.6], [missing, 0])  # top class has no mask
+    scores, scorer, unscored, _ = selection.per_class_image_scores(
+        cfg, model, fit_dicts, pool, predictions)
+
+    ref = ImageScorer(model.backbone, layers=r"conv\d_\d", grid=(4, 4), num_classes=num_classes)
+    ref.fit(_mapped_batches(cfg, model, fit_dicts, [c for _, c in fit]))
+    assert torch.equal(ref.class_counts, scorer.class_counts)
+    top = [None if not len(p["scores"]) or max(p["scores"]) < 0.5
+           else int(p["classes"][int(np.argmax(p["scores"]))]) for p in predictions]
+    scored = [i for i, c in enumerate(top) if c is not None and c != missing]
+    expected = ref.score(_mapped_batches(cfg, model, [pool[i] for i in scored],
+                                         [top[i] for i in scored])).numpy()
+    np.testing.assert_allclose(scores[scored], expected, rtol=0, atol=1e-12)
+    unranked = sorted(set(range(len(pool))) - set(scored))
+    assert {2, 5, 7} <= set(unranked) and unscored == len(unranked)
+    floor = len(scorer.layer_names) * math.log(RATIO_FLOOR) - 1.0
+    np.testing.assert_array_equal(scores[unranked], floor)
+    assert np.isfinite(scores).all() and scores[scored].min() > floor
+    # images without a box to score by rank after every scored image, by pool order
+    order = rank_order(scores).tolist()
+    assert order[-len(unranked):] == unranked
+    # the class matters: scored against another fitted class, an image's score changes
+    other = [c for c in sorted({c for _, c in fit}) if c != top[scored[0]]][0]
+    moved = list(predictions)
+    moved[scored[0]] = _prediction([0.99], [other])
+    again, _, _, _ = selection.per_class_image_scores(cfg, model, fit_dicts, pool, moved)
+    expected_other = ref.score(_mapped_batches(cfg, model, [pool[scored[0]]], [other])).item()
+    assert again[scored[0]] == pytest.approx(expected_other, abs=1e-12)
+
+
+def test_per_class_selector_skips_unreadable_pool_images(tiny_model_data, monkeypatch):
+    """An image predict could not read stays out: NaN score, in ctx.skipped."""
+    cfg, model, labeled, pool = tiny_model_data("IMAGE_SCORE.GRID", "(4, 4)")
+    predictions = [_prediction([0.9], [i % 2]) for i in range(len(pool))]
+    predictions[3] = None
+
+    def predict(cfg, model, dicts, desc="pseudo-label", skipped=None):
+        skipped[3] = "OSError: unreadable"
+        return predictions, 0.0
+
+    monkeypatch.setattr(selection, "predict", predict)
+    ctx = SelectorContext(cfg=cfg, model=model, pool=pool, labeled=lambda: labeled,
+                          skipped={})
+    ranking = rank_pool("image_score_per_class", ctx)
+    assert ctx.skipped == {3: "OSError: unreadable"} and np.isnan(ranking.scores[3])
+    assert np.isfinite(np.delete(ranking.scores, 3)).all()
+    assert ranking.predictions is predictions and ranking.scorer.num_classes == 4
 
 
 # --------------------------------------------------------------------------- SCORE_RESIZE
@@ -210,6 +320,7 @@ def test_only_image_score_selectors_without_resize_need_equal_sizes():
 
     for selector, grid, resize, needed in [
             ("image_score", "()", "()", True), ("hybrid", "()", "()", True),
+            ("image_score_per_class", "()", "()", True),
             ("image_score", "()", "(32, 32)", False), ("hybrid", "()", "(32, 32)", False),
             ("image_score", "(4, 4)", "()", False), ("softmax", "()", "()", False),
             ("random", "()", "()", False)]:

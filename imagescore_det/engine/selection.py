@@ -13,6 +13,7 @@ import itertools
 import logging
 import math
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
 from ..faults import fault_point
@@ -132,10 +134,17 @@ def _all_reduce_sum(t):
         t.copy_(buf.to(t.device))
 
 
-def _backbone_batches(model, loader, sink, desc, failures=None):
+# Dataset-dict key that carries an image's class through the mapper into the scorer's
+# ImageBatch.labels (per-class mode: the true class when fitting, the predicted one when
+# scoring; the mapper keeps unknown keys, as it keeps ``pool_index``).
+SCORE_CLASS = "image_score_class"
+
+
+def _backbone_batches(model, loader, sink, desc, failures=None, per_class=False):
     """ImageBatches of the readable images; ``sink`` gets each batch's list of pool indices,
     ``failures`` the (pool index, reason) of the images that could not be read (None: they
-    are left out silently, for benchmarks only)."""
+    are left out silently, for benchmarks only). ``per_class``: each batch carries its
+    images' :data:`SCORE_CLASS` as labels."""
     failures = [] if failures is None else failures
     for batch in _progress(loader, desc):
         batch = split_batch(batch, failures)
@@ -143,7 +152,9 @@ def _backbone_batches(model, loader, sink, desc, failures=None):
             continue
         images = model.preprocess_image(batch)
         sink.append([image["pool_index"] for image in batch])
-        yield ImageBatch(inputs=images.tensor, valid_sizes=[tuple(size) for size in images.image_sizes])
+        yield ImageBatch(inputs=images.tensor,
+                         valid_sizes=[tuple(size) for size in images.image_sizes],
+                         labels=[image[SCORE_CLASS] for image in batch] if per_class else None)
         fault_point(desc)  # test-only kill point (IMAGESCORE_FAULT=fit_mask / score)
 
 
@@ -184,25 +195,32 @@ def _check_resize_fits_backbone(cfg, backbone):
             f"cannot crop padding away. Use multiples of {divisor}, or set IMAGE_SCORE.GRID.")
 
 
-def fit_mask(cfg, model, labeled_dicts, seed=0):
+def fit_mask(cfg, model, labeled_dicts, seed=0, num_classes=None):
     """Fit the dataset mask(s) on the labeled images (backbone only, every rank).
 
     The mask is fitted on ``fit_subsample(labeled_dicts, IMAGE_SCORE.FIT_MAX_IMAGES,
-    fit_seed(cfg, seed))``; ``seed`` is the run's seed. The per-layer sums are all-reduced
-    across ranks. A labeled image that cannot be used raises (on every rank, after the
-    all-reduce). Returns the fitted ``ImageScorer``.
+    fit_seed(cfg, seed))``; ``seed`` is the run's seed. ``num_classes`` K: per-class masks,
+    each labeled dict carrying its class as :data:`SCORE_CLASS` (dicts whose class is None
+    are left out of the fit). The per-layer sums are all-reduced across ranks. A labeled
+    image that cannot be used raises (on every rank, after the all-reduce). Returns the
+    fitted ``ImageScorer``.
     """
     backbone = model.backbone
     settings = cfg.IMAGE_SCORE
     _check_resize_fits_backbone(cfg, backbone)
     labeled_dicts = fit_subsample(labeled_dicts, settings.FIT_MAX_IMAGES, fit_seed(cfg, seed))
+    if num_classes is not None:
+        labeled_dicts = [d for d in labeled_dicts if d.get(SCORE_CLASS) is not None]
+        if not labeled_dicts:
+            raise ValueError("No labeled image has a class to fit a per-class mask on (every "
+                             "one is without ground-truth boxes); check the labeled datasets.")
     # batch size > 1: batch images of one size together (no padding, see engine/batching.py);
     # with SCORE_RESIZE every image has one size already
     if settings.BATCH_SIZE > 1 and score_resize(cfg) is None:
         labeled_dicts = [labeled_dicts[i] for i in size_order(cfg, labeled_dicts)]
     scorer = ImageScorer(backbone, layers=layers_from_cfg(cfg, backbone),
                          similarity=settings.SIMILARITY, threshold_ratio=settings.THRESHOLD_RATIO,
-                         grid=scorer_grid(cfg))
+                         grid=scorer_grid(cfg), num_classes=num_classes)
     world = comm.get_world_size()
     if len(labeled_dicts) < world:
         # every rank must fit on at least one image to take part in the all-reduce
@@ -211,7 +229,7 @@ def fit_mask(cfg, model, labeled_dicts, seed=0):
     seen, failures = [], []
     with FiniteWatch(backbone, _watched_layers(scorer)) as watch, inference_autocast(cfg, model):
         scorer.fit(_backbone_batches(model, _score_loader(cfg, labeled_dicts), seen,
-                                     "fit mask", failures),
+                                     "fit mask", failures, per_class=num_classes is not None),
                    all_reduce=_all_reduce_sum)
     _gather_in_order([(i, True) for batch in seen for i in batch], len(labeled_dicts),
                      failures + watch.non_finite(seen), None, labeled_dicts,
@@ -222,6 +240,7 @@ def fit_mask(cfg, model, labeled_dicts, seed=0):
 def score_pool(cfg, model, scorer, pool_dicts, skipped=None):
     """Score ``pool_dicts`` with the fitted ``scorer`` (backbone only, sharded, every rank).
 
+    Per-class scorer: each dict carries its (predicted) class as :data:`SCORE_CLASS`.
     Returns float64 scores in pool order. ``skipped``: a dict that receives
     ``{pool index: reason}`` of the images that could not be scored (their score is NaN);
     None raises ``BadImageError`` instead.
@@ -237,7 +256,8 @@ def score_pool(cfg, model, scorer, pool_dicts, skipped=None):
         with FiniteWatch(model.backbone, _watched_layers(scorer)) as watch, \
                 inference_autocast(cfg, model):
             batches = _nonempty(_backbone_batches(
-                model, _score_loader(cfg, pool_dicts), order, "score", failures))
+                model, _score_loader(cfg, pool_dicts), order, "score", failures,
+                per_class=scorer.num_classes is not None))
             scores = scorer.score(batches).tolist() if batches is not None else []
         bad = dict(watch.non_finite(order))
         failures += list(bad.items())
@@ -342,6 +362,77 @@ def confidence_filtered_scores(image_score, confidence, min_confidence, num_laye
     image_score = np.asarray(image_score, dtype=np.float64)
     passed = np.asarray(confidence, dtype=np.float64) >= min_confidence
     return np.where(passed, image_score, image_score + below_every_image_score(num_layers))
+
+
+def largest_box_class(dataset_dict):
+    """The class a labeled image is fitted under in per-class mode: the ``category_id`` of
+    its largest ground-truth box by area (in the image's pixels; the first such box in
+    annotation order on a tie). None when it has no box."""
+    best, best_area = None, -1.0
+    for ann in dataset_dict.get("annotations", ()):
+        x0, y0, x1, y1 = BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYXY_ABS)
+        area = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
+        if area > best_area:
+            best, best_area = int(ann["category_id"]), area
+    return best
+
+
+def top_box_class(prediction, score_thresh):
+    """The class a pool image is scored under in per-class mode: that of its most confident
+    predicted box with score >= ``score_thresh`` (the first in the detector's output order on
+    a tie). None when no box is kept."""
+    box_scores = np.asarray(prediction["scores"], dtype=np.float64)
+    if not len(box_scores) or box_scores.max() < score_thresh:
+        return None
+    return int(np.asarray(prediction["classes"])[int(np.argmax(box_scores))])
+
+
+def per_class_image_scores(cfg, model, labeled_dicts, pool_dicts, predictions, skipped=None,
+                           seed=0):
+    """Per-class Image Score of ``pool_dicts`` (``image_score_per_class``).
+
+    Masks are fitted per class (K = ``MODEL.ROI_HEADS.NUM_CLASSES``; :func:`fit_mask`), each
+    labeled image under :func:`largest_box_class` (images without a box are left out). Each
+    pool image is scored against the mask of :func:`top_box_class` of its prediction at
+    ``IMAGE_SCORE.BOX_SCORE_THRESH``. An image without a kept box, or whose class no fitted
+    image had, gets :func:`below_every_image_score` (ranks last, ties by pool order).
+    ``predictions``: per pool image (None: it could not be read; its score is NaN).
+
+    Returns (scores in pool order, fitted scorer, number of pool images without a mask to
+    score against, seconds).
+    """
+    t0 = time.perf_counter()
+    num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    labeled = [dict(d, **{SCORE_CLASS: largest_box_class(d)}) for d in labeled_dicts]
+    with warnings.catch_warnings():
+        # the scorer warns that scoring a class without images raises; here such pool
+        # images are not scored (they rank last), so say that instead
+        warnings.filterwarnings("ignore", message="ImageScorer: no fitted image has class")
+        scorer = fit_mask(cfg, model, labeled, seed=seed, num_classes=num_classes)
+    fitted = scorer.class_counts > 0
+    if not bool(fitted.all()):
+        logger.info("Per-class masks: no labeled image has its largest box in class(es) %s; "
+                    "pool images predicted as them rank last",
+                    (~fitted).nonzero().flatten().tolist())
+    scores = np.full(len(pool_dicts), np.nan)
+    chosen, classes = [], []
+    for index, prediction in enumerate(predictions):
+        if prediction is None:
+            continue  # unreadable: in skipped already (predict recorded it)
+        label = top_box_class(prediction, cfg.IMAGE_SCORE.BOX_SCORE_THRESH)
+        if label is None or not bool(fitted[label]):
+            scores[index] = below_every_image_score(len(scorer.layer_names))
+        else:
+            chosen.append(index)
+            classes.append(label)
+    found = None if skipped is None else {}
+    scores[np.asarray(chosen, dtype=np.int64)] = score_pool(cfg, model, scorer,
+                                [dict(pool_dicts[i], **{SCORE_CLASS: c})
+                                 for i, c in zip(chosen, classes)], skipped=found)
+    if skipped is not None:
+        skipped.update({chosen[i]: reason for i, reason in found.items()})
+    unscored = int(len(predictions) - len(chosen) - sum(p is None for p in predictions))
+    return scores, scorer, unscored, time.perf_counter() - t0
 
 
 def random_scores(n, seed):

@@ -18,11 +18,14 @@ input size. ``"none"`` (:data:`NO_SELECTION`) is not a selector: it means superv
 training only.
 """
 import dataclasses
+import logging
 from typing import Callable, Dict, List, Optional, Set
 
 import numpy as np
 
 from . import selection
+
+logger = logging.getLogger(__name__)
 
 NO_SELECTION = "none"
 
@@ -175,5 +178,24 @@ def hybrid(ctx):
     scores = selection.confidence_filtered_scores(
         image_score, confidence, ctx.cfg.IMAGE_SCORE.HYBRID_MIN_CONFIDENCE,
         len(scorer.layer_names))
+    return Ranking(scores, predictions=predictions, scorer=scorer,
+                   timing={"inference_pool_s": inference_s, "scoring_s": scoring_s})
+
+
+@register_selector("image_score_per_class", image_score_passes=True)
+def image_score_per_class(ctx):
+    """Image Score against per-class masks (``selection.per_class_image_scores``): labeled
+    images by the class of their largest box, pool images by that of their most confident
+    kept predicted box; pool images without one rank last. Needs the detector on the whole
+    pool; its predictions are kept for the pseudo-labels."""
+    predictions, inference_s = selection.predict(ctx.cfg, ctx.model, ctx.pool, "infer pool",
+                                                 skipped=ctx.skipped)
+    scores, scorer, unscored, scoring_s = selection.per_class_image_scores(
+        ctx.cfg, ctx.model, ctx.labeled(), ctx.pool, predictions, skipped=ctx.skipped,
+        seed=ctx.seed)
+    if unscored:
+        logger.info("image_score_per_class: %d of %d pool images have no kept box (score >= "
+                    "BOX_SCORE_THRESH) or a class without a fitted mask; they rank last",
+                    unscored, len(ctx.pool))
     return Ranking(scores, predictions=predictions, scorer=scorer,
                    timing={"inference_pool_s": inference_s, "scoring_s": scoring_s})
