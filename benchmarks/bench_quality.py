@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Does Image Score selection give better pseudo-labels and a better detector? Measured.
 
-Runs the quickstart schedule once per selector (image_score, softmax, random, none =
-supervised only) with the same seed, through ``tools/train_net.py`` (one process each, in
-sequence), on the synthetic dataset whose pool truth is known, then compares:
+Runs the quickstart schedule once per registered selector (image_score, softmax, random,
+hybrid, image_score_per_class, none = supervised only; ``--selectors`` picks some) with the
+same seed, through ``tools/train_net.py`` (one process each, in sequence), on the synthetic
+dataset whose pool truth is known, then compares:
 
 * pseudo-label precision / recall of the selected images (against the hidden truth),
 * the share of the selection drawn from the pool's shifted domain,
@@ -16,11 +17,12 @@ sequence), on the synthetic dataset whose pool truth is known, then compares:
   is every selector's paired baseline (same checkpoint and random stream at the round, see
   README "Quick start"), so the runs turn IMAGE_SCORE.PAIRED_BASELINE off and train once.
 
-Budget: about 4 x the quickstart's time (4 x 4-8 minutes on 2 CPU cores). Several seeds
-(``--seeds 0 1 2``) multiply it. A finished run is not repeated (its report.json is reused),
+Budget: about one quickstart's time per selector (4-8 minutes each on 2 CPU cores).
+Several seeds (``--seeds 0 1 2``) multiply it. A finished run is not repeated (its report.json is reused),
 so an interrupted benchmark resumes where it stopped.
 
-    .venv/bin/python benchmarks/bench_quality.py                  # 1 seed, 4 selectors
+    .venv/bin/python benchmarks/bench_quality.py                  # 1 seed, every selector
+    .venv/bin/python benchmarks/bench_quality.py --selectors image_score softmax random none
     .venv/bin/python benchmarks/bench_quality.py --seeds 0 1 2    # 3 seeds
 
 Writes benchmarks/results/bench_quality.json and bench_quality.png, prints a table.
