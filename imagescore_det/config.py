@@ -42,6 +42,17 @@ def add_imagescore_config(cfg):
     #   "softmax"     - rank by detection confidence (the paper's softmax baseline: the mean
     #                   of the kept boxes' scores, so it needs full inference on the pool)
     #   "random"      - a uniformly random subset (IMAGE_SCORE.SEED, else the run's SEED)
+    #   "hybrid"      - confidence filter, image-score rank: pool images whose softmax
+    #                   confidence (as "softmax") is >= HYBRID_MIN_CONFIDENCE, by Image
+    #                   Score, then every other image, by Image Score (one inference pass
+    #                   and one backbone pass over the pool; the predictions are reused
+    #                   for the pseudo-labels)
+    #   "image_score_per_class" - Image Score against per-class dataset masks: a labeled
+    #                   image is fitted into the mask of the class of its largest
+    #                   ground-truth box; a pool image is scored against the mask of the
+    #                   class of its most confident predicted box (score >=
+    #                   BOX_SCORE_THRESH). Pool images without such a box, or whose class
+    #                   has no mask, rank last (needs full inference on the pool too)
     #   "none"        - no pseudo-labels (supervised only; the hook still evaluates/reports)
     _C.IMAGE_SCORE.SELECTOR = "image_score"
     # Registered datasets whose images are the unlabeled pool. Their annotations, if any,
@@ -58,6 +69,11 @@ def add_imagescore_config(cfg):
     _C.IMAGE_SCORE.TOP_FRACTION = 0.3
     # Predicted boxes with a score below this are not kept as pseudo-labels.
     _C.IMAGE_SCORE.BOX_SCORE_THRESH = 0.5
+    # SELECTOR "hybrid": the softmax confidence (mean score of the boxes kept at
+    # BOX_SCORE_THRESH; an image without a kept box has one below 0) an image needs to be
+    # ranked among the passing images, in [0, 1]. Every image below it ranks after every
+    # image at or above it. A value <= BOX_SCORE_THRESH only asks for one kept box.
+    _C.IMAGE_SCORE.HYBRID_MIN_CONFIDENCE = 0.7
     # Selected images with fewer kept boxes than this are dropped from the pseudo dataset
     # (an image with no box would train everything in it as background). 0 keeps them and
     # trains them as background; that needs DATALOADER.FILTER_EMPTY_ANNOTATIONS False
@@ -83,8 +99,19 @@ def add_imagescore_config(cfg):
     # t_l = THRESHOLD_RATIO * max(mean activation of layer l).
     _C.IMAGE_SCORE.THRESHOLD_RATIO = 0.5
     # Every map is cropped to the image's valid (unpadded) region and average-pooled to this
-    # grid so neurons line up across images of different sizes.
+    # grid so neurons line up across images of different sizes. () = no pooling: every map
+    # must have one size, so every image one input size (checked at trainer start), e.g.
+    # with SCORE_RESIZE.
     _C.IMAGE_SCORE.GRID = (16, 16)
+    # The "fixed resize" variant of the image-score passes (fit and score, in every selector
+    # that uses the dataset mask): (h, w) resizes every image to exactly h x w before the
+    # backbone (Detectron2's T.Resize, PIL bilinear on the decoded image, aspect ratio not
+    # kept) instead of the test-time resize, so the maps of all images line up without
+    # cropping and pooling, and GRID may be (). () (default) = off: the test-time resize
+    # (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST) and GRID pooling. Pseudo-labeling and the
+    # softmax confidence always use the test-time resize. With GRID () the sizes must be
+    # multiples of the backbone's size divisibility (none for VGG16; 32 for FPN).
+    _C.IMAGE_SCORE.SCORE_RESIZE = ()
     # Images per forward pass while fitting, scoring and pseudo-labeling.
     # 1 (default) is exact: no image is padded to a batch-mate's size (the VGG16 backbone
     # has no size divisibility), so each image's score and pseudo-labels do not depend on

@@ -23,6 +23,7 @@ IMAGE_SCORE_DEFAULTS = {
     "BOX_SCORE_THRESH": 0.5, "MIN_BOXES_PER_IMAGE": 1, "LAYERS": [], "SIMILARITY": "iou",
     "THRESHOLD_RATIO": 0.5, "GRID": (16, 16), "BATCH_SIZE": 1, "SEED": -1,
     "EVAL_PSEUDO_LABELS": True, "PSEUDO_IOU_THRESH": 0.5, "EVAL_BEFORE": True,
+    "SCORE_RESIZE": (), "HYBRID_MIN_CONFIDENCE": 0.7,
 }
 
 
@@ -202,10 +203,50 @@ def test_top_fraction_zero_in_file(tmp_path):
       "600"], "START_ITER=600"),
     (["IMAGE_SCORE.REFRESH_PERIOD", "-1"], "REFRESH_PERIOD"),
     (["IMAGE_SCORE.GRID", "(8,)"], "GRID"),
+    (["IMAGE_SCORE.HYBRID_MIN_CONFIDENCE", "1.5"], r"HYBRID_MIN_CONFIDENCE .* \[0, 1\]"),
+    (["IMAGE_SCORE.HYBRID_MIN_CONFIDENCE", "-0.1"], r"HYBRID_MIN_CONFIDENCE .* \[0, 1\]"),
 ])
 def test_other_checks(opts, match):
     with pytest.raises(ConfigError, match=match):
         load_config(TINY_CONFIG, opts)
+
+
+@pytest.mark.parametrize("value", ["(0, 32)", "(32,)", "(32, 32, 3)", "(32.5, 32)", "(-8, 8)",
+                                   "(True, 32)"])
+def test_bad_score_resize_names_the_key_and_the_fix(value):
+    with pytest.raises(ConfigError, match=r"IMAGE_SCORE.SCORE_RESIZE is .*write \(\) .* \(h, w\), "
+                                          r"two positive ints") as e:
+        load_config(TINY_CONFIG, ["IMAGE_SCORE.SCORE_RESIZE", value])
+    assert "test-time resize" in str(e.value)
+
+
+def test_score_resize_values_that_load(tmp_path):
+    assert load_config(TINY_CONFIG, ["IMAGE_SCORE.SCORE_RESIZE", "(32, 48)"]) \
+        .IMAGE_SCORE.SCORE_RESIZE == (32, 48)
+    assert load_config(TINY_CONFIG, ["IMAGE_SCORE.SCORE_RESIZE", "()", "IMAGE_SCORE.GRID",
+                                     "()"]).IMAGE_SCORE.SCORE_RESIZE == ()
+    # a YAML list works as in GRID
+    path = write(tmp_path, base_of("IMAGE_SCORE:\n  SCORE_RESIZE: [64, 80]\n  GRID: []\n"))
+    cfg = load_config(path)
+    assert tuple(cfg.IMAGE_SCORE.SCORE_RESIZE) == (64, 80) and not len(cfg.IMAGE_SCORE.GRID)
+
+
+def test_selection_keys_are_in_the_resume_fingerprint():
+    """A resumed run must not reuse a round made with another hybrid threshold or resize."""
+    from imagescore_det.engine.consistency import (FINGERPRINT_KEYS, config_fingerprint,
+                                                   fingerprint_items)
+
+    for key in ("IMAGE_SCORE.SCORE_RESIZE", "IMAGE_SCORE.HYBRID_MIN_CONFIDENCE",
+                "IMAGE_SCORE.GRID", "IMAGE_SCORE.SELECTOR"):
+        assert key in FINGERPRINT_KEYS
+    base = load_config(TINY_CONFIG)
+    assert fingerprint_items(base)["IMAGE_SCORE.SCORE_RESIZE"] == repr(())
+    assert fingerprint_items(base)["IMAGE_SCORE.HYBRID_MIN_CONFIDENCE"] == repr(0.7)
+    for opts in (["IMAGE_SCORE.SCORE_RESIZE", "(32, 32)"],
+                 ["IMAGE_SCORE.HYBRID_MIN_CONFIDENCE", "0.5"],
+                 ["IMAGE_SCORE.SELECTOR", "hybrid"],
+                 ["IMAGE_SCORE.SELECTOR", "image_score_per_class"]):
+        assert config_fingerprint(load_config(TINY_CONFIG, opts)) != config_fingerprint(base)
 
 
 def test_enabled_config_accepted():

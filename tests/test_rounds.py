@@ -34,7 +34,8 @@ def test_ranking_matches_brute_force():
 
 # --------------------------------------------------------------------------- registry
 def test_builtin_selectors_and_none_are_the_config_choices():
-    assert set(selector_names()) >= {"image_score", "softmax", "random"}
+    assert set(selector_names()) >= {"image_score", "softmax", "random", "hybrid",
+                                     "image_score_per_class"}
     assert "none" not in selector_names() and "none" in config_selector_names()
     with pytest.raises(ValueError, match="reserved"):
         register_selector("none")
@@ -75,6 +76,25 @@ def test_a_new_selector_needs_only_the_registry(tiny_cfg, tiny_voc):
     assert {r["file_name"] for r in record.scores if r["selected"] == "1"} == {
         d["file_name"] for d in pool[-k:]}
     assert "by_hand_s" in record.manifest.timing
+
+
+def test_selectors_say_whether_they_run_the_image_score_passes():
+    """GRID / SCORE_RESIZE and the equal-size check follow this flag, not selector names."""
+    from imagescore_det.engine.selectors import uses_image_score_passes
+
+    assert {name for name in selector_names() if uses_image_score_passes(name)} >= {
+        "image_score", "hybrid", "image_score_per_class"}
+    assert not uses_image_score_passes("softmax") and not uses_image_score_passes("random")
+
+    @register_selector("masked_by_hand", image_score_passes=True)
+    def masked_by_hand(ctx):
+        return Ranking(np.zeros(len(ctx.pool)))
+
+    try:
+        assert uses_image_score_passes("masked_by_hand")
+    finally:
+        unregister_selector("masked_by_hand")
+    assert not uses_image_score_passes("masked_by_hand")
 
 
 def test_a_selector_with_the_wrong_number_of_scores_fails(tiny_cfg):

@@ -122,7 +122,11 @@ SELECT_OPTS = ["IMAGE_SCORE.ENABLED", "True", "IMAGE_SCORE.UNLABELED_DATASETS",
                "IMAGE_SCORE.EVAL_BEFORE", "False"]
 
 
-@pytest.mark.parametrize("selector", ["image_score", "softmax", "random"])
+PREDICTING_SELECTORS = ("softmax", "hybrid", "image_score_per_class")  # infer the whole pool
+
+
+@pytest.mark.parametrize("selector", ["image_score", "softmax", "random", "hybrid",
+                                      "image_score_per_class"])
 def test_selector_round(selector, tiny_cfg, tiny_voc):
     from detectron2.data import DatasetCatalog
 
@@ -149,7 +153,9 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
     assert chosen == {pool[i]["file_name"] for i in top}
     assert sorted(int(r["rank"]) for r in rows) == list(range(1, len(pool) + 1))
     if selector == "image_score":
-        assert np.all(scores <= 0) and os.path.isfile(os.path.join(rd, "mask.pt"))
+        assert np.all(scores <= 0)
+    if selector in ("image_score", "hybrid", "image_score_per_class"):
+        assert os.path.isfile(os.path.join(rd, "mask.pt"))
     if selector == "random":
         np.testing.assert_array_equal(scores, selection.random_scores(len(pool), 7 * 1000 + 1))
 
@@ -191,9 +197,11 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
     assert sum(b["images"] for b in bins) == len(pool)
     assert manifest["pool_precision_selected"] == manifest["pseudo_precision"]
     timing = dict(manifest["timing"])
-    # softmax already has every pool prediction; the others pay an analysis-only pass,
-    # which is not part of the selection's cost
-    assert ("analysis_inference_pool_s" in timing) == (selector != "softmax")
+    # softmax, hybrid and image_score_per_class already have every pool prediction: they
+    # pseudo-label from it (no second pass); the others pay an analysis-only pass, which is
+    # not part of the selection's cost
+    assert ("analysis_inference_pool_s" in timing) == (selector not in PREDICTING_SELECTORS)
+    assert (timing["pseudo_label_s"] == 0.0) == (selector in PREDICTING_SELECTORS)
     timing.pop("analysis_inference_pool_s", None)
     total = timing.pop("selection_total_s")
     assert total == pytest.approx(sum(timing.values()))

@@ -44,6 +44,7 @@ import xml.etree.ElementTree as ET
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join("benchmarks", "results", "mutation_check.json")
 KNOWN = "tests/test_known_answers.py"
+VARIANTS = "tests/test_selector_variants.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +160,33 @@ CATALOGUE = (
         old='"category_id": int(c), "score": float(s)}',
         new='"category_id": int(c) ^ 1, "score": float(s)}',
         tests=(f"{KNOWN}::test_predictions_to_dicts_applies_box_score_thresh",),
+    ),
+    Mutation(
+        id="hybrid-filter-ignored",
+        description="selector hybrid ignores HYBRID_MIN_CONFIDENCE: plain image-score order",
+        file="imagescore_det/engine/selection.py",
+        old="passed = np.asarray(confidence, dtype=np.float64) >= min_confidence",
+        new="passed = np.ones(np.shape(confidence), dtype=bool)",
+        tests=(f"{VARIANTS}::test_hybrid_ordering_matches_brute_force",
+               f"{VARIANTS}::test_hybrid_threshold_is_not_ignored"),
+    ),
+    Mutation(
+        id="per-class-least-confident-box",
+        description="image_score_per_class scores a pool image under its least confident kept box",
+        file="imagescore_det/engine/selection.py",
+        old='return int(np.asarray(prediction["classes"])[int(np.argmax(box_scores))])',
+        new='return int(np.asarray(prediction["classes"])[int(np.argmin(box_scores))])',
+        tests=(f"{VARIANTS}::test_top_box_class_known_answers",
+               f"{VARIANTS}::test_per_class_scores_equal_a_brute_force_per_class_scorer"),
+    ),
+    Mutation(
+        id="score-resize-ignored",
+        description="IMAGE_SCORE.SCORE_RESIZE ignored: the image-score passes keep the test resize",
+        file="imagescore_det/engine/selection.py",
+        old="    if resize is None:\n        return _loader(cfg, dicts)\n",
+        new="    if True:\n        return _loader(cfg, dicts)\n",
+        tests=(f"{VARIANTS}::test_score_resize_equals_a_resize_by_hand_with_grid_none",
+               f"{VARIANTS}::test_two_pool_images_of_different_sizes_score_with_resize_and_no_grid"),
     ),
 )
 

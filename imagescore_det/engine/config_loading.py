@@ -138,7 +138,26 @@ def check_config(cfg, where="the config"):
                           "the number of images per forward pass and must be >= 1.")
     if len(settings.GRID) not in (0, 2):
         raise ConfigError(f"IMAGE_SCORE.GRID must be (h, w) or () in {where}.")
+    if not _is_size(settings.SCORE_RESIZE):
+        raise ConfigError(
+            f"IMAGE_SCORE.SCORE_RESIZE is {tuple(settings.SCORE_RESIZE)} in {where}; write () "
+            "to keep the test-time resize, or (h, w), two positive ints (e.g. (224, 224)), to "
+            "resize every image to exactly h x w for the image-score passes.")
+    confidence = settings.HYBRID_MIN_CONFIDENCE
+    if not (isinstance(confidence, (int, float)) and 0.0 <= confidence <= 1.0):
+        raise ConfigError(
+            f"IMAGE_SCORE.HYBRID_MIN_CONFIDENCE is {confidence!r} in {where}; it is the softmax "
+            "confidence (a mean box score) a pool image needs to rank among the passing "
+            "images of the hybrid selector, and must be in [0, 1] (e.g. 0.7).")
     check_class_count(cfg, where)
+
+
+def _is_size(value):
+    """() or (h, w) of two positive ints (not bools)."""
+    if len(value) == 0:
+        return True
+    return len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                   for v in value)
 
 
 def check_class_count(cfg, where="the config"):

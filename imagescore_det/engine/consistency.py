@@ -9,6 +9,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils import comm
 
 from .config_loading import ConfigError
+from .selectors import uses_image_score_passes
 
 
 # What a round's selection and pseudo-labels depend on, besides the model's weights.
@@ -18,7 +19,8 @@ FINGERPRINT_KEYS = (
     "IMAGE_SCORE.BOX_SCORE_THRESH", "IMAGE_SCORE.MIN_BOXES_PER_IMAGE", "IMAGE_SCORE.BACKFILL",
     "IMAGE_SCORE.PSEUDO_CLASS_AGNOSTIC_NMS", "IMAGE_SCORE.PSEUDO_NMS_THRESH",
     "IMAGE_SCORE.LAYERS", "IMAGE_SCORE.SIMILARITY", "IMAGE_SCORE.THRESHOLD_RATIO",
-    "IMAGE_SCORE.GRID", "IMAGE_SCORE.BATCH_SIZE", "IMAGE_SCORE.SEED", "SEED",
+    "IMAGE_SCORE.GRID", "IMAGE_SCORE.SCORE_RESIZE", "IMAGE_SCORE.HYBRID_MIN_CONFIDENCE",
+    "IMAGE_SCORE.BATCH_SIZE", "IMAGE_SCORE.SEED", "SEED",
     "IMAGE_SCORE.FIT_MAX_IMAGES", "IMAGE_SCORE.FIT_SEED", "SOLVER.AMP.ENABLED",
     "DATASETS.TRAIN", "MODEL.META_ARCHITECTURE", "MODEL.BACKBONE.NAME", "MODEL.WEIGHTS",
     "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "INPUT.FORMAT", "INPUT.MIN_SIZE_TEST",
@@ -89,6 +91,15 @@ def from_rank0(read):
     return value
 
 
+def needs_equal_sizes(cfg):
+    """Whether the run needs every image to have one test-time input size: a selector with
+    image-score passes, ``IMAGE_SCORE.GRID ()`` (no pooling) and no ``SCORE_RESIZE`` (which
+    gives every image one size by itself)."""
+    settings = cfg.IMAGE_SCORE
+    return (uses_image_score_passes(settings.SELECTOR) and not len(settings.GRID)
+            and not len(settings.SCORE_RESIZE))
+
+
 def check_equal_sizes(cfg, dicts, what):
     """With ``IMAGE_SCORE.GRID ()`` every image's maps must have one size: the test-time
     resized size of every image must be the same."""
@@ -100,7 +111,8 @@ def check_equal_sizes(cfg, dicts, what):
         raise ConfigError(
             f"IMAGE_SCORE.GRID is () but the {what} has {len(sizes)} different input sizes after "
             f"the test resize (e.g. {sorted(sizes)[:3]}): activation maps would not line up. Set "
-            "IMAGE_SCORE.GRID (16, 16) (maps are cropped to each image and pooled to the grid).")
+            "IMAGE_SCORE.GRID (16, 16) (maps are cropped to each image and pooled to the grid), "
+            "or IMAGE_SCORE.SCORE_RESIZE (h, w) (every image resized to exactly h x w).")
 
 
 def load_datasets(names, what):

@@ -16,7 +16,8 @@ from ..utils import atomic_write_json, read_json_object
 from . import round_files
 from .paired import save_round_checkpoint
 from .consistency import (check_equal_sizes, check_round_belongs_to_run, config_fingerprint,
-                          fingerprint_items, from_rank0, load_datasets, selection_seed)
+                          fingerprint_items, from_rank0, load_datasets, needs_equal_sizes,
+                          selection_seed)
 from .round import compute_round, summarize
 from .selectors import NO_SELECTION
 
@@ -85,7 +86,7 @@ class ImageScoreHook(HookBase):
         self.seed = selection_seed(self.cfg)
         if any(it >= start for it in self.rounds):
             pool = self._load_pool()  # fail now, not after the warm-up
-            if settings.SELECTOR == "image_score" and not len(settings.GRID):
+            if needs_equal_sizes(self.cfg):
                 check_equal_sizes(self.cfg, self._load_labeled() + pool,
                                   "labeled set and unlabeled pool")
         if start >= settings.START_ITER:  # evaluated with the weights this run resumes from

@@ -10,19 +10,27 @@ config name (``IMAGE_SCORE.SELECTOR``)::
         return Ranking(scores=...)   # one float per pool image, higher = pseudo-label first
 
 Config checks, the hook, ``tools/score_images.py`` and the benchmarks read the names from
-here; nothing else needs to change to add one. ``"none"`` (:data:`NO_SELECTION`) is not a
-selector: it means supervised training only.
+here; nothing else needs to change to add one. A selector that fits and scores backbone
+activation maps (``selection.fit_mask`` / ``score_pool``) says so with
+``register_selector(name, image_score_passes=True)``: with ``IMAGE_SCORE.GRID ()`` and no
+``IMAGE_SCORE.SCORE_RESIZE`` the hook then checks at trainer start that every image has one
+input size. ``"none"`` (:data:`NO_SELECTION`) is not a selector: it means supervised
+training only.
 """
 import dataclasses
-from typing import Callable, Dict, List, Optional
+import logging
+from typing import Callable, Dict, List, Optional, Set
 
 import numpy as np
 
 from . import selection
 
+logger = logging.getLogger(__name__)
+
 NO_SELECTION = "none"
 
 _SELECTORS: Dict[str, Callable] = {}
+_IMAGE_SCORE_PASSES: Set[str] = set()  # selectors that run the image-score passes
 
 
 @dataclasses.dataclass
@@ -60,8 +68,12 @@ class Ranking:
     timing: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def register_selector(name):
-    """Decorator: register ``fn(ctx) -> Ranking`` as selector ``name``."""
+def register_selector(name, image_score_passes=False):
+    """Decorator: register ``fn(ctx) -> Ranking`` as selector ``name``.
+
+    ``image_score_passes``: the selector fits and scores backbone activation maps (the
+    dataset mask), so ``IMAGE_SCORE.GRID`` / ``SCORE_RESIZE`` and their checks apply to it.
+    """
     if name == NO_SELECTION:
         raise ValueError(f"'{NO_SELECTION}' is reserved: it means no pseudo-labels")
 
@@ -70,6 +82,8 @@ def register_selector(name):
             raise ValueError(f"A selector named {name!r} is already registered "
                              f"({_SELECTORS[name].__module__}.{_SELECTORS[name].__name__})")
         _SELECTORS[name] = fn
+        if image_score_passes:
+            _IMAGE_SCORE_PASSES.add(name)
         return fn
 
     return deco
@@ -78,6 +92,12 @@ def register_selector(name):
 def unregister_selector(name):
     """Remove a registered selector (tests and plug-ins that register temporary ones)."""
     _SELECTORS.pop(name, None)
+    _IMAGE_SCORE_PASSES.discard(name)
+
+
+def uses_image_score_passes(name):
+    """Whether selector ``name`` fits and scores backbone activation maps."""
+    return name in _IMAGE_SCORE_PASSES
 
 
 def selector_names():
@@ -113,7 +133,7 @@ def rank_pool(name, ctx):
 
 
 # --------------------------------------------------------------------------- built-ins
-@register_selector("image_score")
+@register_selector("image_score", image_score_passes=True)
 def image_score(ctx):
     """The method: fit the dataset mask on the labeled images, score the pool (backbone only)."""
     scores, scorer, seconds = selection.image_scores(ctx.cfg, ctx.model, ctx.labeled(), ctx.pool,
@@ -121,15 +141,22 @@ def image_score(ctx):
     return Ranking(scores, scorer=scorer, timing={"scoring_s": seconds})
 
 
-@register_selector("softmax")
-def softmax(ctx):
-    """The paper's softmax baseline: mean confidence of the boxes that would be kept."""
+def _pool_confidence(ctx):
+    """(predictions of the whole pool, their softmax confidence, seconds); an image that
+    could not be read has prediction None and confidence NaN (it is in ctx.skipped)."""
     predictions, seconds = selection.predict(ctx.cfg, ctx.model, ctx.pool, "infer pool",
                                              skipped=ctx.skipped)
     scores = selection.softmax_confidence(
         [{"scores": []} if p is None else p for p in predictions],
         ctx.cfg.IMAGE_SCORE.BOX_SCORE_THRESH)
     scores[np.array([p is None for p in predictions], dtype=bool)] = np.nan  # in ctx.skipped
+    return predictions, scores, seconds
+
+
+@register_selector("softmax")
+def softmax(ctx):
+    """The paper's softmax baseline: mean confidence of the boxes that would be kept."""
+    predictions, scores, seconds = _pool_confidence(ctx)
     return Ranking(scores, predictions=predictions, timing={"inference_pool_s": seconds})
 
 
@@ -137,3 +164,38 @@ def softmax(ctx):
 def random_selection(ctx):
     """A uniformly random subset, seeded by the run's seed and the round."""
     return Ranking(selection.random_scores(len(ctx.pool), ctx.seed * 1000 + ctx.round_index))
+
+
+@register_selector("hybrid", image_score_passes=True)
+def hybrid(ctx):
+    """Confidence filter, image-score rank: the images whose softmax confidence is at least
+    IMAGE_SCORE.HYBRID_MIN_CONFIDENCE by Image Score, then the others by Image Score
+    (``selection.confidence_filtered_scores``). The pool's predictions are kept for the
+    pseudo-labels, so the detector runs once over the pool."""
+    predictions, confidence, inference_s = _pool_confidence(ctx)
+    image_score, scorer, scoring_s = selection.image_scores(
+        ctx.cfg, ctx.model, ctx.labeled(), ctx.pool, skipped=ctx.skipped, seed=ctx.seed)
+    scores = selection.confidence_filtered_scores(
+        image_score, confidence, ctx.cfg.IMAGE_SCORE.HYBRID_MIN_CONFIDENCE,
+        len(scorer.layer_names))
+    return Ranking(scores, predictions=predictions, scorer=scorer,
+                   timing={"inference_pool_s": inference_s, "scoring_s": scoring_s})
+
+
+@register_selector("image_score_per_class", image_score_passes=True)
+def image_score_per_class(ctx):
+    """Image Score against per-class masks (``selection.per_class_image_scores``): labeled
+    images by the class of their largest box, pool images by that of their most confident
+    kept predicted box; pool images without one rank last. Needs the detector on the whole
+    pool; its predictions are kept for the pseudo-labels."""
+    predictions, inference_s = selection.predict(ctx.cfg, ctx.model, ctx.pool, "infer pool",
+                                                 skipped=ctx.skipped)
+    scores, scorer, unscored, scoring_s = selection.per_class_image_scores(
+        ctx.cfg, ctx.model, ctx.labeled(), ctx.pool, predictions, skipped=ctx.skipped,
+        seed=ctx.seed)
+    if unscored:
+        logger.info("image_score_per_class: %d of %d pool images have no kept box (score >= "
+                    "BOX_SCORE_THRESH) or a class without a fitted mask; they rank last",
+                    unscored, len(ctx.pool))
+    return Ranking(scores, predictions=predictions, scorer=scorer,
+                   timing={"inference_pool_s": inference_s, "scoring_s": scoring_s})
