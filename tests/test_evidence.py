@@ -499,9 +499,11 @@ def test_a_branch_from_the_round_checkpoint_is_the_run_itself(paired_runs, tmp_p
 
     source = paired_runs["random"]
 
-    def branch(name, selector):
+    def branch(name, selector, edit=None):
         out = tmp_path / name
         branch_from_round(source.OUTPUT_DIR, str(out))
+        if edit:
+            edit(out)
         cfg = load_config(TINY_CONFIG, tiny_cfg_opts(out, max_iter=4) + PAIRED_OPTS + [
             "IMAGE_SCORE.SELECTOR", selector, "DATALOADER.NUM_WORKERS", "1",
             "IMAGE_SCORE.PAIRED_BASELINE", "False"])
@@ -515,10 +517,19 @@ def test_a_branch_from_the_round_checkpoint_is_the_run_itself(paired_runs, tmp_p
     b = _weights(os.path.join(same.OUTPUT_DIR, "model_final.pth"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _report(same)["eval_after"] == _report(source)["eval_after"]
+    assert _report(same)["eval_before"] == _report(source)["eval_before"]
     assert _report(same)["rounds"][0]["num_pseudo_images"] == \
         _report(source)["rounds"][0]["num_pseudo_images"]
 
-    other = branch("softmax", "softmax")
+    # the branch reads the source's "before" evaluation instead of evaluating again
+    marker = {"bbox": {"AP": 1.0, "AP50": 12.5, "AP75": 0.5}}
+
+    def mark(out):
+        with open(os.path.join(out, "image_score", "eval_before.json"), "w") as f:
+            json.dump(marker, f)
+
+    other = branch("softmax", "softmax", edit=mark)
+    assert _report(other)["eval_before"] == marker
     assert _report(other)["rounds"][0]["selector"] == "softmax"
     assert _report(other)["rounds"][0]["iteration"] == 2
     with pytest.raises(FileExistsError, match="already holds a run"):

@@ -108,6 +108,7 @@ def branch_from_round(source_dir, target_dir):
     """
     import shutil
 
+    from .round_files import EVAL_BEFORE
     from .safe_load import LAST_CHECKPOINT
 
     source = os.path.join(source_dir, ROUND_CHECKPOINT + ".pth")
@@ -123,6 +124,13 @@ def branch_from_round(source_dir, target_dir):
     tmp = os.path.join(target_dir, ROUND_CHECKPOINT + ".pth.tmp")
     shutil.copyfile(source, tmp)
     os.replace(tmp, os.path.join(target_dir, ROUND_CHECKPOINT + ".pth"))
+    # the same detector at the same point: its "before" evaluation is the source's
+    before = os.path.join(source_dir, "image_score", EVAL_BEFORE)
+    if os.path.isfile(before):
+        os.makedirs(os.path.join(target_dir, "image_score"), exist_ok=True)
+        shutil.copyfile(before, os.path.join(target_dir, "image_score", EVAL_BEFORE + ".tmp"))
+        os.replace(os.path.join(target_dir, "image_score", EVAL_BEFORE + ".tmp"),
+                   os.path.join(target_dir, "image_score", EVAL_BEFORE))
     atomic_write_text(os.path.join(target_dir, LAST_CHECKPOINT), ROUND_CHECKPOINT + ".pth")
 
 
