@@ -4,15 +4,20 @@ faults planted in it.
 
     python benchmarks/bench_data_checks.py                  # 8 copies of voc2007-real (19,808)
     python benchmarks/bench_data_checks.py --copies 2 --deep
+    python benchmarks/bench_data_checks.py --root DIR --seeds 0 1 2 --output /tmp/checks.json
 
-The pool is the real VOC2007 photos of ``$IMAGESCORE_VOC07REAL`` (or ../shared/voc2007-real)
-linked ``--copies`` times under new ids in a temporary VOC directory (symbolic links: nothing
-is copied, and the planted faults replace their link by a new file, never touching the
-originals). 1% of the ids get a fault: a third truncated, a third zero bytes, a third an
-HTML page. Then ``check_voc`` runs as the trainer runs it (one process, header reads) and as
+The pool is the real VOC2007 photos of ``--root`` (a VOC-layout root holding
+``VOC2007/ImageSets/Main/trainval.txt``; default ``$IMAGESCORE_VOC07REAL`` if set, else
+../shared/voc2007-real) linked ``--copies`` times under new ids in a temporary VOC directory
+(symbolic links: nothing is copied, and the planted faults replace their link by a new file,
+never touching the originals). 1% of the ids get a fault: a third truncated, a third zero
+bytes, a third an HTML page. Which ids: every 100th by default; with ``--seeds``, a random
+1% drawn with each seed, the pool rebuilt and every check timed once per seed. Then
+``check_voc`` runs as the trainer runs it (one process, header reads) and as
 ``tools/check_dataset.py`` runs it (``--workers`` processes), and with ``--deep`` a full
-decode. Warm page cache (every file was read once before timing). Results:
-``benchmarks/results/bench_data_checks.json``.
+decode. Warm page cache (every file was read once before timing). Results (``--output``):
+``benchmarks/results/bench_data_checks.json``; with several seeds ``{"seeds": [...],
+"runs": [one run's JSON per seed]}``.
 """
 import argparse
 import json
@@ -24,21 +29,13 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-from imagescore_det.data.checks import check_voc  # noqa: E402
+from _bench_cli import description, per_seed, resolve_voc_root, root_help  # noqa: E402
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor")
-
-
-def _real_dir():
-    env = os.getenv("IMAGESCORE_VOC07REAL")
-    for d in ([env] if env else []) + [os.path.join(REPO, "..", "shared", "voc2007-real", "VOC2007"),
-                                       "/work/shared/voc2007-real/VOC2007"]:
-        if d and os.path.isdir(os.path.join(d, "Annotations")):
-            return os.path.abspath(d)
-    sys.exit("error: no voc2007-real data (set IMAGESCORE_VOC07REAL to its VOC2007 directory)")
 
 
 def _replace(path, data):
@@ -47,7 +44,10 @@ def _replace(path, data):
         f.write(data)
 
 
-def build(src, dest, copies, fault_every):
+def build(src, dest, copies, fault_every, seed=None):
+    """Link ``copies`` x the trainval ids of ``src`` under ``dest`` and plant a fault in one
+    id of every ``fault_every``: every ``fault_every``-th id (``seed`` None) or as many
+    drawn at random with ``seed``; the kinds cycle over them. Returns (ids, planted)."""
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(dest, sub))
     with open(os.path.join(src, "ImageSets", "Main", "trainval.txt")) as f:
@@ -60,7 +60,13 @@ def build(src, dest, copies, fault_every):
                 os.symlink(os.path.join(src, sub, image_id + ext),
                            os.path.join(dest, sub, new + ext))
             ids.append(new)
-    for k, image_id in enumerate(ids[::fault_every]):
+    faulty = ids[::fault_every]
+    if seed is not None:
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        faulty = [ids[i] for i in rng.choice(len(ids), size=len(faulty), replace=False)]
+    for k, image_id in enumerate(faulty):
         path = os.path.join(dest, "JPEGImages", image_id + ".jpg")
         with open(path, "rb") as f:
             data = f.read()
@@ -79,22 +85,17 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--copies", type=int, default=8)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--deep", action="store_true", help="also time a full decode")
-    p.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results",
-                                                    "bench_data_checks.json"))
-    args = p.parse_args(argv)
-    src = _real_dir()
+def measure(src, args, seed):
+    """One pool (built with ``seed``'s faults), every check timed once: the run's JSON."""
+    from imagescore_det.data.checks import check_voc
+
     work = tempfile.mkdtemp(prefix="bench_data_checks_")
     try:
         dest = os.path.join(work, "VOC2007")
-        ids, planted = build(src, dest, args.copies, fault_every=100)
+        ids, planted = build(src, dest, args.copies, fault_every=100, seed=seed)
         check_voc(dest, "pool", VOC_CLASSES)  # warm the page cache
         results = {"images": len(ids), "planted": len(planted), "cpu_count": os.cpu_count(),
-                   "load_average_before": os.getloadavg()}
+                   "root": src, "seed": seed, "load_average_before": os.getloadavg()}
         runs = [("header, 1 process (trainer start)", dict(workers=1)),
                 (f"header, {args.workers} processes (tools/check_dataset.py)",
                  dict(workers=args.workers))]
@@ -108,15 +109,35 @@ def main(argv=None):
             results[label] = {"seconds": round(seconds, 2),
                               "images_per_second": round(len(ids) / seconds),
                               "findings": len(report.findings), "exactly_the_planted": exact}
-            print(f"{label}: {len(ids)} images in {seconds:.1f} s ({len(ids) / seconds:.0f}/s), "
-                  f"{len(report.findings)} findings, exactly the {len(planted)} planted: {exact}")
+            print(f"{'' if seed is None else f'[seed {seed}] '}{label}: {len(ids)} images in "
+                  f"{seconds:.1f} s ({len(ids) / seconds:.0f}/s), {len(report.findings)} "
+                  f"findings, exactly the {len(planted)} planted: {exact}")
         results["load_average_after"] = os.getloadavg()
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"wrote {args.output}")
+        return results
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=description(__doc__))
+    p.add_argument("--root", default=None, help=root_help(["trainval"]))
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="draw the faulty ids at random with each seed (one pool and one timing "
+                   "per seed); default: every 100th id, no random draw")
+    p.add_argument("--copies", type=int, default=8)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--deep", action="store_true", help="also time a full decode")
+    p.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results",
+                                                    "bench_data_checks.json"),
+                   help="JSON result path (default: %(default)s)")
+    args = p.parse_args(argv)
+    src = resolve_voc_root(args.root, ["trainval"])
+    seeds = args.seeds or [None]
+    results = per_seed([measure(src, args, seed) for seed in seeds], seeds)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,15 @@ sigma^2 (1/k - 1/N); k of VOC's 5,011 is as far from VOC's full fit as
 1 / (1/k - 1/5011 + 1/N) of the N labeled images here (1,000 of 5,011 ~ 556 of 1,000).
 Writes benchmarks/results/bench_selection_fit_subsample.json and .png.
 
-Default data: the real VOC2007 photos in ../shared/voc2007-real (its ``unlabeled`` split as
-the pool, ``labeled`` for the mask); ``--data synthetic`` uses the synthetic set instead.
+Data: ``--root``, a VOC-layout root (default ``$IMAGESCORE_VOC07REAL`` if set, else the real
+VOC2007 photos in ../shared/voc2007-real; a VOC2007 directory is accepted too; ``--real-dir``
+is its old name): its ``unlabeled`` split is the pool, ``labeled`` fits the mask.
+``--data synthetic`` uses the synthetic set instead, ``--root`` then being the datasets root
+that holds (or gets) ``synthetic_voc/`` (default ``$DETECTRON2_DATASETS``, else datasets/).
+``--seeds``: without ``--fit-subsample``, the seed of the random weights, one timed run per
+seed (default 0; several write ``{"seeds": [...], "runs": [one run's JSON per seed]}``); with
+it, the FIT_SEEDs of every size (default 0 1 2; the weights stay torch seed 0, so every
+subsample is compared with one full fit).
 The model is the paper's VGG16 Faster R-CNN (full width, random weights: timing does not
 depend on the weights, as the number of proposals per image is fixed by
 POST_NMS_TOPK_TEST); ``--config configs/faster_rcnn_R_50_C4_voc07.yaml`` times Detectron2's
@@ -49,8 +56,10 @@ labeled and 500 pool photos) 10 minutes there.
         --width 0.0625 --size 96 --sizes 3 6 --seeds 0 1 --output /tmp/fit.json   # smoke
     .venv/bin/python benchmarks/bench_selection.py --config configs/faster_rcnn_R_50_C4_voc07.yaml \
         --pool 20 --labeled 10 --output benchmarks/results/bench_selection_R50C4.json
+    .venv/bin/python benchmarks/bench_selection.py --root DIR --seeds 0 1 --output /tmp/sel.json
 
-Writes benchmarks/results/bench_selection.json (atomically) and prints a summary.
+Writes ``--output`` (default benchmarks/results/bench_selection.json) atomically and prints
+a summary.
 Timings on a shared machine are noisy: other jobs share the cores (the load is recorded).
 """
 import argparse
@@ -62,11 +71,15 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-DEFAULT_REAL = os.path.join(os.path.dirname(ROOT), "shared", "voc2007-real", "VOC2007")
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from _bench_cli import per_seed, resolve_voc_root, root_help  # noqa: E402
+
+# torch and Detectron2 are imported where they are used: --help and a bad --root answer
+# before their imports (seconds on a loaded machine)
+REAL_SPLITS = ("labeled", "unlabeled")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 # the paper's VOC07 -> VOC12: VOC2007 trainval labeled, VOC2012 trainval the pool
 VOC_LABELED, VOC_POOL = 5011, 11540
@@ -77,10 +90,13 @@ DEFAULT_RULE = ("the smallest candidate whose Spearman (min over seeds) reaches 
                 "weights); an unmeasured size is read at the nearest measured size at or below")
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", choices=["real", "synthetic"], default="real")
-    p.add_argument("--real-dir", default=os.environ.get("IMAGESCORE_VOC07REAL", DEFAULT_REAL))
+    p.add_argument("--root", "--real-dir", dest="root", default=None,
+                   help=root_help(REAL_SPLITS) + "; with --data synthetic: the datasets root "
+                   "holding synthetic_voc/ (generated there if absent; default "
+                   "$DETECTRON2_DATASETS, else datasets/). --real-dir: its old name")
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "faster_rcnn_V16_voc07.yaml"))
     p.add_argument("--fit-subsample", action="store_true",
                    help="measure FIT_MAX_IMAGES subsamples against the full fit (see above)")
@@ -100,8 +116,10 @@ def parse_args():
                    default=[25, 50, 100, 208, 357, 500, 556, 750],
                    help="--fit-subsample: subsample sizes (below the labeled count); 208, 357 "
                    "and 556 are the VOC-equivalents of 250, 500 and 1,000 of 5,011 at N=1,000")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                   help="--fit-subsample: FIT_SEEDs per size")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="the seed of the random weights, one timed run per seed (default 0); "
+                   "with --fit-subsample: the FIT_SEEDs per size (default 0 1 2; the weights "
+                   "stay torch seed 0)")
     p.add_argument("--candidates", type=int, nargs="+", default=list(DEFAULT_CANDIDATES),
                    help="--fit-subsample: FIT_MAX_IMAGES values the default is picked from")
     p.add_argument("--resummarize", default=None, metavar="JSON",
@@ -110,7 +128,7 @@ def parse_args():
     p.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/"
                    "bench_selection.json, or bench_selection_fit_subsample.json)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     fit = args.fit_subsample
     if args.width is None:
         args.width = 0.25 if fit else 1.0
@@ -118,9 +136,19 @@ def parse_args():
         args.pool = 500 if fit else 30
     if args.labeled is None:
         args.labeled = 0 if fit else 15
+    if args.seeds is None:
+        args.seeds = [0, 1, 2] if fit else [0]
     if args.output is None:
         args.output = os.path.join(RESULTS, "bench_selection_fit_subsample.json" if fit
                                    else "bench_selection.json")
+    if args.resummarize:
+        args.data_dir = None  # no measuring: no data read
+    elif args.data == "real":
+        args.data_dir = resolve_voc_root(args.root, REAL_SPLITS)
+    else:
+        args.root = os.path.abspath(args.root or os.environ.get(
+            "DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")))
+        args.data_dir = None  # generated (or found) under args.root by main
     return args
 
 
@@ -145,29 +173,26 @@ def resummarize(args):
     print(f"chosen default FIT_MAX_IMAGES: {default}; wrote {args.resummarize} and {png}")
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     if args.resummarize:
         return resummarize(args)
+    import torch
     from detectron2.data import DatasetCatalog
 
     import imagescore_det.engine  # noqa: F401  (registers the backbone and the datasets)
     from imagescore_det.data import SYNTHETIC_CLASSES, VOC_CLASS_NAMES, register_voc
-    from imagescore_det.engine import Trainer, load_config, selection
+    from imagescore_det.engine import Trainer, load_config
     from imagescore_det.utils import atomic_write_json
 
     if args.data == "real":
-        if not os.path.isdir(args.real_dir):
-            sys.exit(f"error: {args.real_dir} does not exist; pass --real-dir DIR (the "
-                     "voc2007-real VOC2007 directory) or --data synthetic")
-        dirname, classes, splits = args.real_dir, VOC_CLASS_NAMES, ("labeled", "unlabeled")
+        dirname, classes, splits = args.data_dir, VOC_CLASS_NAMES, REAL_SPLITS
     else:
         from imagescore_det.data import generate_synthetic_voc
 
-        root = os.path.join(os.environ.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")),
-                            "synthetic_voc")
-        dirname = generate_synthetic_voc(root)["dirname"]
-        classes, splits = SYNTHETIC_CLASSES, ("labeled", "unlabeled")
+        dirname = generate_synthetic_voc(os.path.join(args.root, "synthetic_voc"))["dirname"]
+        args.data_dir = dirname
+        classes, splits = SYNTHETIC_CLASSES, REAL_SPLITS
     names = {}
     for split in splits:
         names[split] = f"bench_{args.data}_{split}"
@@ -186,10 +211,24 @@ def main():
         "IMAGE_SCORE.GRID", f"({args.grid}, {args.grid})", "IMAGE_SCORE.BOX_SCORE_THRESH", "0.0",
         "DATALOADER.NUM_WORKERS", "0", *args.opts])
     cfg.freeze()
-    torch.manual_seed(0)
-    model = Trainer.build_model(cfg).eval()
     if args.fit_subsample:
-        return fit_subsample_main(args, cfg, model, labeled, pool)
+        torch.manual_seed(0)
+        return fit_subsample_main(args, cfg, Trainer.build_model(cfg).eval(), labeled, pool)
+    results = []
+    for seed in args.seeds:
+        torch.manual_seed(seed)
+        results.append(time_selection(args, cfg, Trainer.build_model(cfg).eval(), labeled, pool,
+                                      seed))
+    atomic_write_json(args.output, per_seed(results, args.seeds))
+    print(f"wrote {args.output}")
+
+
+def time_selection(args, cfg, model, labeled, pool, seed):
+    """Both selections timed on ``model`` (random weights drawn with ``seed``): the run's
+    JSON."""
+    import torch
+
+    from imagescore_det.engine import selection
 
     def timed(fn):
         t0 = time.perf_counter()
@@ -208,7 +247,7 @@ def main():
                   else f"{cfg.MODEL.BACKBONE.NAME} R{cfg.MODEL.RESNETS.DEPTH}") + \
         f" Faster R-CNN, {cfg.MODEL.RPN.POST_NMS_TOPK_TEST} proposals"
     print(f"pool {len(pool)} images, labeled {len(labeled)}, {args.data} data, {model_name} "
-          f"at {args.size}px, {torch.get_num_threads()} threads", flush=True)
+          f"at {args.size}px, {torch.get_num_threads()} threads, weights seed {seed}", flush=True)
     # warm-up (allocator, first-call overheads) on two images, not timed
     selection.predict(cfg, model, pool[:2], "warm-up")
     _, t_backbone = timed(backbone_pass)
@@ -236,7 +275,8 @@ def main():
                           floor=floor, labeled=len(labeled), pool=len(pool),
                           fit_max_images=cfg.IMAGE_SCORE.FIT_MAX_IMAGES)
     result = {
-        "benchmark": "selection", "data": args.data, "pool_images": len(pool),
+        "benchmark": "selection", "data": args.data, "root": args.data_dir, "seed": seed,
+        "pool_images": len(pool),
         "labeled_images": len(labeled), "selected": k, "top_fraction": args.top_fraction,
         "model": model_name, "config": os.path.relpath(args.config, ROOT),
         "min_size_test": args.size,
@@ -258,7 +298,6 @@ def main():
         "load_average_1min_at_end": os.getloadavg()[0],
         "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
     }
-    atomic_write_json(args.output, result)
     print(f"\nsoftmax selection (full inference on {len(pool)}):   {t_full:8.1f} s")
     print(f"image score: score pool (backbone+hooks)        {t_score:8.1f} s "
           f"(plain backbone {t_backbone:.1f} s, overhead x{t_score / t_backbone:.2f})")
@@ -271,7 +310,7 @@ def main():
         if isinstance(entry, dict):
             print(f"at VOC proportions, fit on {entry['fit_images']} of {VOC_LABELED} labeled "
                   f"for {VOC_POOL} pool: ratio {entry['ratio']:.3f}, floor {entry['floor']:.3f}")
-    print(f"wrote {args.output}")
+    return result
 
 
 def voc_proportions(t_full, t_backbone, t_fit, ratio, floor, labeled, pool, fit_max_images):
@@ -339,6 +378,8 @@ def measure_fit_subsamples(cfg, model, labeled, pool, sizes, seeds):
     Returns a dict: layer_names, variants [(size, seed)] with "all" last, masks
     {variant: [bool (neurons,) per layer]}, scores {variant: float64 (pool,)}.
     """
+    import torch
+
     from imagescore_det.engine import selection
     from imagescore_det.scoring import ImageScorer
     from imagescore_det.scoring.kernels import _as_words, _float32_at_least, mask_counts
@@ -538,6 +579,8 @@ def plot_fit_subsamples(path, table, picks, labeled_count, title):
 
 
 def fit_subsample_main(args, cfg, model, labeled, pool):
+    import torch
+
     from imagescore_det.engine import selection
     from imagescore_det.utils import atomic_write_json
 
@@ -565,7 +608,7 @@ def fit_subsample_main(args, cfg, model, labeled, pool):
         sys.exit(f"error: the measurement differs from selection.image_scores by {check_diff}")
     table, picks, default = summarize_fit_subsamples(measured, len(labeled), args.candidates)
     result = {
-        "benchmark": "selection_fit_subsample", "data": args.data,
+        "benchmark": "selection_fit_subsample", "data": args.data, "root": args.data_dir,
         "labeled_images": len(labeled), "pool_images": len(pool),
         "model": f"VGG16 x{args.width} Faster R-CNN backbone, random init (torch seed 0)",
         "weights_note": "random-init weights: these are the masks of an untrained network; "

@@ -3,8 +3,9 @@
 
 One prepared script for one GPU (budget: about 8 minutes on one H100, of which training is
 about 5). Through the project's own Trainer, config and selection code (tools/train_net.py
-style), on a VOC-layout root with the splits ``labeled``, ``unlabeled`` and ``test``
-(default ../shared/voc2007-real/VOC2007: 1,000 / 976 / 500 real VOC2007 photos):
+style), on ``--root``, a VOC-layout root with the splits ``labeled``, ``unlabeled`` and
+``test`` (default ``$IMAGESCORE_VOC07REAL`` if set, else ../shared/voc2007-real: 1,000 / 976
+/ 500 real VOC2007 photos; its VOC2007 directory is accepted too):
 
 1. trains the paper's VGG16 Faster R-CNN, with BatchNorm and from scratch (no ImageNet
    weights), on ``labeled`` for ``--warmup-iters`` iterations, under AMP
@@ -22,11 +23,16 @@ style), on a VOC-layout root with the splits ``labeled``, ``unlabeled`` and ``te
 
     python benchmarks/gpu_check.py                              # one GPU, ~8 min
     python benchmarks/gpu_check.py --device cpu --tiny          # toy size, CI (seconds)
-    python benchmarks/gpu_check.py --root /data/VOC2007 --output /tmp/gpu_check.json
+    python benchmarks/gpu_check.py --root /data/voc --output /tmp/gpu_check.json
+    python benchmarks/gpu_check.py --seeds 42 43                # two runs, ~16 min
 
 The settings it ran with are at the top of the JSON ("settings"). ``--max-train-s`` stops
 training early (status "over_budget", the model evaluated as it is) instead of overrunning.
-Writes benchmarks/results/gpu_check.json by default (atomically).
+``--seeds``: the run's SEED (training, the fit subsample, the pseudo-labelled round; default
+42), one whole check per seed. Writes ``--output`` (default benchmarks/results/gpu_check.json)
+atomically; with several seeds ``{"seeds": [...], "runs": [one check's JSON per seed]}``.
+With ``--tiny`` and no data at the default root, a small synthetic set is generated (its
+own fixed seed: it is the data, not a draw of the run).
 """
 import argparse
 import json
@@ -38,12 +44,13 @@ import time
 import warnings
 
 import numpy as np
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-DEFAULT_ROOT = os.path.join(os.path.dirname(ROOT), "shared", "voc2007-real", "VOC2007")
+from _bench_cli import ENV, default_voc_root, per_seed, resolve_voc_root, root_help  # noqa: E402
+
+# torch is imported where it is used: --help and a bad --root answer before its import
 SPLITS = ("labeled", "unlabeled", "test")
 
 # GPU settings (one H100): full-width VGG16-BN at 480 px, 16 images an iteration
@@ -60,13 +67,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--tiny", action="store_true", help="toy sizes (a few images, a tiny net)")
-    p.add_argument("--root", default=None, help="VOC-layout directory (Annotations, "
-                   "JPEGImages, ImageSets/Main/{labeled,unlabeled,test}.txt); default "
-                   f"{DEFAULT_ROOT} (with --tiny and no such directory: a generated synthetic set)")
+    p.add_argument("--root", default=None, help=root_help(SPLITS) + " (with --tiny and no "
+                   "data there: a generated synthetic set)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[42],
+                   help="SEED of the run (training, fit subsample, round); one whole check per "
+                   "seed (default 42)")
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results",
-                                                    "gpu_check.json"))
+                                                    "gpu_check.json"),
+                   help="JSON result path (default: %(default)s)")
     p.add_argument("--work-dir", default=None, help="OUTPUT_DIR of the run (default: a "
-                   "temporary directory)")
+                   "temporary directory; with several seeds, seed_<s>/ under it)")
     p.add_argument("--warmup-iters", type=int, default=None)
     p.add_argument("--continue-iters", type=int, default=None)
     p.add_argument("--max-train-s", type=float, default=None)
@@ -79,6 +89,12 @@ def parse_args(argv=None):
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
     args.preset = preset
+    # the data is checked here, before torch's import: a bad --root answers at once
+    if args.root is None and args.tiny and not os.environ.get(ENV) and \
+            not os.path.isdir(default_voc_root()):
+        args.voc_dir = None  # main generates a small synthetic set
+    else:
+        args.voc_dir = resolve_voc_root(args.root, SPLITS)
     return args
 
 
@@ -116,11 +132,8 @@ def truncated_root(dirname, counts, work):
 
 
 def data_root(args, work):
-    root = args.root or os.environ.get("IMAGESCORE_VOC07REAL") or DEFAULT_ROOT
-    if not os.path.isdir(root):
-        if args.root or not args.tiny:
-            sys.exit(f"error: {root} does not exist; pass --root DIR (a VOC-layout directory "
-                     f"with ImageSets/Main/{{{','.join(SPLITS)}}}.txt)")
+    root = args.voc_dir  # checked by parse_args; None: --tiny without data
+    if root is None:
         from imagescore_det.data import generate_synthetic_voc
 
         meta = generate_synthetic_voc(os.path.join(work, "synthetic"), seed=3, num_labeled=10,
@@ -141,10 +154,14 @@ class Clock:
         self.cuda = device == "cuda"
 
     def sync(self):
+        import torch
+
         if self.cuda:
             torch.cuda.synchronize()
 
     def time(self, fn):
+        import torch
+
         self.sync()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -175,6 +192,8 @@ def make_train_timer(budget_s, skip_iters):
             self._t0 = time.perf_counter()
 
         def after_step(self):
+            import torch
+
             # Detectron2's metrics writer reads the losses back every step, so the step's
             # kernels are done by now
             self.step_seconds.append(time.perf_counter() - self._t0)
@@ -193,6 +212,8 @@ def make_train_timer(budget_s, skip_iters):
 def count_syncs(scorer, batches):
     """Host syncs of a scorer pass on batches already on the GPU (CUDA sync debug mode warns
     at each one). Only meaningful on CUDA."""
+    import torch
+
     torch.cuda.synchronize()
     previous = torch.cuda.get_sync_debug_mode()
     with warnings.catch_warnings(record=True) as caught:
@@ -215,6 +236,7 @@ def syncs_per_batch(scorer, batches):
 
 def time_selections(cfg, model, labeled, pool, seed, clock):
     """Both selections' phases on the same model (eval mode), as bench_selection.py does."""
+    import torch
     from detectron2.data import DatasetMapper
 
     from bench_selection import voc_proportions
@@ -315,7 +337,7 @@ def time_selections(cfg, model, labeled, pool, seed, clock):
 
 
 # --------------------------------------------------------------------------- main
-def build_cfg(args, names, classes, work):
+def build_cfg(args, names, classes, work, seed=42):
     from imagescore_det.engine import load_config
 
     s = args.preset
@@ -341,13 +363,15 @@ def build_cfg(args, names, classes, work):
         "IMAGE_SCORE.START_ITER", str(s["warmup_iters"]),
         "IMAGE_SCORE.BATCH_SIZE", str(s["selection_batch"]),
         "IMAGE_SCORE.BACKFILL", "False",  # bounded time: the literal top fraction
-        "OUTPUT_DIR", work, "SEED", "42", *args.opts]
+        "OUTPUT_DIR", work, "SEED", str(seed), *args.opts]
     cfg = load_config(os.path.join(ROOT, "configs", "faster_rcnn_V16_voc07.yaml"), opts)
     cfg.freeze()
     return cfg
 
 
 def settings_block(args, cfg, source):
+    import torch
+
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
     return {
         "device": args.device, "gpu": gpu, "tiny": args.tiny,
@@ -375,31 +399,54 @@ def settings_block(args, cfg, source):
 
 def main(argv=None):
     args = parse_args(argv)
+    import torch
+
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no CUDA device; use --device cpu --tiny")
     if args.device == "cpu":
         torch.set_num_threads(1)  # many small ops: faster on a shared CPU
     t_start = time.perf_counter()
+    from detectron2.utils.logger import setup_logger
+
+    from imagescore_det.utils import atomic_write_json
+
+    setup_logger(name="imagescore_det")
+    results = []
+    for seed in args.seeds:
+        # the first run's total_seconds counts the imports too, as it always did
+        result = run_check(args, seed, t_start if not results else time.perf_counter())
+        results.append(result)
+        # written after every run: a long multi-seed check keeps what it finished
+        atomic_write_json(args.output, _plain(per_seed(results, args.seeds[:len(results)])))
+        print(json.dumps(result["summary"], indent=2))
+        print(f"seed {seed}: status {result['status']}; {result['total_seconds']:.0f} s; "
+              f"wrote {args.output}")
+    return per_seed(results, args.seeds)
+
+
+def run_check(args, seed, t_start):
+    """One whole check (train, time both selections, the round, evaluate) with SEED
+    ``seed``: the JSON of one run."""
     from detectron2.data import DatasetCatalog
     from detectron2.engine import HookBase
-    from detectron2.utils.logger import setup_logger
 
     import imagescore_det.engine  # noqa: F401  (registers the backbone and the datasets)
     from imagescore_det.data import register_voc
     from imagescore_det.engine import Trainer
     from imagescore_det.engine.hook import preserved_rng
     from imagescore_det.evaluation import ap50_of
-    from imagescore_det.utils import atomic_write_json
 
-    setup_logger(name="imagescore_det")
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-        work = args.work_dir or os.path.join(tmp, "run")
+        work = os.path.join(tmp, "run")
+        if args.work_dir:
+            work = args.work_dir if len(args.seeds) == 1 else os.path.join(
+                args.work_dir, f"seed_{seed}")
         dirname, source = data_root(args, tmp)
         classes = class_names_of(dirname)
         names = {split: f"gpu_check_{split}" for split in SPLITS}
         for split, name in names.items():
             register_voc(name, dirname, split, 2007, classes, replace=True)
-        cfg = build_cfg(args, names, classes, work)
+        cfg = build_cfg(args, names, classes, work, seed)
         result = {"settings": settings_block(args, cfg, source), "status": "running"}
         clock = Clock(args.device)
         timer = make_train_timer(args.preset["max_train_s"], skip_iters=min(
@@ -465,9 +512,6 @@ def main(argv=None):
         }
         result["total_seconds"] = time.perf_counter() - t_start
         result["machine"] = platform.machine()
-        atomic_write_json(args.output, _plain(result))
-    print(json.dumps(result["summary"], indent=2))
-    print(f"status {result['status']}; {result['total_seconds']:.0f} s; wrote {args.output}")
     return result
 
 

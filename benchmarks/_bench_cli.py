@@ -1,0 +1,90 @@
+"""The three flags every benchmark takes, with one meaning each (not a benchmark itself).
+
+* ``--root``: the data the benchmark measures. For the real photos: a VOC-layout root, the
+  directory holding ``VOC2007/`` (``JPEGImages/``, ``Annotations/``,
+  ``ImageSets/Main/<split>.txt``); default ``$IMAGESCORE_VOC07REAL`` if set, else
+  ``../shared/voc2007-real`` beside the repository. A ``VOC2007`` directory itself is
+  accepted too (what ``$IMAGESCORE_VOC07REAL``, ``bench_selection --real-dir`` and
+  ``gpu_check --root`` took before).
+* ``--seeds``: the seeds of every random draw the benchmark makes (``--seed`` is an alias
+  where a benchmark had it). A benchmark that makes one measurement per seed writes, for
+  one seed, the JSON it always wrote; for several, ``{"seeds": [...], "runs": [that JSON of
+  each seed]}`` (:func:`per_seed`).
+* ``--output``: the JSON result path (PNG / Markdown beside it where a benchmark writes
+  them).
+
+The leading underscore keeps it out of ``tests/test_benchmarks_cli.py``'s glob of
+benchmark scripts.
+"""
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_VOC_ROOT = os.path.join(os.path.dirname(REPO), "shared", "voc2007-real")
+ENV = "IMAGESCORE_VOC07REAL"
+
+
+def default_voc_root():
+    """``$IMAGESCORE_VOC07REAL`` if set, else ``../shared/voc2007-real``."""
+    return os.environ.get(ENV) or DEFAULT_VOC_ROOT
+
+
+def _split_files(splits):
+    return f"{splits[0]}.txt" if len(splits) == 1 else f"{{{','.join(splits)}}}.txt"
+
+
+def root_help(splits, what="the real photos it measures", default=True):
+    return (f"VOC-layout root of {what}: the directory holding VOC2007/ (JPEGImages/, "
+            f"Annotations/, ImageSets/Main/{_split_files(splits)}), or that VOC2007 "
+            f"directory itself" + (f"; default ${ENV} if set, else {DEFAULT_VOC_ROOT}"
+                                   if default else ""))
+
+
+def description(doc):
+    """A script's first docstring paragraph on one line (argparse's description)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def voc_dir(root, splits, flag="--root", from_env=False):
+    """The ``VOC2007`` directory of ``root`` (``root/VOC2007`` or ``root`` itself) holding
+    the split files ``splits``; otherwise exit (status 1) with a message that names the
+    path and the fix (no traceback)."""
+    root = os.path.abspath(os.path.expanduser(root))
+    for candidate in (os.path.join(root, "VOC2007"), root):
+        if os.path.isdir(os.path.join(candidate, "ImageSets", "Main")):
+            break
+    else:
+        candidate = None
+    source = f"{root} (from ${ENV})" if from_env else root
+    fix = (f"Pass {flag} DIR, a VOC-layout root whose VOC2007/ holds JPEGImages/, "
+           f"Annotations/ and ImageSets/Main/{_split_files(splits)} (on the project's "
+           f"machines: {flag} {DEFAULT_VOC_ROOT})" + (f", or unset ${ENV}" if from_env else "")
+           + ".")
+    if not os.path.isdir(root):
+        sys.exit(f"error: {flag} {source} does not exist. {fix}")
+    if candidate is None:
+        sys.exit(f"error: {flag} {source} is not a VOC-layout root: neither "
+                 f"{os.path.join(root, 'VOC2007', 'ImageSets', 'Main')} nor "
+                 f"{os.path.join(root, 'ImageSets', 'Main')} exists. {fix}")
+    missing = [os.path.join(candidate, "ImageSets", "Main", f"{s}.txt") for s in splits
+               if not os.path.isfile(os.path.join(candidate, "ImageSets", "Main", f"{s}.txt"))]
+    missing += [os.path.join(candidate, sub) for sub in ("Annotations", "JPEGImages")
+                if not os.path.isdir(os.path.join(candidate, sub))]
+    if missing:
+        sys.exit(f"error: {flag} {source}: {', '.join(missing)} "
+                 f"{'is' if len(missing) == 1 else 'are'} missing. {fix}")
+    return candidate
+
+
+def resolve_voc_root(given, splits, flag="--root"):
+    """``voc_dir`` of ``given``, or of the default root when ``given`` is None."""
+    if given is not None:
+        return voc_dir(given, splits, flag)
+    return voc_dir(default_voc_root(), splits, flag, from_env=bool(os.environ.get(ENV)))
+
+
+def per_seed(results, seeds):
+    """One seed: its result as is; several: ``{"seeds": [...], "runs": [result, ...]}``."""
+    if len(results) == 1:
+        return results[0]
+    return {"seeds": list(seeds), "runs": list(results)}

@@ -1,0 +1,176 @@
+"""Every benchmark takes ``--root``, ``--seeds`` and ``--output`` (one command-line shape for
+all of them), and a benchmark that reads photos refuses a missing root at once: a non-zero
+exit, a message naming the path and the fix, no traceback.
+
+The benchmarks are found by glob (``benchmarks/*.py``; ``_*.py`` are helpers, not
+benchmarks), so a new one is held to the same flags without editing this file. Each case
+is a subprocess (``OMP_NUM_THREADS=1``) that exits before any measuring: the benchmarks
+import torch and Detectron2 only after their arguments and root are checked.
+"""
+import glob
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = sorted(path for path in glob.glob(os.path.join(REPO, "benchmarks", "*.py"))
+                    if not os.path.basename(path).startswith("_"))
+FLAGS = ("--root", "--seeds", "--output")
+
+# benchmarks that read photos from --root (a real-data default, or an optional root), with
+# the smallest settings, in case the root check ever came after the work
+READS_ROOT = {
+    "bench_bootstrap.py": ["--images", "2", "--resamples", "1"],
+    "bench_data_checks.py": ["--copies", "1", "--workers", "1"],
+    "bench_scoring.py": ["--images", "1", "--batch", "1", "--size", "32", "--repeats", "1",
+                         "--skip-memory"],
+    "bench_selection.py": ["--pool", "1", "--labeled", "1", "--size", "32"],
+    "gpu_check.py": ["--device", "cpu", "--tiny"],
+}
+
+
+def run(args, timeout=60):
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=timeout)
+    return proc, time.perf_counter() - started
+
+
+def has_option(help_text, flag):
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text) is not None
+
+
+def test_the_glob_finds_the_benchmarks():
+    names = {os.path.basename(path) for path in BENCHMARKS}
+    assert set(READS_ROOT) <= names, set(READS_ROOT) - names
+    assert "_bench_cli.py" not in names
+
+
+@pytest.mark.parametrize("script", BENCHMARKS, ids=os.path.basename)
+def test_every_benchmark_takes_root_seeds_output(script):
+    proc, _ = run([script, "--help"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    missing = [flag for flag in FLAGS if not has_option(proc.stdout, flag)]
+    assert not missing, f"{os.path.basename(script)} --help lacks {missing}:\n{proc.stdout}"
+    # --seeds takes a list (nargs="+")
+    assert re.search(r"--seeds (\w+) \[\1 \.\.\.\]", proc.stdout), proc.stdout
+
+
+@pytest.mark.parametrize("script", sorted(READS_ROOT))
+def test_a_missing_root_is_refused_at_once_with_the_path_and_the_fix(script, tmp_path):
+    missing = str(tmp_path / "no_such_root")
+    proc, seconds = run([os.path.join(REPO, "benchmarks", script), "--root", missing,
+                         "--output", str(tmp_path / "out.json"), *READS_ROOT[script]])
+    assert proc.returncode == 1, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert missing in proc.stderr and "Pass --root DIR" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "out.json").exists()
+    assert seconds < 30, seconds  # before torch's import, let alone any measuring
+
+
+@pytest.mark.parametrize("script, new, old, args", [
+    ("bench_selection.py", "--root", "--real-dir", ["--real-dir", "MISSING"]),
+    ("bench_scoring.py", "--output", "--out", ["--root", "MISSING", "--out", "OUT"])])
+def test_old_flag_names_still_work(script, new, old, args, tmp_path):
+    """The renamed flags keep their old names: argparse accepts them (an unknown flag would
+    exit 2) and the run stops at the missing root as with the new names."""
+    missing = str(tmp_path / "no_such_root")
+    args = [{"MISSING": missing, "OUT": str(tmp_path / "out.json")}.get(a, a) for a in args]
+    proc, _ = run([os.path.join(REPO, "benchmarks", script), *args, *READS_ROOT[script]])
+    assert proc.returncode == 1 and missing in proc.stderr, proc.stderr
+    help_text = run([os.path.join(REPO, "benchmarks", script), "--help"])[0].stdout
+    assert re.search(rf"{new} \w+, {old} \w+", help_text), help_text  # one option, two names
+
+
+# --------------------------------------------------------------------------- the shared --root
+def _voc(root, splits=("labeled", "unlabeled", "test")):
+    voc = root / "VOC2007"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (voc / sub).mkdir(parents=True)
+    for split in splits:
+        (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("000001\n")
+    return voc
+
+
+def _import(name):
+    """A module of benchmarks/ (sys.path as it was afterwards: they add to it)."""
+    saved = list(sys.path)
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path[:] = saved
+
+
+def _cli():
+    return _import("_bench_cli")
+
+
+def test_root_is_the_dir_holding_voc2007_or_voc2007_itself(tmp_path):
+    cli = _cli()
+    voc = _voc(tmp_path)
+    assert cli.voc_dir(str(tmp_path), ["labeled", "test"]) == str(voc)
+    assert cli.voc_dir(str(voc), ["labeled", "test"]) == str(voc)
+
+
+def test_root_missing_a_split_names_the_file(tmp_path):
+    cli = _cli()
+    voc = _voc(tmp_path, splits=("labeled",))
+    with pytest.raises(SystemExit) as e:
+        cli.voc_dir(str(tmp_path), ["labeled", "unlabeled"])
+    message = str(e.value.code)
+    assert str(voc / "ImageSets" / "Main" / "unlabeled.txt") in message
+    assert str(voc / "ImageSets" / "Main" / "labeled.txt") not in message
+    assert "Pass --root DIR" in message
+
+
+def test_default_root_from_the_environment_says_so(tmp_path, monkeypatch):
+    cli = _cli()
+    monkeypatch.setenv(cli.ENV, str(tmp_path / "gone"))
+    with pytest.raises(SystemExit) as e:
+        cli.resolve_voc_root(None, ["labeled"])
+    message = str(e.value.code)
+    assert str(tmp_path / "gone") in message and f"${cli.ENV}" in message
+    monkeypatch.delenv(cli.ENV)
+    assert cli.default_voc_root() == cli.DEFAULT_VOC_ROOT
+
+
+def test_per_seed_keeps_the_one_seed_layout():
+    cli = _cli()
+    assert cli.per_seed([{"a": 1}], [0]) == {"a": 1}
+    assert cli.per_seed([{"a": 1}, {"a": 2}], [0, 1]) == {"seeds": [0, 1],
+                                                          "runs": [{"a": 1}, {"a": 2}]}
+
+
+# --------------------------------------------------------------------------- --seeds' draws
+def test_bench_data_checks_seeds_draw_where_the_faults_go(tmp_path):
+    """Without a seed the faults are every fault_every-th id (the old pool); a seed draws as
+    many ids at random, the same ones again for the same seed."""
+    bench_data_checks = _import("bench_data_checks")
+    src = tmp_path / "src"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (src / sub).mkdir(parents=True)
+    ids = [f"{i:06d}" for i in range(10)]
+    (src / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
+    for image_id in ids:
+        (src / "Annotations" / f"{image_id}.xml").write_text("<annotation/>")
+        (src / "JPEGImages" / f"{image_id}.jpg").write_bytes(b"\xff\xd8" + bytes(100))
+
+    def planted(seed, name):
+        pool, faults = bench_data_checks.build(str(src), str(tmp_path / name), 2, 5, seed=seed)
+        return pool, {os.path.basename(path)[:-4]: kind for path, kind in faults.items()}
+
+    pool, fixed = planted(None, "fixed")
+    assert sorted(fixed) == pool[::5]
+    _, first = planted(3, "seed3")
+    _, again = planted(3, "seed3_again")
+    _, other = planted(4, "seed4")
+    assert first == again and len(first) == len(fixed) == len(other) == 4
+    assert sorted(first.values()) == sorted(fixed.values())  # the kinds still cycle
+    assert set(first) != set(fixed) or set(other) != set(fixed)
