@@ -250,7 +250,7 @@ def run_epoch(model, opt, x, y, lr, gen, batch=128):
 
 
 @torch.no_grad()
-def predict(model, x, allowed, batch=512):
+def predict(model, x, allowed, batch=128):
     """Softmax probabilities; classes without labeled crops (``~allowed``) are never predicted
     (per-class masks need labeled images of the predicted class)."""
     model.eval()
@@ -302,7 +302,7 @@ def available_variants():
     return [v for v, (similarity, _, _) in SCORE_VARIANTS.items() if similarity in SIMILARITIES]
 
 
-def batches(x, labels=None, batch=512):
+def batches(x, labels=None, batch=128):  # 128 beat 512 by 30% here (cache)
     for i in range(0, len(x), batch):
         yield (x[i:i + batch] if labels is None
                else ImageBatch(x[i:i + batch], labels=labels[i:i + batch]))
