@@ -156,7 +156,7 @@ def split_crops(voc_dir, split, size, context, min_box, stats):
         for (name, box), difficult in zip(objects, _difficult_flags(xml)):
             count("objects")
             if name not in CLASSES or difficult:
-                count("objects_skipped_" + ("unknown_class" if name not in CLASSES else "difficult"))
+                count("objects_skipped_" + ("difficult" if name in CLASSES else "unknown_class"))
                 continue
             x0, y0, x1, y1 = to_detectron2_box(box)
             clipped = max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)
@@ -493,6 +493,8 @@ def main(argv=None):
     command = " ".join(sys.argv[1:] if argv is None else argv)
     meta = {"command": f"python benchmarks/classification_real.py {command}".strip(),
             "wall_seconds": time.perf_counter() - t0, "threads": args.threads,
+            "compute_seconds": sum(r["pretrain_seconds"] + r["pool"]["seconds"] + sum(
+                r["selectors"][s]["seconds"] for s in args.selectors) for r in results),
             "seeds": args.seeds, "root": args.root,
             "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
             "crop_size": args.crop_size, "context": args.context, "min_box": args.min_box,

@@ -70,6 +70,11 @@ def summarize(results, selectors, y_test, classes, resamples):
                                    for x, r in zip(runs, results)]),
                  "curve_mean": np.mean([x["curve"] for x in runs], 0).tolist(),
                  "seconds": mean_std([x["seconds"] for x in runs])}
+        if "none" in selectors and s != "none":  # paired by seed: same checkpoint, same order
+            diffs = [x["accuracy"] - r["selectors"]["none"]["accuracy"]
+                     for x, r in zip(runs, results)]
+            entry["vs_none_per_seed"] = dict(mean_std(diffs),
+                                             seeds_better=int(np.sum(np.array(diffs) > 0)))
         if s != "none":
             entry["selected_count"] = mean_std(
                 [np.mean([e["count"] for e in x["selected"]]) for x in runs])
@@ -142,22 +147,30 @@ def verdict(boot, s, base):
     return f"{word} {base} ({b['difference'] * 100:+.2f} points, one-sided p = {p:.3f})"
 
 
+def auroc_words(value):
+    return ("about chance" if value < 0.55 else "weak" if value < 0.65 else
+            "moderate" if value < 0.8 else "strong")
+
+
 def answers(summary, selectors):
     pool, boot, sel, lines = summary["pool"], summary["bootstrap"], summary["selectors"], []
     au, wc = pool["auroc"], pool["auroc_within_class"]
     variants = [k for k in au if k.startswith("image_score")]
     if variants:
-        best = max(variants, key=lambda k: au[k]["mean"])
-        b, soft = au[best]["mean"], au["softmax"]["mean"]
-        judgement = ("about chance" if b < 0.55 else
-                     "some signal, less than softmax confidence" if b < soft else
-                     "at least as much signal as softmax confidence")
+        best = max(variants, key=lambda k: wc[k]["mean"])
         lines.append(
             "* **Does the image score predict whether a pseudo-label is correct?** AUROC on the "
-            f"pool at the pre-trained checkpoint (0.5 = chance): image_score "
-            f"{au['image_score']['mean']:.3f} (within predicted class "
-            f"{wc['image_score']['mean']:.3f}); best variant {best} {b:.3f}; softmax confidence "
-            f"{soft:.3f} (within class {wc['softmax']['mean']:.3f}). Verdict: {judgement}.")
+            "pool at the pre-trained checkpoint (0.5 = chance; \"within class\" ranks inside each "
+            "predicted class, as the selection does): image_score "
+            f"{au['image_score']['mean']:.3f} ({auroc_words(au['image_score']['mean'])}), within "
+            f"class {wc['image_score']['mean']:.3f} ({auroc_words(wc['image_score']['mean'])}); "
+            f"the best variant, {best}, {au[best]['mean']:.3f}, within class "
+            f"{wc[best]['mean']:.3f} ({auroc_words(wc[best]['mean'])}); softmax confidence "
+            f"{au['softmax']['mean']:.3f}, within class {wc['softmax']['mean']:.3f} "
+            f"({auroc_words(wc['softmax']['mean'])}). "
+            + ("Every image score variant predicts correctness worse than softmax confidence."
+               if all(wc[v]["mean"] < wc["softmax"]["mean"] for v in variants) else
+               "Some variant predicts correctness at least as well as softmax confidence."))
     for s in [x for x in selectors if x.startswith("image_score")]:
         prec = sel[s]["selected_precision_first_epoch"]["mean"]
         others = ", ".join(f"{o} {sel[o]['selected_precision_first_epoch']['mean'] * 100:.1f}%"
@@ -167,18 +180,25 @@ def answers(summary, selectors):
                      f"{prec * 100:.1f}% correct ({others}).")
     pseudo = [s for s in selectors if s not in ("none", "oracle")]
     if "none" in selectors and pseudo:
-        wins = [s for s in pseudo if boot["vs_none"][s]["overall"]["p_value"] < 0.05]
+        p = {s: boot["vs_none"][s]["overall"]["p_value"] for s in pseudo}
+        wins = [s for s in pseudo if p[s] < 0.05]
+        held = [s for s in wins if p[s] * len(pseudo) < 0.05]
         lines.append(
             "* **Does pseudo-labeling beat training longer on the labeled crops only (none)?** "
-            + (f"Yes for {', '.join(wins)} (p < 0.05). " if wins else
-               "No: no selector is significantly better than none. ")
-            + "; ".join(f"{s}: {verdict(boot, s, 'none')}" for s in pseudo) + ".")
+            + "; ".join(f"{s}: {verdict(boot, s, 'none')}, better in "
+                        f"{sel[s]['vs_none_per_seed']['seeds_better']} of "
+                        f"{len(sel[s]['accuracy_after']['values'])} seeds" for s in pseudo) + ". "
+            + (f"p < 0.05 for {', '.join(wins)}; after a Bonferroni correction for the "
+               f"{len(pseudo)} selectors (p x {len(pseudo)}) "
+               + (f"{', '.join(held)} still is." if held else "none is.")
+               if wins else "No selector is significantly better than none."))
         if "oracle" in selectors:
-            lines.append(f"* The oracle (reads the true labels; an upper bound for selection) is "
+            lines.append("* The oracle (reads the true labels; an upper bound for selection) is "
                          f"{verdict(boot, 'oracle', 'none')}.")
     lines.append("* The p-values come from a paired bootstrap over the test crops of the "
                  "seed-mean correctness: they measure test-set sampling, not the seed-to-seed "
-                 "spread (the ± columns show that).")
+                 "spread (the ± columns show that). The per-class tables hold many comparisons: "
+                 "expect about 1 in 20 cells with p < 0.05 by chance.")
     return "\n".join(lines)
 
 
@@ -204,8 +224,11 @@ def class_table(summary, base):
 def markdown(summary, meta, selectors, png_name):
     sel = summary["selectors"]
     out = ["# Classification experiment on real photos (Image Score Tables 1-2, CPU-sized)\n",
-           f"Command: `{meta['command']}`; wall time {meta['wall_seconds'] / 60:.1f} min "
-           f"({meta['threads']} thread, {meta['machine']}). Seeds {meta['seeds']}.\n",
+           f"Command: `{meta['command']}` ({meta['threads']} thread, {meta['machine']}). "
+           f"Seeds {meta['seeds']}. Compute recorded in the per-seed results (pre-training, pool "
+           f"analysis, selectors; summed over seeds): {meta['compute_seconds'] / 60:.1f} min; "
+           f"this invocation's wall time: {meta['wall_seconds'] / 60:.1f} min (less when per-seed "
+           "results were reused from the work dir).\n",
            f"Data: {meta['root']}: crops ({meta['crop_size']} px, context {meta['context']} of "
            f"the box on each side, boxes under {meta['min_box']} px skipped): labeled "
            f"{meta['crops']['labeled']}, pool {meta['crops']['unlabeled']}, test "
@@ -219,9 +242,10 @@ def markdown(summary, meta, selectors, png_name):
            "## Answers\n", answers(summary, selectors), "",
            "## Test accuracy (%)\n",
            f"Before continuation (the pre-trained checkpoint): {pm(summary['accuracy_before'])}.\n",
-           "| selector | after (mean ± std) | gain vs before | per seed | selected / epoch | "
-           "precision of the selected pseudo-labels (1st epoch; all epochs) |",
-           "| --- | --- | --- | --- | --- | --- |"]
+           "| selector | after (mean ± std) | gain vs before | per seed | vs none, paired by seed "
+           "(seeds better) | selected / epoch | precision of the selected pseudo-labels (1st "
+           "epoch; all epochs) |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
     for s in selectors:
         e = sel[s]
         has = "selected_count" in e
@@ -229,8 +253,10 @@ def markdown(summary, meta, selectors, png_name):
                 f"{pm(e['selected_precision_all_epochs'])}" if has else "–")
         count = f"{e['selected_count']['mean']:.0f}" if has else "0"
         seeds = " / ".join(f"{v * 100:.1f}" for v in e["accuracy_after"]["values"])
+        paired = (f"{pm(e['vs_none_per_seed'], digits=2)} ({e['vs_none_per_seed']['seeds_better']})"
+                  if "vs_none_per_seed" in e else "–")
         out.append(f"| {s} | {pm(e['accuracy_after'])} | {pm(e['gain'], digits=2)} | {seeds} | "
-                   f"{count} | {prec} |")
+                   f"{paired} | {count} | {prec} |")
     out += ["", "Pool pseudo-label accuracy at the checkpoint: "
                 f"{pm(summary['pool']['pseudo_label_accuracy'])}.\n",
             "## Does the score predict a correct pseudo-label? (pool, pre-trained checkpoint)\n",

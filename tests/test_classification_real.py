@@ -73,7 +73,8 @@ def test_crops_known_answer(tmp_path):
     objects = [("cat", (21, 11, 60, 50), RED, False),       # 40 x 40
                ("dog", (101, 21, 130, 70), GREEN, False),   # 30 x 50
                ("car", (141, 5, 150, 14), YELLOW, False),   # 10 x 10: smaller than 16 px
-               ("bird", (141, 41, 170, 70), RED, True)]     # difficult
+               ("bird", (141, 41, 170, 70), RED, True),     # difficult
+               ("unicorn", (171, 41, 199, 90), RED, False)]  # not a VOC class
     image = ("a", (200, 100), BLUE, objects)
     root = make_root(tmp_path, {s: [image] for s in cr.SPLITS})
     data, stats = crops_of(root, tmp_path)
@@ -84,7 +85,8 @@ def test_crops_known_answer(tmp_path):
     assert np.abs(x[0, 4:12, 4:12].astype(int) - RED).max() < 40
     assert np.abs(x[0, 8, 0].astype(int) - BLUE).max() < 60
     assert np.abs(x[1, 4:12, 6:10].astype(int) - GREEN).max() < 40
-    assert stats["labeled"]["objects"] == 4
+    assert stats["labeled"]["objects"] == 5
+    assert stats["labeled"]["objects_skipped_unknown_class"] == 1
     assert stats["labeled"]["objects_skipped_smaller_than_16px"] == 1
     assert stats["labeled"]["objects_skipped_difficult"] == 1
     # cached: a second call reads the npz, same arrays
