@@ -520,4 +520,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as e:  # bad data: the message names the file and the fix, no traceback
+        sys.exit(f"classification_real: {e}")
