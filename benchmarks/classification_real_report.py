@@ -1,19 +1,9 @@
 """Statistics, summary, plot and Markdown of benchmarks/classification_real.py."""
 import numpy as np
 
+from imagescore_det.evaluation.auroc import auroc
 from imagescore_det.evaluation.bootstrap import resample_weights
 from imagescore_det.utils import atomic_write
-
-
-def auroc(scores, positive):
-    """P(a positive scores above a negative), ties half (Mann-Whitney); None without both."""
-    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    midrank = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
-    return float((midrank[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def within_class_auroc(scores, positive, pred):
