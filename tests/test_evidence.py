@@ -476,8 +476,8 @@ def test_paired_baseline_resume(paired_runs):
     assert os.path.isfile(result_file)
     assert _report(cfg)["paired_baseline"]["summary"] == summary
 
-    with pytest.raises(RuntimeError, match=r"(?s)other settings.*SOLVER.BASE_LR: 0.02 then, "
-                                           r"0.01 now.*Delete"):
+    with pytest.raises(RuntimeError, match=rf"(?s)other settings.*SOLVER.BASE_LR: "
+                                           rf"{cfg.SOLVER.BASE_LR} then, 0.01 now.*Delete"):
         _train(again("SOLVER.BASE_LR", "0.01"), resume=True)
 
     os.remove(result_file)
