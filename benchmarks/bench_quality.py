@@ -15,9 +15,10 @@ continuation of 1/6), for every seed:
 Per variant and seed, from the round folder and report.json:
 
 * pseudo-box precision and recall of the images trained on (IoU 0.5, against the truth);
-* AUROC of the variant's score for "this pool image's pseudo-boxes are all correct"
-  (images the detector gives at least one box at BOX_SCORE_THRESH; the detection analogue
-  of the paper's Figure 2), with a bootstrap interval; needs ANALYZE_POOL (on here);
+* AUROC of the variant's score for "this pool image's pseudo-boxes are all correct", over
+  every pool image the round's detector gives at least one box at BOX_SCORE_THRESH (the
+  detection analogue of the paper's Figure 2; the pseudo-boxes come from the seed's round
+  checkpoint, the same detector for every variant), with a bootstrap interval;
 * the shifted domain's share of the selection (and of the pool);
 * test AP50 before the round, at the end, and the paired bootstrap of the end against the
   ``none`` run of the same seed (difference, 95% interval, one-sided p).
@@ -138,7 +139,44 @@ def run_seed(seed, variants, work_dir, threads, extra, pool):
 
 
 # --------------------------------------------------------------------------- measuring
-def measure(run_dir, none_dir):
+def pool_correctness(base_dir, seed, extra):
+    """Per pool image (in pool order): (true, false) pseudo-boxes that the detector at the
+    round gives it (the round checkpoint; every variant of a seed selects with this same
+    detector, so this is the pseudo-label each pool image would get, whoever selects it).
+    Cached in ``base_dir/pool_correctness.json``."""
+    import json
+
+    cache = os.path.join(base_dir, "pool_correctness.json")
+    if os.path.isfile(cache):
+        with open(cache) as f:
+            return json.load(f)
+    from detectron2.data import DatasetCatalog
+    from detectron2.modeling import build_model
+
+    from imagescore_det.engine import load_config
+    from imagescore_det.engine.checkpoint import CheckedCheckpointer
+    from imagescore_det.engine.paired import ROUND_CHECKPOINT
+    from imagescore_det.engine.round import pseudo_label_nms, quality_rows
+    from imagescore_det.engine.selection import predict
+    from imagescore_det.utils import atomic_write_json
+
+    cfg = load_config(os.path.join(ROOT, CONFIG), ["SEED", str(seed), *extra])
+    model = build_model(cfg)
+    CheckedCheckpointer(model, strict=True).load(
+        os.path.join(base_dir, ROUND_CHECKPOINT + ".pth"), checkpointables=[])
+    model.eval()
+    pool = DatasetCatalog.get(cfg.IMAGE_SCORE.UNLABELED_DATASETS[0])
+    predictions, _ = predict(cfg, model, pool, "pool correctness")
+    rows = quality_rows([pseudo_label_nms(p, cfg.IMAGE_SCORE) for p in predictions], pool,
+                        cfg.IMAGE_SCORE)
+    out = {"file_names": [d["file_name"] for d in pool],
+           "true_positives": [int(r[0]) for r in rows],
+           "false_positives": [int(r[1]) for r in rows]}
+    atomic_write_json(cache, out)
+    return out
+
+
+def measure(run_dir, none_dir, correctness):
     """One variant's numbers for one seed."""
     import json
 
@@ -158,12 +196,16 @@ def measure(run_dir, none_dir):
     if doms:
         row["shifted_share_of_selection"] = doms["shifted"]["selected"] / r["num_selected"]
         row["shifted_share_of_pool"] = doms["shifted"]["pool"] / r["pool_size"]
-    rows = read_scores_csv(os.path.join(round_dir(run_dir, 1), SCORES_CSV))
-    judged = [x for x in rows if x.get("true_positives") not in (None, "")
-              and int(x["true_positives"]) + int(x["false_positives"]) > 0]
+    # AUROC over the whole pool: every image the detector gives at least one pseudo-box,
+    # positive when none of them is wrong, ranked by this variant's score
+    score_of = {x["file_name"]: x["score"]
+                for x in read_scores_csv(os.path.join(round_dir(run_dir, 1), SCORES_CSV))}
+    judged = [(score_of[name], fp == 0) for name, tp, fp in zip(
+        correctness["file_names"], correctness["true_positives"], correctness["false_positives"])
+        if tp + fp > 0 and name in score_of]
     if judged:
-        correct = np.array([int(x["false_positives"]) == 0 for x in judged])
-        scores = np.array([x["score"] for x in judged])
+        scores = np.array([j[0] for j in judged])
+        correct = np.array([j[1] for j in judged])
         a = auroc_interval(scores, correct, resamples=500)
         row.update(auroc=a["auroc"], auroc_ci95=a["ci"], auroc_images=len(judged),
                    share_correct_images=float(correct.mean()))
@@ -232,7 +274,8 @@ def markdown(result):
              f"{result['machine']}; wall time {result['wall_seconds'] / 60:.0f} min.", "",
              "Mean ± standard deviation over seeds. Precision/recall: the pseudo-boxes of the "
              "images trained on (IoU 0.5). AUROC: the variant's score for \"all of this pool "
-             "image's pseudo-boxes are correct\" (random scores give 0.5 by design). "
+             "image's pseudo-boxes are correct\", over every pool image with a pseudo-box "
+             "(random scores give 0.5 by design). "
              "AP50 diff: the end of the run minus `none` (supervised only, same checkpoint, "
              "iterations and random stream) on the test set.", "",
              "| variant | precision | recall | AUROC | shifted share | AP50 end | AP50 diff vs none |",
@@ -341,8 +384,10 @@ def main(argv=None):
         base_dir = os.path.join(work_dir, f"seed{seed}", BASE)
         none = none_row(base_dir)
         runs[NONE].append({k: v for k, v in none.items() if k != "dir"})
+        correctness = pool_correctness(base_dir, seed, args.opts)
         for name in variants:
-            runs[name].append(measure(os.path.join(work_dir, f"seed{seed}", name), none["dir"]))
+            runs[name].append(measure(os.path.join(work_dir, f"seed{seed}", name), none["dir"],
+                                      correctness))
     import platform
 
     result = {
