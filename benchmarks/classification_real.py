@@ -31,7 +31,7 @@ reaching outside the image are clipped. Every case is counted in the JSON and lo
 the file. Crops are cached in --work-dir (npz), per-seed results and checkpoints too; a rerun
 reuses them.
 
-Reported (JSON, PNG, Markdown beside ``--output``; classification_real_report.py): test
+Reported (JSON, PNG, Markdown beside ``--output``; _classification_real_report.py): test
 accuracy before/after per selector and seed (mean +- std), per-class differences vs ``none``
 and ``softmax`` with one-sided paired bootstrap p-values over test crops, AUROC of each score
 for "the predicted label is correct" on the pool, pseudo-label accuracy by score decile, the
@@ -59,7 +59,7 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import classification_real_report as report  # noqa: E402
+import _classification_real_report as report  # noqa: E402
 from imagescore_det.data.checks import (  # noqa: E402
     ANNOTATION_KINDS, IMAGE_KINDS, SPLIT_KINDS, check_voc)
 from imagescore_det.data.voc_xml import parse_voc_xml, to_detectron2_box  # noqa: E402

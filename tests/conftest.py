@@ -38,6 +38,8 @@ def tiny_cfg_opts(output_dir, max_iter=4):
         "INPUT.MIN_SIZE_TEST", "80", "INPUT.MAX_SIZE_TEST", "128",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", "()",
         "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "1000",
+        # the LR the tiny runs' expectations were set with (not the quickstart's 0.05)
+        "SOLVER.BASE_LR", "0.02",
         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(output_dir), "SEED", "7",
         "MODEL.DEVICE", "cpu",
     ]

@@ -16,7 +16,7 @@ from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import classification_real as cr  # noqa: E402
-import classification_real_report as rep  # noqa: E402
+import _classification_real_report as rep  # noqa: E402
 
 BLUE, RED, GREEN, YELLOW = (0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 255, 0)
 
