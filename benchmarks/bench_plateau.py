@@ -41,20 +41,26 @@ def warmup_schedule():
     return warmup, steps, int(cfg.SOLVER.WARMUP_ITERS)
 
 
-def train(out_dir, scale, seed, threads):
+def overrides(out_dir, scale, seed):
+    """train_net.py KEY VALUE pairs of the warm-up stretched ``scale`` times, supervised only."""
     warmup, steps, lr_warmup = warmup_schedule()
-    metrics = os.path.join(out_dir, "metrics.json")
-    final = os.path.join(out_dir, "model_final.pth")
-    if not os.path.isfile(final):
-        resume = os.path.isfile(os.path.join(out_dir, "last_checkpoint"))
-        cmd = [sys.executable, "tools/train_net.py", "--config-file", CONFIG] + (
-            ["--resume"] if resume else []) + [
-            "IMAGE_SCORE.ENABLED", "False", "SEED", str(seed),
+    return ["IMAGE_SCORE.ENABLED", "False", "IMAGE_SCORE.PAIRED_BASELINE", "False",
+            "SEED", str(seed),
             "SOLVER.MAX_ITER", str(warmup * scale),
             "SOLVER.STEPS", str(tuple(s * scale for s in steps)),
             "SOLVER.WARMUP_ITERS", str(lr_warmup),
             "TEST.EVAL_PERIOD", str(max(1, warmup // 6)),
             "SOLVER.CHECKPOINT_PERIOD", str(max(1, warmup // 6)), "OUTPUT_DIR", out_dir]
+
+
+def train(out_dir, scale, seed, threads):
+    warmup, _, _ = warmup_schedule()
+    metrics = os.path.join(out_dir, "metrics.json")
+    final = os.path.join(out_dir, "model_final.pth")
+    if not os.path.isfile(final):
+        resume = os.path.isfile(os.path.join(out_dir, "last_checkpoint"))
+        cmd = [sys.executable, "tools/train_net.py", "--config-file", CONFIG] + (
+            ["--resume"] if resume else []) + overrides(out_dir, scale, seed)
         os.makedirs(os.path.dirname(out_dir), exist_ok=True)
         print(f"[{os.path.relpath(out_dir, ROOT)}] {' '.join(cmd[1:])}", flush=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))

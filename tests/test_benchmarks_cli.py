@@ -174,3 +174,21 @@ def test_bench_data_checks_seeds_draw_where_the_faults_go(tmp_path):
     assert first == again and len(first) == len(fixed) == len(other) == 4
     assert sorted(first.values()) == sorted(fixed.values())  # the kinds still cycle
     assert set(first) != set(fixed) or set(other) != set(fixed)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_bench_plateau_runs_a_valid_supervised_config(scale, tmp_path):
+    """bench_plateau's runs are the quickstart config turned supervised-only and stretched:
+    the overrides must load (a ConfigError would surface only after the benchmark started)
+    and keep the warm-up's LR step at the same fraction of the schedule."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import bench_plateau
+
+    from imagescore_det.engine import load_config
+
+    warmup, steps, _ = bench_plateau.warmup_schedule()
+    cfg = load_config(os.path.join(REPO, bench_plateau.CONFIG),
+                      bench_plateau.overrides(str(tmp_path / "out"), scale, 3))
+    assert not cfg.IMAGE_SCORE.ENABLED and not cfg.IMAGE_SCORE.PAIRED_BASELINE
+    assert cfg.SOLVER.MAX_ITER == warmup * scale and cfg.SEED == 3
+    assert list(cfg.SOLVER.STEPS) == [s * scale for s in steps] and steps
