@@ -88,3 +88,27 @@ def per_seed(results, seeds):
     if len(results) == 1:
         return results[0]
     return {"seeds": list(seeds), "runs": list(results)}
+
+
+def write_results(output, result, plot, markdown):
+    """Write ``result`` as JSON to ``output`` and, beside it, ``plot(png_path, result)`` and
+    the Markdown ``markdown(result)`` (all atomically); print the Markdown and the paths."""
+    from imagescore_det.utils import atomic_write_json, atomic_write_text
+
+    atomic_write_json(output, result)
+    stem = os.path.splitext(output)[0]
+    plot(stem + ".png", result)
+    md = markdown(result)
+    atomic_write_text(stem + ".md", md)
+    print(md)
+    print(f"wrote {output}, {stem}.png, {stem}.md")
+
+
+def save_figure(fig, path, dpi=110):
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    from imagescore_det.utils import atomic_write
+
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    plt.close(fig)

@@ -28,6 +28,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from _bench_cli import save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 
 
@@ -102,7 +103,6 @@ def main(argv=None):
                                                     "bench_plateau.json"))
     args = p.parse_args(argv)
     from imagescore_det.data import generate_synthetic_voc
-    from imagescore_det.utils import atomic_write_json, atomic_write_text
 
     os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.root)
     generate_synthetic_voc(os.path.join(os.environ["DETECTRON2_DATASETS"], "synthetic_voc"))
@@ -147,13 +147,7 @@ def main(argv=None):
               "command": " ".join(["benchmarks/bench_plateau.py"] + (
                   argv if argv is not None else sys.argv[1:])),
               "summary": summary, "per_seed": per_seed}
-    atomic_write_json(args.output, result)
-    stem = os.path.splitext(args.output)[0]
-    plot(stem + ".png", result)
-    md = markdown(result)
-    atomic_write_text(stem + ".md", md)
-    print(md)
-    print(f"wrote {args.output}, {stem}.png, {stem}.md")
+    write_results(args.output, result, plot, markdown)
 
 
 def markdown(result):
@@ -207,10 +201,7 @@ def plot(path, result):
     ax.set_title("supervised warm-up: the quickstart's schedule (x1) and stretched", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from _bench_cli import save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
 
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 BASE = "image_score"
@@ -335,10 +336,7 @@ def plot(path, result):
         ax.set_title(title, fontsize=9)
     fig.suptitle(f"bench_quality, seeds {result['seeds']} (bars: mean; dots: seeds)", fontsize=10)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
@@ -359,7 +357,6 @@ def main(argv=None):
     if BASE not in args.variants:
         args.variants.insert(0, BASE)  # every branch starts from its round checkpoint
     from imagescore_det.data import generate_synthetic_voc
-    from imagescore_det.utils import atomic_write_json, atomic_write_text
 
     args.root = os.path.abspath(args.root)
     os.environ["DETECTRON2_DATASETS"] = args.root
@@ -402,13 +399,7 @@ def main(argv=None):
         "mean_over_seeds": {name: aggregate(rs) for name, rs in runs.items()},
         "runs": runs,
     }
-    atomic_write_json(args.output, result)
-    stem = os.path.splitext(args.output)[0]
-    plot(stem + ".png", result)
-    md = markdown(result)
-    atomic_write_text(stem + ".md", md)
-    print(md)
-    print(f"wrote {args.output}, {stem}.png, {stem}.md")
+    write_results(args.output, result, plot, markdown)
 
 
 if __name__ == "__main__":
