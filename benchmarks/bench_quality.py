@@ -150,7 +150,9 @@ def pool_correctness(base_dir, seed, extra):
     cache = os.path.join(base_dir, "pool_correctness.json")
     if os.path.isfile(cache):
         with open(cache) as f:
-            return json.load(f)
+            cached = json.load(f)
+        if cached.get("overrides") == list(extra):  # else: made for other --opts, redo
+            return cached
     from detectron2.data import DatasetCatalog
     from detectron2.modeling import build_model
 
@@ -170,7 +172,7 @@ def pool_correctness(base_dir, seed, extra):
     predictions, _ = predict(cfg, model, pool, "pool correctness")
     rows = quality_rows([pseudo_label_nms(p, cfg.IMAGE_SCORE) for p in predictions], pool,
                         cfg.IMAGE_SCORE)
-    out = {"file_names": [d["file_name"] for d in pool],
+    out = {"overrides": list(extra), "file_names": [d["file_name"] for d in pool],
            "true_positives": [int(r[0]) for r in rows],
            "false_positives": [int(r[1]) for r in rows]}
     atomic_write_json(cache, out)
