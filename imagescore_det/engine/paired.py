@@ -39,7 +39,7 @@ from detectron2.utils import comm
 
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, compare_files
 from ..evaluation.detections import detections_path
-from ..utils import atomic_write_json, atomic_write_text, json_plain
+from ..utils import atomic_write, atomic_write_json, atomic_write_text, json_plain
 from .consistency import from_rank0
 
 logger = logging.getLogger(__name__)
@@ -121,16 +121,15 @@ def branch_from_round(source_dir, target_dir):
     if os.path.exists(os.path.join(target_dir, LAST_CHECKPOINT)):
         raise FileExistsError(f"{target_dir} already holds a run ({LAST_CHECKPOINT}); resume "
                               "it, or delete it to branch again.")
-    tmp = os.path.join(target_dir, ROUND_CHECKPOINT + ".pth.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, os.path.join(target_dir, ROUND_CHECKPOINT + ".pth"))
+    def copy(src, dst):  # utils.atomic_write: a killed copy leaves no half file
+        with open(src, "rb") as f:
+            atomic_write(dst, lambda out: shutil.copyfileobj(f, out))
+
+    copy(source, os.path.join(target_dir, ROUND_CHECKPOINT + ".pth"))
     # the same detector at the same point: its "before" evaluation is the source's
     before = os.path.join(source_dir, "image_score", EVAL_BEFORE)
     if os.path.isfile(before):
-        os.makedirs(os.path.join(target_dir, "image_score"), exist_ok=True)
-        shutil.copyfile(before, os.path.join(target_dir, "image_score", EVAL_BEFORE + ".tmp"))
-        os.replace(os.path.join(target_dir, "image_score", EVAL_BEFORE + ".tmp"),
-                   os.path.join(target_dir, "image_score", EVAL_BEFORE))
+        copy(before, os.path.join(target_dir, "image_score", EVAL_BEFORE))
     atomic_write_text(os.path.join(target_dir, LAST_CHECKPOINT), ROUND_CHECKPOINT + ".pth")
 
 
