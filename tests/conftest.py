@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic VOC dataset and a tiny VGG16 Faster R-CNN config."""
+import importlib.util
 import os
 
 import pytest
@@ -56,3 +57,12 @@ def tiny_cfg(tiny_voc, tmp_path):
         return cfg
 
     return make
+
+
+def load_tool(name):
+    """Import ``tools/<name>.py`` (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}",
+                                                  os.path.join(REPO, "tools", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -13,14 +13,13 @@ Each test feeds hand-made input with a hand-computed answer, so that a deliberat
   a BOX_SCORE_THRESH that splits the model's boxes (so ignoring it changes the ranking).
 """
 import csv
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_CONFIG, tiny_cfg_opts
+from conftest import TINY_CONFIG, load_tool, tiny_cfg_opts
 
 
 # --------------------------------------------------------------------------- pseudo dicts
@@ -275,14 +274,6 @@ def test_image_mask_includes_activations_at_the_threshold():
 
 
 # --------------------------------------------------------------------------- softmax tool
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"_known_{name}",
-                                                  os.path.join(REPO, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _rank_order(scores):
     """Image indices best first, ties by index: plain-Python sorted()."""
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
@@ -329,7 +320,7 @@ def test_score_images_softmax_uses_box_score_thresh(tiny_voc, tmp_path):
     thresh = float(thresh)
     expected = _mean_kept(box_scores, thresh)
 
-    tool = _load_tool("score_images")
+    tool = load_tool("score_images")
     out_dir = tmp_path / "scores"
     summary = tool.main(tool.parse_args(
         ["--config-file", TINY_CONFIG, "--dataset", "tiny_voc_test", "--selector", "softmax",

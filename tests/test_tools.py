@@ -7,7 +7,6 @@ score_images.py runs once as a subprocess on the same tiny images, reached as
 the other checks call the tools' main() in-process (importing Detectron2 takes ~10 s).
 """
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,17 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, TINY_CONFIG, tiny_cfg_opts
+from conftest import REPO, TINY_CONFIG, load_tool, tiny_cfg_opts
 
 IMAGE_SCORE_BATCH = "2"  # > 1, so that padding (valid_sizes) matters
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}",
-                                                  os.path.join(REPO, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run(args, env_root, timeout=120):
@@ -181,7 +172,7 @@ def test_score_images_matches_image_scorer(trained, tiny_voc):
 def test_score_images_softmax_in_process(trained, tmp_path):
     from detectron2.data import DatasetCatalog
 
-    tool = _load_tool("score_images")
+    tool = load_tool("score_images")
     args = tool.parse_args(["--config-file", TINY_CONFIG, "--dataset", "tiny_voc_test",
                             "--selector", "softmax", "--output", str(tmp_path)]
                            + trained["opts"] + ["MODEL.WEIGHTS", trained["weights"],
@@ -197,7 +188,7 @@ def test_score_images_softmax_in_process(trained, tmp_path):
 
 
 def test_score_images_errors(trained, tmp_path):
-    tool = _load_tool("score_images")
+    tool = load_tool("score_images")
     base = ["--config-file", TINY_CONFIG, "--dataset", "tiny_voc_unlabeled",
             "--output", str(tmp_path)] + trained["opts"]
     with pytest.raises(tool.ToolError, match=r"MODEL\.WEIGHTS is empty.*model_final\.pth"):
@@ -220,7 +211,7 @@ def test_visualize_real_round(trained):
     with open(round_dir / "selection.json") as f:
         manifest = json.load(f)
     out_dir = trained["tmp"] / "vis"
-    tool = _load_tool("visualize_pseudo_labels")  # in-process: a subprocess costs ~10 s
+    tool = load_tool("visualize_pseudo_labels")  # in-process: a subprocess costs ~10 s
     res = tool.main(tool.parse_args(["--round-dir", str(round_dir), "--num", "3", "--output",
                                      str(out_dir), "--show-truth", "--max-boxes", "5"]))
     assert res["montage"] == str(out_dir / "pseudo_labels_montage.png")
@@ -319,6 +310,6 @@ def test_visualize_incomplete_round(tiny_voc, tmp_path):
     _fake_round(tiny_voc, tmp_path / "round_1", [[1.0, 1.0, 20.0, 20.0]], complete=False)
     with pytest.raises(RoundError, match="incomplete round: re-run training with --resume"):
         visualize_round(str(tmp_path / "round_1"))
-    tool = _load_tool("visualize_pseudo_labels")
+    tool = load_tool("visualize_pseudo_labels")
     with pytest.raises(RoundError, match="not a directory"):
         tool.main(tool.parse_args(["--round-dir", str(tmp_path / "nope")]))
