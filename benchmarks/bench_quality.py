@@ -17,8 +17,10 @@ Per variant and seed, from the round folder and report.json:
 * pseudo-box precision and recall of the images trained on (IoU 0.5, against the truth);
 * AUROC of the variant's score for "this pool image's pseudo-boxes are all correct", over
   every pool image the round's detector gives at least one box at BOX_SCORE_THRESH (the
-  detection analogue of the paper's Figure 2; the pseudo-boxes come from the seed's round
-  checkpoint, the same detector for every variant), with a bootstrap interval;
+  detection analogue of the paper's Figure 2; each round writes every pool image's
+  would-be pseudo-boxes against its truth into scores.csv, ``IMAGE_SCORE.ANALYZE_POOL``:
+  the seed's round checkpoint, the same detector for every variant), with a bootstrap
+  interval;
 * the shifted domain's share of the selection (and of the pool);
 * test AP50 before the round, at the end, and the paired bootstrap of the end against the
   ``none`` run of the same seed (difference, 95% interval, one-sided p).
@@ -140,50 +142,12 @@ def run_seed(seed, variants, work_dir, threads, extra, pool):
 
 
 # --------------------------------------------------------------------------- measuring
-def pool_correctness(base_dir, seed, extra):
-    """Per pool image (in pool order): (true, false) pseudo-boxes that the detector at the
-    round gives it (the round checkpoint; every variant of a seed selects with this same
-    detector, so this is the pseudo-label each pool image would get, whoever selects it).
-    Cached in ``base_dir/pool_correctness.json``."""
-    import json
-
-    cache = os.path.join(base_dir, "pool_correctness.json")
-    if os.path.isfile(cache):
-        with open(cache) as f:
-            cached = json.load(f)
-        if cached.get("overrides") == list(extra):  # else: made for other --opts, redo
-            return cached
-    from detectron2.data import DatasetCatalog
-    from detectron2.modeling import build_model
-
-    from imagescore_det.engine import load_config
-    from imagescore_det.engine.checkpoint import CheckedCheckpointer
-    from imagescore_det.engine.paired import ROUND_CHECKPOINT
-    from imagescore_det.engine.round import pseudo_label_nms, quality_rows
-    from imagescore_det.engine.selection import predict
-    from imagescore_det.utils import atomic_write_json
-
-    cfg = load_config(os.path.join(ROOT, CONFIG), ["SEED", str(seed), *extra])
-    model = build_model(cfg)
-    CheckedCheckpointer(model, strict=True).load(
-        os.path.join(base_dir, ROUND_CHECKPOINT + ".pth"), checkpointables=[])
-    model.eval()
-    pool = DatasetCatalog.get(cfg.IMAGE_SCORE.UNLABELED_DATASETS[0])
-    predictions, _ = predict(cfg, model, pool, "pool correctness")
-    rows = quality_rows([pseudo_label_nms(p, cfg.IMAGE_SCORE) for p in predictions], pool,
-                        cfg.IMAGE_SCORE)
-    out = {"overrides": list(extra), "file_names": [d["file_name"] for d in pool],
-           "true_positives": [int(r[0]) for r in rows],
-           "false_positives": [int(r[1]) for r in rows]}
-    atomic_write_json(cache, out)
-    return out
-
-
-def measure(run_dir, none_dir, correctness):
+def measure(run_dir, none_dir):
     """One variant's numbers for one seed."""
     import json
 
-    from imagescore_det.engine.round_files import SCORES_CSV, read_scores_csv, round_dir
+    from imagescore_det.engine.round_files import (
+        POOL_QUALITY_COLUMNS, SCORES_CSV, read_scores_csv, round_dir)
     from imagescore_det.evaluation import ap50_of
     from imagescore_det.evaluation.auroc import auroc_interval
 
@@ -200,12 +164,17 @@ def measure(run_dir, none_dir, correctness):
         row["shifted_share_of_selection"] = doms["shifted"]["selected"] / r["num_selected"]
         row["shifted_share_of_pool"] = doms["shifted"]["pool"] / r["pool_size"]
     # AUROC over the whole pool: every image the detector gives at least one pseudo-box,
-    # positive when none of them is wrong, ranked by this variant's score
-    score_of = {x["file_name"]: x["score"]
-                for x in read_scores_csv(os.path.join(round_dir(run_dir, 1), SCORES_CSV))}
-    judged = [(score_of[name], fp == 0) for name, tp, fp in zip(
-        correctness["file_names"], correctness["true_positives"], correctness["false_positives"])
-        if tp + fp > 0 and name in score_of]
+    # positive when none of them is wrong, ranked by this variant's score. The round wrote
+    # each pool image's would-be pseudo-labels against its truth (IMAGE_SCORE.ANALYZE_POOL)
+    scores_path = os.path.join(round_dir(run_dir, 1), SCORES_CSV)
+    pool = read_scores_csv(scores_path)
+    if pool and not set(POOL_QUALITY_COLUMNS) <= set(pool[0]):
+        raise RuntimeError(f"{scores_path} has no {POOL_QUALITY_COLUMNS} columns: the run was "
+                           "made by an older imagescore-det. Delete its folder (or pass "
+                           "another --work-dir) and rerun the benchmark.")
+    tp_col, fp_col = POOL_QUALITY_COLUMNS[:2]
+    judged = [(x["score"], int(x[fp_col]) == 0) for x in pool
+              if int(x[tp_col]) + int(x[fp_col]) > 0]
     if judged:
         scores = np.array([j[0] for j in judged])
         correct = np.array([j[1] for j in judged])
@@ -383,10 +352,8 @@ def main(argv=None):
         base_dir = os.path.join(work_dir, f"seed{seed}", BASE)
         none = none_row(base_dir)
         runs[NONE].append({k: v for k, v in none.items() if k != "dir"})
-        correctness = pool_correctness(base_dir, seed, args.opts)
         for name in variants:
-            runs[name].append(measure(os.path.join(work_dir, f"seed{seed}", name), none["dir"],
-                                      correctness))
+            runs[name].append(measure(os.path.join(work_dir, f"seed{seed}", name), none["dir"]))
     import platform
 
     result = {

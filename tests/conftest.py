@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic VOC dataset and a tiny VGG16 Faster R-CNN config."""
 import importlib.util
 import os
+import sys
 
 import pytest
 
@@ -59,10 +60,16 @@ def tiny_cfg(tiny_voc, tmp_path):
     return make
 
 
-def load_tool(name):
-    """Import ``tools/<name>.py`` (the tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}",
-                                                  os.path.join(REPO, "tools", f"{name}.py"))
+def load_tool(name, folder="tools"):
+    """Import ``<folder>/<name>.py`` (tools and benchmarks are scripts, not a package; a
+    script finds its folder's helper modules, e.g. ``benchmarks/_bench_cli.py``, as when run)."""
+    path = os.path.join(REPO, folder)
+    spec = importlib.util.spec_from_file_location(f"_{folder}_{name}",
+                                                  os.path.join(path, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    sys.path.insert(0, path)
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(path)
     return mod

@@ -1,5 +1,6 @@
 """Evidence tools: per-image detections, the fast VOC AP against Detectron2's voc_eval, the
 paired bootstrap (tools/compare_runs.py) and the paired supervised-only baseline."""
+import csv
 import json
 import os
 import subprocess
@@ -499,14 +500,14 @@ def test_a_branch_from_the_round_checkpoint_is_the_run_itself(paired_runs, tmp_p
 
     source = paired_runs["random"]
 
-    def branch(name, selector, edit=None):
+    def branch(name, selector, edit=None, opts=()):
         out = tmp_path / name
         branch_from_round(source.OUTPUT_DIR, str(out))
         if edit:
             edit(out)
         cfg = load_config(TINY_CONFIG, tiny_cfg_opts(out, max_iter=4) + PAIRED_OPTS + [
             "IMAGE_SCORE.SELECTOR", selector, "DATALOADER.NUM_WORKERS", "1",
-            "IMAGE_SCORE.PAIRED_BASELINE", "False"])
+            "IMAGE_SCORE.PAIRED_BASELINE", "False", *opts])
         cfg.freeze()
         seed_all_rng(cfg.SEED + 1)  # another process seed: the replay hook must not care
         _train(cfg, resume=True)
@@ -528,10 +529,31 @@ def test_a_branch_from_the_round_checkpoint_is_the_run_itself(paired_runs, tmp_p
         with open(os.path.join(out, "image_score", "eval_before.json"), "w") as f:
             json.dump(marker, f)
 
-    other = branch("softmax", "softmax", edit=mark)
+    other = branch("softmax", "softmax", edit=mark, opts=["IMAGE_SCORE.ANALYZE_POOL", "True"])
     assert _report(other)["eval_before"] == marker
     assert _report(other)["rounds"][0]["selector"] == "softmax"
     assert _report(other)["rounds"][0]["iteration"] == 2
+
+    # bench_quality measures a branch from its own round folder: the AUROC over the pool
+    # images with a pseudo-box, positive = none of them wrong (brute force: all pairs)
+    from conftest import load_tool
+    from imagescore_det.engine.paired import PAIRED_DIR
+
+    row = load_tool("bench_quality", "benchmarks").measure(
+        other.OUTPUT_DIR, os.path.join(source.OUTPUT_DIR, PAIRED_DIR))
+    with open(os.path.join(other.OUTPUT_DIR, "image_score", "round_1", "scores.csv")) as f:
+        pool = [r for r in csv.DictReader(f)
+                if int(r["pool_true_positives"]) + int(r["pool_false_positives"]) > 0]
+    pos = [float(r["score"]) for r in pool if r["pool_false_positives"] == "0"]
+    neg = [float(r["score"]) for r in pool if r["pool_false_positives"] != "0"]
+    assert row["auroc_images"] == len(pool) > 0
+    assert row["share_correct_images"] == pytest.approx(len(pos) / len(pool))
+    if pos and neg:
+        pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+        assert row["auroc"] == pytest.approx(sum(pairs) / len(pairs))
+    else:
+        assert row["auroc"] is None
+    assert row["ap50_before"] == 12.5 and row["vs_none"]["test_images"] > 0
     with pytest.raises(FileExistsError, match="already holds a run"):
         branch_from_round(source.OUTPUT_DIR, other.OUTPUT_DIR)
     with pytest.raises(FileNotFoundError, match="PAIRED_BASELINE True"):

@@ -196,6 +196,21 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
     bins = manifest["pool_precision_by_score_bin"]
     assert sum(b["images"] for b in bins) == len(pool)
     assert manifest["pool_precision_selected"] == manifest["pseudo_precision"]
+    # ... and scores.csv keeps them per image: every pool image's would-be pseudo-labels
+    # against its truth, the same as the quality columns where it was pseudo-labeled
+    pool_cols = [[int(r[f"pool_{c}"]) for c in ("true_positives", "false_positives",
+                                                 "true_boxes")] for r in rows]
+    assert [c[2] for c in pool_cols] == [len(d["annotations"]) for d in pool]
+    for r, c in zip(rows, pool_cols):
+        if r["trained"] == "1":
+            assert c == [int(r["true_positives"]), int(r["false_positives"]),
+                         int(r["true_boxes"])]
+    for key, keep in (("pool_precision_all", lambda r: True),
+                      ("pool_precision_selected", lambda r: r["trained"] == "1"),
+                      ("pool_precision_rest", lambda r: r["trained"] != "1")):
+        tp = sum(c[0] for r, c in zip(rows, pool_cols) if keep(r))
+        fp = sum(c[1] for r, c in zip(rows, pool_cols) if keep(r))
+        assert manifest[key] == (tp / (tp + fp) if tp + fp else None), key
     timing = dict(manifest["timing"])
     # softmax, hybrid and image_score_per_class already have every pool prediction: they
     # pseudo-label from it (no second pass); the others pay an analysis-only pass, which is

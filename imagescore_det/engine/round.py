@@ -36,7 +36,9 @@ class RoundResult:
     ``quality`` are per examined image (in ``examined`` order); ``trained`` marks the examined
     images kept in the pseudo dataset ``pseudo`` (what the detector trains on).
     ``quality`` rows are (true positives, false positives, true boxes) when the pool has
-    annotations. ``pool`` holds the images that were ranked; ``skipped`` lists the pool
+    annotations. ``pool_quality`` (``IMAGE_SCORE.ANALYZE_POOL``) has the same rows for every
+    pool image, in pool order: the pseudo-labels each would get from this detector, selected
+    or not (scores.csv's ``pool_*`` columns). ``pool`` holds the images that were ranked; ``skipped`` lists the pool
     images left out (``IMAGE_SCORE.ON_BAD_IMAGE skip``) as skipped.csv rows (image_id,
     file_name, phase, reason): at the data check, while ranking (not in ``pool``), or while
     pseudo-labeling (in ``pool``, ranked, not examined).
@@ -57,6 +59,7 @@ class RoundResult:
     seed: int = 0
     scorer: Optional[object] = None
     quality: Optional[list] = None
+    pool_quality: Optional[list] = None
     pool_analysis: Optional[dict] = None
     skipped: List[dict] = dataclasses.field(default_factory=list)
 
@@ -206,10 +209,11 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0, ski
     if settings.EVAL_PSEUDO_LABELS and has_truth(examined_dicts):
         result.quality = quality_rows(predictions, examined_dicts, settings)
     if settings.ANALYZE_POOL and pool_predictions is not None and has_truth(pool):
-        rows = quality_rows([pseudo_label_nms(p, settings) for p in pool_predictions], pool,
-                            settings)
+        result.pool_quality = quality_rows(
+            [pseudo_label_nms(p, settings) for p in pool_predictions], pool, settings)
         trained = [i for i, kept in zip(examined, result.trained) if kept]
-        result.pool_analysis = pool_precision_analysis(ranking.scores, trained, rows)
+        result.pool_analysis = pool_precision_analysis(ranking.scores, trained,
+                                                       result.pool_quality)
         # what either NMS would give over the whole pool (same detector, same threshold)
         result.pool_analysis["pool_precision_by_nms"] = {
             name: precision_of(quality_rows(

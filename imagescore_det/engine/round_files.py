@@ -21,6 +21,8 @@ Every file is written atomically. Manifest format versions: 1 (no ``format_versi
 ``num_backfilled``, ``num_background_images``, ``seed``; ``scores.csv`` gains the
 ``backfilled`` / ``trained`` columns, and ``domain`` when the pool's domains are known).
 Version 2 manifests may carry ``num_skipped`` (0 when absent) with ``skipped.csv``.
+``scores.csv`` may carry the ``pool_`` quality columns (``IMAGE_SCORE.ANALYZE_POOL``, since
+2026-11-28); readers take the columns they need by name.
 """
 import csv
 import dataclasses
@@ -50,6 +52,8 @@ EVAL_BEFORE = "eval_before.json"
 SCORES_COLUMNS = ("image_id", "file_name", "score", "rank")
 SELECTION_COLUMNS = ("selected", "backfilled", "pseudo_boxes", "trained")
 QUALITY_COLUMNS = ("true_positives", "false_positives", "true_boxes")
+# IMAGE_SCORE.ANALYZE_POOL: the same for every pool image, selected or not
+POOL_QUALITY_COLUMNS = tuple("pool_" + name for name in QUALITY_COLUMNS)
 # skipped.csv: phase = "data check" (trainer start), "score" (while ranking) or "pseudo-label"
 SKIPPED_COLUMNS = ("image_id", "file_name", "phase", "reason")
 
@@ -174,7 +178,9 @@ def scores_csv_text(dicts, scores, domains=None, result=None):
     ``result`` (a :class:`~imagescore_det.engine.round.RoundResult`) adds ``selected`` (in
     the top fraction), ``backfilled`` (pseudo-labeled in place of a dropped one),
     ``pseudo_boxes`` and ``trained`` (pseudo-labeled images only) and, when the pool's
-    truth is known, the quality columns; ``domains`` adds a ``domain`` column.
+    truth is known, the quality columns (pseudo-labeled images) and, with
+    ``IMAGE_SCORE.ANALYZE_POOL``, the ``pool_`` quality columns (every image: the pseudo-labels
+    this detector would give it); ``domains`` adds a ``domain`` column.
     """
     header = list(SCORES_COLUMNS)
     chosen, place = set(), {}
@@ -184,6 +190,9 @@ def scores_csv_text(dicts, scores, domains=None, result=None):
         place = {int(i): j for j, i in enumerate(result.examined)}
         if result.quality is not None:
             header += QUALITY_COLUMNS
+        pool_quality = getattr(result, "pool_quality", None)
+        if pool_quality is not None:
+            header += POOL_QUALITY_COLUMNS
     if domains is not None:
         header.append("domain")
     buf = io.StringIO()
@@ -199,6 +208,8 @@ def scores_csv_text(dicts, scores, domains=None, result=None):
             row += ["", ""] if j is None else [result.box_counts[j], int(result.trained[j])]
             if result.quality is not None:
                 row += ["", "", ""] if j is None else list(result.quality[j])
+            if pool_quality is not None:
+                row += list(pool_quality[index])
         if domains is not None:
             row.append(domains[index])
         writer.writerow(row)
