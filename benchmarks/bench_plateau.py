@@ -10,6 +10,8 @@ AP50 within ~2 points.
 
     .venv/bin/python benchmarks/bench_plateau.py                 # seeds 0 1 2
     .venv/bin/python benchmarks/bench_plateau.py --seeds 0 --scales 1 2 4
+    .venv/bin/python benchmarks/bench_plateau.py --seeds 0 --opts MODEL.VGG.NORM BN \
+        --work-dir output/bench_plateau_bn --output /tmp/plateau_bn.json
 
 ``--root`` is the datasets root holding ``synthetic_voc/`` (generated if absent). Writes
 ``--output`` (JSON) and, beside it, the learning curves (``.png``) and ``.md``. Finished
@@ -32,20 +34,22 @@ from _bench_cli import save_figure, write_results  # noqa: E402 (benchmarks/, be
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 
 
-def warmup_schedule():
-    """(warm-up iterations, LR steps inside it, eval period) of the quickstart config."""
+def warmup_schedule(extra=()):
+    """(warm-up iterations, LR steps inside it, LR warm-up) of the quickstart config with
+    the ``extra`` KEY VALUE overrides."""
     from imagescore_det.engine import load_config
 
-    cfg = load_config(os.path.join(ROOT, CONFIG), [])
+    cfg = load_config(os.path.join(ROOT, CONFIG), list(extra))
     warmup = int(cfg.IMAGE_SCORE.START_ITER)
     steps = [int(s) for s in cfg.SOLVER.STEPS if s < warmup]
     return warmup, steps, int(cfg.SOLVER.WARMUP_ITERS)
 
 
-def overrides(out_dir, scale, seed):
-    """train_net.py KEY VALUE pairs of the warm-up stretched ``scale`` times, supervised only."""
-    warmup, steps, lr_warmup = warmup_schedule()
-    return ["IMAGE_SCORE.ENABLED", "False", "IMAGE_SCORE.PAIRED_BASELINE", "False",
+def overrides(out_dir, scale, seed, extra=()):
+    """train_net.py KEY VALUE pairs of the warm-up stretched ``scale`` times, supervised
+    only, after the ``extra`` ones (``--opts``: another model or data setting to measure)."""
+    warmup, steps, lr_warmup = warmup_schedule(extra)
+    return list(extra) + ["IMAGE_SCORE.ENABLED", "False", "IMAGE_SCORE.PAIRED_BASELINE", "False",
             "SEED", str(seed),
             "SOLVER.MAX_ITER", str(warmup * scale),
             "SOLVER.STEPS", str(tuple(s * scale for s in steps)),
@@ -54,14 +58,14 @@ def overrides(out_dir, scale, seed):
             "SOLVER.CHECKPOINT_PERIOD", str(max(1, warmup // 6)), "OUTPUT_DIR", out_dir]
 
 
-def train(out_dir, scale, seed, threads):
-    warmup, _, _ = warmup_schedule()
+def train(out_dir, scale, seed, threads, extra=()):
+    warmup, _, _ = warmup_schedule(extra)
     metrics = os.path.join(out_dir, "metrics.json")
     final = os.path.join(out_dir, "model_final.pth")
     if not os.path.isfile(final):
         resume = os.path.isfile(os.path.join(out_dir, "last_checkpoint"))
         cmd = [sys.executable, "tools/train_net.py", "--config-file", CONFIG] + (
-            ["--resume"] if resume else []) + overrides(out_dir, scale, seed)
+            ["--resume"] if resume else []) + overrides(out_dir, scale, seed, extra)
         os.makedirs(os.path.dirname(out_dir), exist_ok=True)
         print(f"[{os.path.relpath(out_dir, ROOT)}] {' '.join(cmd[1:])}", flush=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -98,6 +102,9 @@ def main(argv=None):
     p.add_argument("--scales", type=int, nargs="+", default=[1, 2],
                    help="schedule lengths, in warm-ups (default 1 2)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="config overrides for every run, e.g. MODEL.VGG.NORM BN (use another "
+                        "--work-dir: finished runs are reused)")
     p.add_argument("--work-dir", default=os.path.join(ROOT, "output", "bench_plateau"))
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results",
                                                     "bench_plateau.json"))
@@ -106,13 +113,14 @@ def main(argv=None):
 
     os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.root)
     generate_synthetic_voc(os.path.join(os.environ["DETECTRON2_DATASETS"], "synthetic_voc"))
-    warmup, steps, _ = warmup_schedule()
+    warmup, steps, _ = warmup_schedule(args.opts)
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     started = time.time()
     work = os.path.abspath(args.work_dir)
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         # longest first, so the two cores stay busy to the end
-        jobs = {(s, m): pool.submit(train, os.path.join(work, f"seed{s}", f"x{m}"), m, s, threads)
+        jobs = {(s, m): pool.submit(train, os.path.join(work, f"seed{s}", f"x{m}"), m, s, threads,
+                                       args.opts)
                 for m in sorted(args.scales, reverse=True) for s in args.seeds}
         curves = {key: f.result() for key, f in jobs.items()}
     per_seed = []
@@ -138,7 +146,8 @@ def main(argv=None):
                             "gain_mean": float(np.mean(gains)) if gains else None,
                             "gain_min": float(min(gains)) if gains else None,
                             "gain_max": float(max(gains)) if gains else None}
-    result = {"benchmark": "plateau", "config": CONFIG, "warmup_iterations": warmup,
+    result = {"benchmark": "plateau", "config": CONFIG, "overrides": args.opts,
+              "warmup_iterations": warmup,
               "lr_steps": steps, "seeds": args.seeds, "scales": args.scales,
               "root": os.environ["DETECTRON2_DATASETS"],
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {args.jobs} runs "

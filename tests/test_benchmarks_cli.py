@@ -192,3 +192,8 @@ def test_bench_plateau_runs_a_valid_supervised_config(scale, tmp_path):
     assert not cfg.IMAGE_SCORE.ENABLED and not cfg.IMAGE_SCORE.PAIRED_BASELINE
     assert cfg.SOLVER.MAX_ITER == warmup * scale and cfg.SEED == 3
     assert list(cfg.SOLVER.STEPS) == [s * scale for s in steps] and steps
+    # --opts: another setting measured the same way, the schedule read with it
+    extra = ["MODEL.VGG.NORM", "BN", "SOLVER.STEPS", f"({warmup - 100},)"]
+    cfg = load_config(os.path.join(REPO, bench_plateau.CONFIG),
+                      bench_plateau.overrides(str(tmp_path / "out"), scale, 3, extra))
+    assert cfg.MODEL.VGG.NORM == "BN" and list(cfg.SOLVER.STEPS) == [(warmup - 100) * scale]
