@@ -76,7 +76,15 @@ def train(out_dir, scale, seed, threads, extra=()):
             raise RuntimeError(f"{' '.join(cmd)} failed; see {out_dir}.log. Rerun to resume.")
         print(f"[{os.path.relpath(out_dir, ROOT)}] done in {time.time() - started:.0f} s",
               flush=True)
-    return curve(metrics, warmup * scale)
+    return curve(metrics, warmup * scale), seconds_per_iteration(metrics)
+
+
+def seconds_per_iteration(metrics_path):
+    """Median training step time of a run (Detectron2 logs ``time`` every 20 iterations;
+    evaluation and checkpointing are not in it)."""
+    with open(metrics_path) as f:
+        times = [row["time"] for row in map(json.loads, f) if "time" in row]
+    return float(np.median(times)) if times else None
 
 
 def curve(metrics_path, max_iter):
@@ -122,13 +130,15 @@ def main(argv=None):
         jobs = {(s, m): pool.submit(train, os.path.join(work, f"seed{s}", f"x{m}"), m, s, threads,
                                        args.opts)
                 for m in sorted(args.scales, reverse=True) for s in args.seeds}
-        curves = {key: f.result() for key, f in jobs.items()}
+        done = {key: f.result() for key, f in jobs.items()}
+    curves = {key: value[0] for key, value in done.items()}
     per_seed = []
     for s in args.seeds:
         row = {"seed": s}
         for m in args.scales:
             pts = dict(curves[(s, m)])
-            row[f"x{m}"] = {"ap50_end": pts.get(warmup * m), "curve": curves[(s, m)]}
+            row[f"x{m}"] = {"ap50_end": pts.get(warmup * m), "curve": curves[(s, m)],
+                            "seconds_per_iteration": done[(s, m)][1]}
         base = row[f"x{min(args.scales)}"]["ap50_end"]
         for m in args.scales:
             end = row[f"x{m}"]["ap50_end"]
@@ -145,7 +155,10 @@ def main(argv=None):
                             "ap50_end_std": float(np.std(ends, ddof=1)) if len(ends) > 1 else 0.0,
                             "gain_mean": float(np.mean(gains)) if gains else None,
                             "gain_min": float(min(gains)) if gains else None,
-                            "gain_max": float(max(gains)) if gains else None}
+                            "gain_max": float(max(gains)) if gains else None,
+                            "seconds_per_iteration_median": float(np.median(
+                                [done[(s, m)][1] for s in args.seeds
+                                 if done[(s, m)][1] is not None] or [np.nan]))}
     result = {"benchmark": "plateau", "config": CONFIG, "overrides": args.opts,
               "warmup_iterations": warmup,
               "lr_steps": steps, "seeds": args.seeds, "scales": args.scales,
@@ -166,16 +179,22 @@ def markdown(result):
              f"Command: `{result['command']}`; machine: {result['machine']}; wall time "
              f"{result['wall_seconds'] / 60:.0f} min.", "",
              f"| schedule | iterations | test AP50 at its end (mean ± std) | gain over x{lo} "
-             "(mean, range over seeds) |", "| --- | --- | --- | --- |"]
+             "(mean, range over seeds) | s/iteration (median) |",
+             "| --- | --- | --- | --- | --- |"]
     for m in result["scales"]:
         s = result["summary"][f"x{m}"]
         end = "-" if s["ap50_end_mean"] is None else \
             f"{s['ap50_end_mean']:.1f} ± {s['ap50_end_std']:.1f}"
         gain = "-" if s["gain_mean"] is None else \
             f"{s['gain_mean']:+.1f} ({s['gain_min']:+.1f} to {s['gain_max']:+.1f})"
-        lines.append(f"| x{m} | {s['iterations']} | {end} | {gain} |")
+        sec = s.get("seconds_per_iteration_median")
+        sec = "-" if sec is None or sec != sec else f"{sec:.3f}"
+        lines.append(f"| x{m} | {s['iterations']} | {end} | {gain} | {sec} |")
+    if result.get("overrides"):
+        lines += ["", "Overrides on top of the quickstart config: `"
+                  + " ".join(result["overrides"]) + "`."]
     top = result["summary"][f"x{max(result['scales'])}"]
-    if top["gain_mean"] is not None:
+    if top["gain_mean"] is not None and len(result["scales"]) > 1:
         met = top["gain_max"] <= 2.0
         lines += ["", f"Verdict: a warm-up x{max(result['scales'])} as long adds "
                   f"{top['gain_mean']:+.1f} AP50 on average: the x{lo} warm-up "

@@ -8,6 +8,7 @@ is a subprocess (``OMP_NUM_THREADS=1``) that exits before any measuring: the ben
 import torch and Detectron2 only after their arguments and root are checked.
 """
 import glob
+import json
 import os
 import re
 import subprocess
@@ -197,3 +198,31 @@ def test_bench_plateau_runs_a_valid_supervised_config(scale, tmp_path):
     cfg = load_config(os.path.join(REPO, bench_plateau.CONFIG),
                       bench_plateau.overrides(str(tmp_path / "out"), scale, 3, extra))
     assert cfg.MODEL.VGG.NORM == "BN" and list(cfg.SOLVER.STEPS) == [(warmup - 100) * scale]
+
+
+def test_bench_plateau_reads_curves_and_step_times(tmp_path):
+    """The learning curve and the step time come from metrics.json; a single schedule gets
+    no plateau verdict (there is nothing to compare it with)."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import bench_plateau
+
+    metrics = tmp_path / "metrics.json"
+    rows = [{"iteration": 19, "time": 0.3}, {"iteration": 39, "time": 0.1},
+            {"iteration": 249, "bbox/AP50": 40.0}, {"iteration": 59, "time": 0.2},
+            {"iteration": 499, "bbox/AP50": 60.0}, {"iteration": 499, "bbox/AP50": 61.0}]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert bench_plateau.curve(str(metrics), 499) == [(250, 40.0), (499, 61.0)]
+    assert bench_plateau.seconds_per_iteration(str(metrics)) == pytest.approx(0.2)
+    summary = {"iterations": 500, "ap50_end_mean": 61.0, "ap50_end_std": 0.0, "gain_mean": 0.0,
+               "gain_min": 0.0, "gain_max": 0.0, "seconds_per_iteration_median": 0.2}
+    result = {"warmup_iterations": 500, "lr_steps": [400], "command": "x", "machine": "m",
+              "wall_seconds": 60, "scales": [1], "summary": {"x1": summary},
+              "overrides": ["MODEL.VGG.NORM", "BN"],
+              "per_seed": [{"seed": 0, "x1": {"ap50_end": 61.0}}]}
+    text = bench_plateau.markdown(result)
+    assert "| x1 | 500 | 61.0 ± 0.0 | +0.0 (+0.0 to +0.0) | 0.200 |" in text
+    assert "MODEL.VGG.NORM BN" in text and "Verdict" not in text
+    result["scales"] = [1, 2]
+    result["summary"]["x2"] = dict(summary, gain_mean=5.0, gain_min=4.0, gain_max=6.0)
+    result["per_seed"][0]["x2"] = {"ap50_end": 66.0}
+    assert "is *not* at its plateau" in bench_plateau.markdown(result)
