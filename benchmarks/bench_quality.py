@@ -17,10 +17,10 @@ Per variant and seed, from the round folder and report.json:
 * pseudo-box precision and recall of the images trained on (IoU 0.5, against the truth);
 * AUROC of the variant's score for "this pool image's pseudo-boxes are all correct", over
   every pool image the round's detector gives at least one box at BOX_SCORE_THRESH (the
-  detection analogue of the paper's Figure 2; each round writes every pool image's
-  would-be pseudo-boxes against its truth into scores.csv, ``IMAGE_SCORE.ANALYZE_POOL``:
-  the seed's round checkpoint, the same detector for every variant), with a bootstrap
-  interval;
+  detection analogue of the paper's Figure 2), with a bootstrap interval. With
+  ``IMAGE_SCORE.ANALYZE_POOL`` each round writes, per pool image, how many of its would-be
+  pseudo-boxes are right and wrong (scores.csv's ``pool_*`` columns); every variant of a
+  seed selects with the same detector, so they are the same in every variant;
 * the shifted domain's share of the selection (and of the pool);
 * test AP50 before the round, at the end, and the paired bootstrap of the end against the
   ``none`` run of the same seed (difference, 95% interval, one-sided p).
