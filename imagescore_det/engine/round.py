@@ -39,9 +39,9 @@ class RoundResult:
     annotations. ``pool_quality`` (``IMAGE_SCORE.ANALYZE_POOL``) has the same rows for every
     pool image, in pool order: the pseudo-labels each would get from this detector, selected
     or not (scores.csv's ``pool_*`` columns). ``pool`` holds the images that were ranked;
-    ``skipped`` lists the pool images left out (``IMAGE_SCORE.ON_BAD_IMAGE skip``) as skipped.csv rows (image_id,
-    file_name, phase, reason): at the data check, while ranking (not in ``pool``), or while
-    pseudo-labeling (in ``pool``, ranked, not examined).
+    ``skipped`` lists the pool images left out (``IMAGE_SCORE.ON_BAD_IMAGE skip``) as
+    skipped.csv rows (image_id, file_name, phase, reason): at the data check, while ranking
+    (not in ``pool``), or while pseudo-labeling (in ``pool``, ranked, not examined).
     """
 
     round_index: int
