@@ -132,8 +132,11 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
 
     from imagescore_det.data.pseudo import load_pseudo_dataset
 
+    # softmax: its pseudo-labels go through the class-agnostic NMS too, so the whole-pool
+    # analysis below must judge the NMS'd boxes, as the selected ones are
+    agnostic = ["IMAGE_SCORE.PSEUDO_CLASS_AGNOSTIC_NMS", "True"] if selector == "softmax" else []
     cfg = tiny_cfg(*SELECT_OPTS, "IMAGE_SCORE.SELECTOR", selector,
-                   "IMAGE_SCORE.ANALYZE_POOL", "True")
+                   "IMAGE_SCORE.ANALYZE_POOL", "True", *agnostic)
     spy = []
     _train(cfg, spy=spy)
     rd = os.path.join(cfg.OUTPUT_DIR, "image_score", "round_1")

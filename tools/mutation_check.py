@@ -188,6 +188,22 @@ CATALOGUE = (
         tests=(f"{VARIANTS}::test_score_resize_equals_a_resize_by_hand_with_grid_none",
                f"{VARIANTS}::test_two_pool_images_of_different_sizes_score_with_resize_and_no_grid"),
     ),
+    Mutation(
+        id="pool-quality-rows-shifted",
+        description="scores.csv's pool_* columns written one image off (another image's counts)",
+        file="imagescore_det/engine/round_files.py",
+        old="row += list(pool_quality[index])",
+        new="row += list(pool_quality[index - 1])",
+        tests=("tests/test_selection.py::test_selector_round[image_score]",),
+    ),
+    Mutation(
+        id="pool-quality-without-nms",
+        description="ANALYZE_POOL judges the raw detections, not the NMS'd pseudo-labels",
+        file="imagescore_det/engine/round.py",
+        old="[pseudo_label_nms(p, settings) for p in pool_predictions], pool, settings)",
+        new="list(pool_predictions), pool, settings)",
+        tests=("tests/test_selection.py::test_selector_round[softmax]",),
+    ),
 )
 
 
