@@ -49,13 +49,14 @@ def overrides(out_dir, scale, seed, extra=()):
     """train_net.py KEY VALUE pairs of the warm-up stretched ``scale`` times, supervised
     only, after the ``extra`` ones (``--opts``: another model or data setting to measure)."""
     warmup, steps, lr_warmup = warmup_schedule(extra)
-    return list(extra) + ["IMAGE_SCORE.ENABLED", "False", "IMAGE_SCORE.PAIRED_BASELINE", "False",
-            "SEED", str(seed),
-            "SOLVER.MAX_ITER", str(warmup * scale),
-            "SOLVER.STEPS", str(tuple(s * scale for s in steps)),
-            "SOLVER.WARMUP_ITERS", str(lr_warmup),
-            "TEST.EVAL_PERIOD", str(max(1, warmup // 6)),
-            "SOLVER.CHECKPOINT_PERIOD", str(max(1, warmup // 6)), "OUTPUT_DIR", out_dir]
+    return list(extra) + [
+        "IMAGE_SCORE.ENABLED", "False", "IMAGE_SCORE.PAIRED_BASELINE", "False",
+        "SEED", str(seed),
+        "SOLVER.MAX_ITER", str(warmup * scale),
+        "SOLVER.STEPS", str(tuple(s * scale for s in steps)),
+        "SOLVER.WARMUP_ITERS", str(lr_warmup),
+        "TEST.EVAL_PERIOD", str(max(1, warmup // 6)),
+        "SOLVER.CHECKPOINT_PERIOD", str(max(1, warmup // 6)), "OUTPUT_DIR", out_dir]
 
 
 def train(out_dir, scale, seed, threads, extra=()):
@@ -84,7 +85,12 @@ def seconds_per_iteration(metrics_path):
     evaluation and checkpointing are not in it)."""
     with open(metrics_path) as f:
         times = [row["time"] for row in map(json.loads, f) if "time" in row]
-    return float(np.median(times)) if times else None
+    return median_or_none(times)
+
+
+def median_or_none(values):
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
 
 
 def curve(metrics_path, max_iter):
@@ -156,9 +162,8 @@ def main(argv=None):
                             "gain_mean": float(np.mean(gains)) if gains else None,
                             "gain_min": float(min(gains)) if gains else None,
                             "gain_max": float(max(gains)) if gains else None,
-                            "seconds_per_iteration_median": float(np.median(
-                                [done[(s, m)][1] for s in args.seeds
-                                 if done[(s, m)][1] is not None] or [np.nan]))}
+                            "seconds_per_iteration_median": median_or_none(
+                                [done[(s, m)][1] for s in args.seeds])}
     result = {"benchmark": "plateau", "config": CONFIG, "overrides": args.opts,
               "warmup_iterations": warmup,
               "lr_steps": steps, "seeds": args.seeds, "scales": args.scales,
@@ -188,7 +193,7 @@ def markdown(result):
         gain = "-" if s["gain_mean"] is None else \
             f"{s['gain_mean']:+.1f} ({s['gain_min']:+.1f} to {s['gain_max']:+.1f})"
         sec = s.get("seconds_per_iteration_median")
-        sec = "-" if sec is None or sec != sec else f"{sec:.3f}"
+        sec = "-" if sec is None else f"{sec:.3f}"
         lines.append(f"| x{m} | {s['iterations']} | {end} | {gain} | {sec} |")
     if result.get("overrides"):
         lines += ["", "Overrides on top of the quickstart config: `"

@@ -213,6 +213,9 @@ def test_bench_plateau_reads_curves_and_step_times(tmp_path):
     metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert bench_plateau.curve(str(metrics), 499) == [(250, 40.0), (499, 61.0)]
     assert bench_plateau.seconds_per_iteration(str(metrics)) == pytest.approx(0.2)
+    only_eval = tmp_path / "only_eval.json"
+    only_eval.write_text(json.dumps(rows[2]) + "\n")
+    assert bench_plateau.seconds_per_iteration(str(only_eval)) is None
     summary = {"iterations": 500, "ap50_end_mean": 61.0, "ap50_end_std": 0.0, "gain_mean": 0.0,
                "gain_min": 0.0, "gain_max": 0.0, "seconds_per_iteration_median": 0.2}
     result = {"warmup_iterations": 500, "lr_steps": [400], "command": "x", "machine": "m",
