@@ -42,8 +42,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-# --no-compile: no .pyc for the ~4 GB PyTorch brings (CUDA libraries included); Python
-# compiles the modules a run imports on first use. Saves about a minute of a fresh set-up.
+# --no-compile: pip byte-compiles one file at a time; the installed packages are compiled
+# once below on every core instead (the .pyc must exist: with PYTHONDONTWRITEBYTECODE set,
+# as on this project's machines, Python would otherwise recompile them in every process).
 PIP=("$PY" -m pip install --disable-pip-version-check --no-compile)
 
 # shellcheck disable=SC2086
@@ -87,6 +88,10 @@ esac
 log "installing imagescore-det (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
 
+log "byte-compiling the installed packages"
+SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+# a file that does not compile (pip skips those too) is not an error of the set-up
+"$PY" -m compileall -q -j 0 "$SITE" >/dev/null 2>&1 || true
 "$PY" -c "import imagescore_det, detectron2"
 echo "$want" > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP"
 "$PY" -m imagescore_det.env
