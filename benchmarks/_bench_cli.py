@@ -104,11 +104,12 @@ def write_results(output, result, plot, markdown):
     print(f"wrote {output}, {stem}.png, {stem}.md")
 
 
-def save_figure(fig, path, dpi=110):
-    """Save a matplotlib figure as PNG atomically and close it."""
+def save_figure(fig, path, dpi=110, **savefig_kwargs):
+    """Save a matplotlib figure as PNG atomically and close it (``savefig_kwargs``, e.g.
+    ``bbox_inches="tight"``, go to ``fig.savefig``)."""
     import matplotlib.pyplot as plt
 
     from imagescore_det.utils import atomic_write
 
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, **savefig_kwargs))
     plt.close(fig)

@@ -3,7 +3,8 @@ import numpy as np
 
 from imagescore_det.evaluation.auroc import auroc
 from imagescore_det.evaluation.bootstrap import resample_weights
-from imagescore_det.utils import atomic_write
+
+from _bench_cli import save_figure  # benchmarks/, beside this file
 
 
 def within_class_auroc(scores, positive, pred):
@@ -119,8 +120,7 @@ def plot(path, summary, selectors):
     ax[2].set(ylabel="test accuracy after continuation", title="mean ± std over seeds")
     ax[2].legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def pm(d, scale=100.0, digits=1):

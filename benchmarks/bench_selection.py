@@ -75,7 +75,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from _bench_cli import per_seed, resolve_voc_root, root_help  # noqa: E402
+from _bench_cli import per_seed, resolve_voc_root, root_help, save_figure  # noqa: E402
 
 # torch and Detectron2 are imported where they are used: --help and a bad --root answer
 # before their imports (seconds on a loaded machine)
@@ -572,10 +572,7 @@ def plot_fit_subsamples(path, table, picks, labeled_count, title):
         axis.tick_params(axis="x", labelsize=7, labelrotation=45)
     ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=9)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def fit_subsample_main(args, cfg, model, labeled, pool):
