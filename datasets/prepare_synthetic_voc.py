@@ -34,8 +34,11 @@ def main(argv=None):
     p.add_argument("--max-size", type=int, default=176, help="max image width/height (px)")
     p.add_argument("--shifted-fraction", type=float, default=0.4,
                    help="share of the unlabeled pool drawn from the shifted domain")
-    p.add_argument("--min-obj-size", type=int, default=32)
-    p.add_argument("--max-obj-size", type=int, default=72)
+    p.add_argument("--min-obj-size", type=int, default=44,
+                   help="min larger side of an object's box (px)")
+    p.add_argument("--max-obj-size", type=int, default=96,
+                   help="max larger side of an object's box (px; capped at 60%% of the "
+                        "image's shorter side)")
     p.add_argument("--max-objects", type=int, default=4)
     args = p.parse_args(argv)
 

@@ -130,8 +130,8 @@ def _box_iou(a, b):
     return inter / float(area(a) + area(b) - inter)
 
 
-def render_synthetic_image(rng, width, height, shifted=False, min_obj_size=32,
-                           max_obj_size=72, max_objects=4, classes=SYNTHETIC_CLASSES):
+def render_synthetic_image(rng, width, height, shifted=False, min_obj_size=44,
+                           max_obj_size=96, max_objects=4, classes=SYNTHETIC_CLASSES):
     """Draw one image.
 
     Returns ``(image, objects)``: ``image`` is an (height, width, 3) uint8 **BGR** array
