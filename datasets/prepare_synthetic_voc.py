@@ -9,6 +9,7 @@ does nothing; with different ones it stops and asks to delete the directory or c
 another --root. See datasets/README.md for the layout, splits, domains and meta.json.
 """
 import argparse
+import inspect
 import os
 import sys
 import time
@@ -26,20 +27,25 @@ def main(argv=None):
     p.add_argument("--root", default=default_root,
                    help="dataset root; VOC2007/ is created inside it "
                         "(default: $DETECTRON2_DATASETS/synthetic_voc = %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-labeled", type=int, default=200)
-    p.add_argument("--num-unlabeled", type=int, default=300)
-    p.add_argument("--num-test", type=int, default=100)
-    p.add_argument("--min-size", type=int, default=112, help="min image width/height (px)")
-    p.add_argument("--max-size", type=int, default=176, help="max image width/height (px)")
-    p.add_argument("--shifted-fraction", type=float, default=0.4,
+    # the defaults are generate_synthetic_voc's own, so the two cannot drift apart
+    default = {name: par.default for name, par in
+               inspect.signature(generate_synthetic_voc).parameters.items()}
+    p.add_argument("--seed", type=int, default=default["seed"])
+    p.add_argument("--num-labeled", type=int, default=default["num_labeled"])
+    p.add_argument("--num-unlabeled", type=int, default=default["num_unlabeled"])
+    p.add_argument("--num-test", type=int, default=default["num_test"])
+    p.add_argument("--min-size", type=int, default=default["min_size"],
+                   help="min image width/height (px)")
+    p.add_argument("--max-size", type=int, default=default["max_size"],
+                   help="max image width/height (px)")
+    p.add_argument("--shifted-fraction", type=float, default=default["shifted_fraction"],
                    help="share of the unlabeled pool drawn from the shifted domain")
-    p.add_argument("--min-obj-size", type=int, default=44,
+    p.add_argument("--min-obj-size", type=int, default=default["min_obj_size"],
                    help="min larger side of an object's box (px)")
-    p.add_argument("--max-obj-size", type=int, default=96,
+    p.add_argument("--max-obj-size", type=int, default=default["max_obj_size"],
                    help="max larger side of an object's box (px; capped at 60%% of the "
                         "image's shorter side)")
-    p.add_argument("--max-objects", type=int, default=4)
+    p.add_argument("--max-objects", type=int, default=default["max_objects"])
     args = p.parse_args(argv)
 
     t0 = time.time()

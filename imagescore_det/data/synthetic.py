@@ -38,7 +38,8 @@ from xml.sax.saxutils import escape
 import cv2
 import numpy as np
 
-from .synthetic_render import SYNTHETIC_CLASSES, render_synthetic_image
+from .synthetic_render import (MAX_OBJ_SIZE, MIN_OBJ_SIZE, SYNTHETIC_CLASSES,
+                               render_synthetic_image)
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -239,7 +240,8 @@ def _check_existing(root, params):
 
 def generate_synthetic_voc(root, seed=0, num_labeled=200, num_unlabeled=300, num_test=100,
                            min_size=112, max_size=176, shifted_fraction=0.4,
-                           min_obj_size=44, max_obj_size=96, max_objects=4, jpeg_quality=90):
+                           min_obj_size=MIN_OBJ_SIZE, max_obj_size=MAX_OBJ_SIZE, max_objects=4,
+                           jpeg_quality=90):
     """Generate the synthetic VOC dataset under ``root`` (creates ``root/VOC2007``).
 
     Args:

@@ -6,6 +6,9 @@ import numpy as np
 
 #: Object classes, defined by shape only (colour and texture are random).
 SYNTHETIC_CLASSES = ("disc", "square", "triangle", "cross")
+#: Default range of an object's larger box side in px (32-72 before 2026-11-28: the stride-16
+#: detector learns these larger objects fast enough to reach its plateau in the quickstart).
+MIN_OBJ_SIZE, MAX_OBJ_SIZE = 44, 96
 
 
 # -------------------------------------------------------------------------------------------
@@ -130,8 +133,8 @@ def _box_iou(a, b):
     return inter / float(area(a) + area(b) - inter)
 
 
-def render_synthetic_image(rng, width, height, shifted=False, min_obj_size=44,
-                           max_obj_size=96, max_objects=4, classes=SYNTHETIC_CLASSES):
+def render_synthetic_image(rng, width, height, shifted=False, min_obj_size=MIN_OBJ_SIZE,
+                           max_obj_size=MAX_OBJ_SIZE, max_objects=4, classes=SYNTHETIC_CLASSES):
     """Draw one image.
 
     Returns ``(image, objects)``: ``image`` is an (height, width, 3) uint8 **BGR** array
