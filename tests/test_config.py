@@ -249,6 +249,62 @@ def test_selection_keys_are_in_the_resume_fingerprint():
         assert config_fingerprint(load_config(TINY_CONFIG, opts)) != config_fingerprint(base)
 
 
+# IMAGE_SCORE keys that a saved round does not depend on, so a resume may change them and
+# still reuse the round (every other IMAGE_SCORE key must be in FINGERPRINT_KEYS):
+ROUND_INDEPENDENT_KEYS = {
+    # no round exists when off; a run turning it on resumes into a fresh round folder
+    "IMAGE_SCORE.ENABLED",
+    # measurement of the pseudo-labels against the pool's truth: which images are selected
+    # and the pseudo-labels trained on do not depend on them (a reused round keeps the
+    # measurement made when it was selected)
+    "IMAGE_SCORE.EVAL_PSEUDO_LABELS", "IMAGE_SCORE.PSEUDO_IOU_THRESH", "IMAGE_SCORE.ANALYZE_POOL",
+    # an evaluation before the first round, outside the round folder's selection
+    "IMAGE_SCORE.EVAL_BEFORE",
+    # what a bad pool image does: "error" stops before any round is saved, "skip" leaves it
+    # out; the start-of-run check finds the same images under either setting
+    "IMAGE_SCORE.ON_BAD_IMAGE",
+    # the paired supervised-only branch, saved beside the rounds, not in them
+    "IMAGE_SCORE.PAIRED_BASELINE",
+}
+
+
+def _another_value(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "_other"
+    return type(value)(list(value) + [value[0] if len(value) else "other"])
+
+
+def test_every_setting_a_round_depends_on_is_in_the_resume_fingerprint():
+    """A key added to IMAGE_SCORE must be listed in FINGERPRINT_KEYS or, with the reason, in
+    ROUND_INDEPENDENT_KEYS above; otherwise a resume that changed it would reuse a round made
+    without it. And every listed key must move the fingerprint."""
+    from imagescore_det.engine.consistency import FINGERPRINT_KEYS, config_fingerprint
+
+    base = load_config(TINY_CONFIG)
+    listed = set(FINGERPRINT_KEYS)
+    assert len(listed) == len(FINGERPRINT_KEYS)
+    every = {f"IMAGE_SCORE.{key}" for key in base.IMAGE_SCORE}
+    missing = sorted(every - listed - ROUND_INDEPENDENT_KEYS)
+    assert not missing, (
+        f"{missing}: add each to FINGERPRINT_KEYS (imagescore_det/engine/consistency.py) or, if "
+        "a saved round does not depend on it, to ROUND_INDEPENDENT_KEYS (tests/test_config.py) "
+        "with the reason")
+    assert not listed & ROUND_INDEPENDENT_KEYS and ROUND_INDEPENDENT_KEYS <= every
+    fingerprint = config_fingerprint(base)
+    for key in FINGERPRINT_KEYS:
+        cfg = base.clone()
+        *parents, last = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[last] = _another_value(node[last])
+        assert config_fingerprint(cfg) != fingerprint, key
+
+
 def test_enabled_config_accepted():
     cfg = load_config(TINY_CONFIG, ["IMAGE_SCORE.ENABLED", "True",
                                     "IMAGE_SCORE.UNLABELED_DATASETS", "('synthetic_voc_unlabeled',)",
