@@ -204,6 +204,52 @@ CATALOGUE = (
         new="list(pool_predictions), pool, settings)",
         tests=("tests/test_selection.py::test_selector_round[softmax]",),
     ),
+    # issue 19 item 10: bugs the suite let through (each run against the tests of the time)
+    Mutation(
+        id="replay-seed-ignores-iteration",
+        description="ReplayHook seeds every resume point alike (the iteration left out)",
+        file="imagescore_det/engine/resume.py",
+        old="seed = derived_seed(self.seed, iteration)",
+        new="seed = derived_seed(self.seed, 0)",
+        tests=("tests/test_reliability.py::"
+               "test_replay_hook_seeds_each_resume_point_with_its_own_known_seed",),
+    ),
+    Mutation(
+        id="last-checkpoint-escapes",
+        description="last_checkpoint may name a file outside OUTPUT_DIR (../other/model.pth)",
+        file="imagescore_det/engine/safe_load.py",
+        old="if (not name or os.path.basename(name) != name or name in (\".\", \"..\")",
+        new="if (not name or name in (\".\", \"..\")",
+        tests=("tests/test_reliability.py::"
+               "test_last_checkpoint_naming_an_existing_file_elsewhere_is_refused",),
+    ),
+    Mutation(
+        id="truncated-jpeg-under-pillow-flag",
+        description="a cut JPEG passes the data check when ImageFile.LOAD_TRUNCATED_IMAGES is on",
+        file="imagescore_det/data/checks.py",
+        old="if problem is not None or ImageFile.LOAD_TRUNCATED_IMAGES:",
+        new="if problem is not None:",
+        tests=("tests/test_reliability_data.py::"
+               "test_cut_jpeg_is_truncated_even_when_pillow_loads_truncated_images",),
+    ),
+    Mutation(
+        id="fingerprint-without-min-boxes",
+        description="IMAGE_SCORE.MIN_BOXES_PER_IMAGE left out of the resume fingerprint",
+        file="imagescore_det/engine/consistency.py",
+        old='"IMAGE_SCORE.MIN_BOXES_PER_IMAGE", ',
+        new="",
+        tests=("tests/test_config.py::"
+               "test_every_setting_a_round_depends_on_is_in_the_resume_fingerprint",),
+    ),
+    Mutation(
+        id="pool-test-set-lenient",
+        description="a pool dataset that is also DATASETS.TEST keeps the lenient unlabeled role",
+        file="imagescore_det/engine/data_checks.py",
+        old='if entry[0] == "unlabeled" and role != "unlabeled":',
+        new='if entry[0] == "unlabeled" and role == "labeled":',
+        tests=("tests/test_reliability_data.py::"
+               "test_a_dataset_in_several_roles_gets_the_strictest_whatever_key_names_it",),
+    ),
 )
 
 
