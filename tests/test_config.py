@@ -23,7 +23,9 @@ IMAGE_SCORE_DEFAULTS = {
     "BOX_SCORE_THRESH": 0.5, "MIN_BOXES_PER_IMAGE": 1, "LAYERS": [], "SIMILARITY": "iou",
     "THRESHOLD_RATIO": 0.5, "GRID": (16, 16), "BATCH_SIZE": 1, "SEED": -1,
     "EVAL_PSEUDO_LABELS": True, "PSEUDO_IOU_THRESH": 0.5, "EVAL_BEFORE": True,
-    "SCORE_RESIZE": (), "HYBRID_MIN_CONFIDENCE": 0.7,
+    "SCORE_RESIZE": (), "HYBRID_MIN_CONFIDENCE": 0.7, "PSEUDO_CLASS_AGNOSTIC_NMS": False,
+    "PSEUDO_NMS_THRESH": 0.7, "BACKFILL": True, "FIT_MAX_IMAGES": 500, "FIT_SEED": -1,
+    "ANALYZE_POOL": False, "ON_BAD_IMAGE": "skip", "PAIRED_BASELINE": False,
 }
 
 
@@ -65,12 +67,46 @@ def test_add_imagescore_config_defaults():
     # Detectron2's own keys and defaults are untouched; only new keys are added
     assert all(after[k] == v for k, v in before.items())
     added = set(after) - set(before)
-    assert added >= {f"IMAGE_SCORE.{k}" for k in IMAGE_SCORE_DEFAULTS}
-    assert added >= {f"MODEL.VGG.{k}" for k in VGG_DEFAULTS} | {"MODEL.ROI_BOX_HEAD.DROPOUT"}
-    assert all(k.startswith(("IMAGE_SCORE.", "MODEL.VGG.", "MODEL.ROI_BOX_HEAD.")) for k in added)
+    # every added key has its default checked above: a key added without one fails here
+    assert added == ({f"IMAGE_SCORE.{k}" for k in IMAGE_SCORE_DEFAULTS}
+                     | {f"MODEL.VGG.{k}" for k in VGG_DEFAULTS} | {"MODEL.ROI_BOX_HEAD.DROPOUT"})
     # the defaults pass the checks
     config_loading.check_config(cfg)
     assert flat(get_imagescore_cfg()) == after
+
+
+def _readme_config_table():
+    """``{key: default}`` of README.md's configuration table (a default that is no Python
+    literal, e.g. `image_score`, is the string)."""
+    import ast
+
+    lines = open(os.path.join(REPO, "README.md"), encoding="utf-8").read().splitlines()
+    start = lines.index("| key | default | meaning |") + 2
+    table = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        key, default = (cell.strip().strip("`") for cell in line.split(" | ")[:2])
+        key = key.lstrip("| `")
+        try:
+            table[key] = ast.literal_eval(default)
+        except (ValueError, SyntaxError):
+            table[key] = default
+    return table
+
+
+def test_readme_documents_every_added_key_with_its_default():
+    """The README's table is what users read: one row per key add_imagescore_config adds,
+    each with the default the code has."""
+    cfg = get_cfg()
+    before = set(flat(cfg))
+    add_imagescore_config(cfg)
+    defaults = {k: v for k, v in flat(cfg).items() if k not in before}
+    table = _readme_config_table()
+    assert sorted(set(defaults) - set(table)) == [], "keys without a README row"
+    assert sorted(set(table) - set(defaults)) == [], "README rows of keys that do not exist"
+    for key, value in defaults.items():
+        assert table[key] == value and type(table[key]) is type(value), (key, table[key], value)
 
 
 # --------------------------------------------------------------------------- shipped configs

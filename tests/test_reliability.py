@@ -343,6 +343,48 @@ def test_lock_records_that_cannot_be_checked_are_refused(tmp_path, caplog):
     release_output_dir(out)
 
 
+def test_without_flock_the_pid_and_its_start_time_decide(tmp_path, caplog, monkeypatch):
+    """On a filesystem without flock (some network mounts) only the recorded pid and its
+    start time can tell a live holder from a stale lock; with flock the kernel decides
+    first, so the tests above never reach this check."""
+    from imagescore_det.engine import lock
+    from imagescore_det.engine.lock import LOCK_FILE, OutputDirLockedError, acquire_output_dir
+
+    monkeypatch.setattr(lock, "_try_flock", lambda fd: None)
+    out = tmp_path / "no_flock"
+    out.mkdir()
+    path = out / LOCK_FILE
+    here, parent = socket.gethostname(), os.getppid()
+    started = lock._start_time(parent)
+    assert started is not None  # Linux /proc
+
+    def take(record):
+        path.write_text(json.dumps(record))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="imagescore_det.engine.lock"):
+            acquire_output_dir(out)
+        lock.release_output_dir(out)
+        return caplog.text
+
+    # the holder runs (a live pid with its own start time): refused, the file untouched
+    live = {"pid": parent, "host": here, "start_time": started}
+    path.write_text(json.dumps(live))
+    with pytest.raises(OutputDirLockedError, match=rf"is in use by pid {parent} on host .*If "
+                                                   r"that process is not a training run"):
+        acquire_output_dir(out)
+    assert json.loads(path.read_text()) == live
+    # the pid was reused by another process (another start time): stale, taken over
+    assert "Taking over the stale lock" in take(dict(live, start_time=started + 1))
+    # the pid is gone: stale
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert "Taking over the stale lock" in take({"pid": gone.pid, "host": here})
+    # not a lock record, and nothing can tell whether a run holds it: refused
+    path.write_text("garbage")
+    with pytest.raises(OutputDirLockedError, match="cannot tell whether a run holds it"):
+        acquire_output_dir(out)
+
+
 # --------------------------------------------------------------------------- round files
 @pytest.fixture
 def round_copy(baseline, tmp_path):

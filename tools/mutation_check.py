@@ -250,6 +250,44 @@ CATALOGUE = (
         tests=("tests/test_reliability_data.py::"
                "test_a_dataset_in_several_roles_gets_the_strictest_whatever_key_names_it",),
     ),
+    # the same patterns elsewhere: a default no test named, a statistic checked only for
+    # bracketing, guards reached only when flock cannot decide
+    Mutation(
+        id="pseudo-nms-thresh-default",
+        description="the default IMAGE_SCORE.PSEUDO_NMS_THRESH differs from the documented 0.7",
+        file="imagescore_det/config.py",
+        old="_C.IMAGE_SCORE.PSEUDO_NMS_THRESH = 0.7",
+        new="_C.IMAGE_SCORE.PSEUDO_NMS_THRESH = 0.5",
+        tests=("tests/test_config.py::test_add_imagescore_config_defaults",
+               "tests/test_config.py::test_readme_documents_every_added_key_with_its_default"),
+    ),
+    Mutation(
+        id="bootstrap-interval-90",
+        description="the paired bootstrap's 95% interval is a 90% one (percentiles 5 and 95)",
+        file="imagescore_det/evaluation/bootstrap.py",
+        old="[50 * (1 - confidence), 50 * (1 + confidence)]",
+        new="[100 * (1 - confidence), 100 * confidence]",
+        tests=("tests/test_evidence.py::test_interval_and_p_value_known_answers",),
+    ),
+    Mutation(
+        id="lock-without-flock-ignores-live-holder",
+        description="without flock, a lock whose pid still runs is taken over as stale",
+        file="imagescore_det/engine/lock.py",
+        old="if locked is None and _alive(holder):",
+        new="if locked is None and False:",
+        tests=("tests/test_reliability.py::"
+               "test_without_flock_the_pid_and_its_start_time_decide",),
+    ),
+    Mutation(
+        id="lock-pid-reuse-unseen",
+        description="a lock whose pid was reused by another process (start time differs) "
+                    "counts as held",
+        file="imagescore_det/engine/lock.py",
+        old="return recorded is None or now is None or recorded == now",
+        new="return True",
+        tests=("tests/test_reliability.py::"
+               "test_without_flock_the_pid_and_its_start_time_decide",),
+    ),
 )
 
 
