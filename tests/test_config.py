@@ -23,7 +23,9 @@ IMAGE_SCORE_DEFAULTS = {
     "BOX_SCORE_THRESH": 0.5, "MIN_BOXES_PER_IMAGE": 1, "LAYERS": [], "SIMILARITY": "iou",
     "THRESHOLD_RATIO": 0.5, "GRID": (16, 16), "BATCH_SIZE": 1, "SEED": -1,
     "EVAL_PSEUDO_LABELS": True, "PSEUDO_IOU_THRESH": 0.5, "EVAL_BEFORE": True,
-    "SCORE_RESIZE": (), "HYBRID_MIN_CONFIDENCE": 0.7,
+    "SCORE_RESIZE": (), "HYBRID_MIN_CONFIDENCE": 0.7, "PSEUDO_CLASS_AGNOSTIC_NMS": False,
+    "PSEUDO_NMS_THRESH": 0.7, "BACKFILL": True, "FIT_MAX_IMAGES": 500, "FIT_SEED": -1,
+    "ANALYZE_POOL": False, "ON_BAD_IMAGE": "skip", "PAIRED_BASELINE": False,
 }
 
 
@@ -65,12 +67,46 @@ def test_add_imagescore_config_defaults():
     # Detectron2's own keys and defaults are untouched; only new keys are added
     assert all(after[k] == v for k, v in before.items())
     added = set(after) - set(before)
-    assert added >= {f"IMAGE_SCORE.{k}" for k in IMAGE_SCORE_DEFAULTS}
-    assert added >= {f"MODEL.VGG.{k}" for k in VGG_DEFAULTS} | {"MODEL.ROI_BOX_HEAD.DROPOUT"}
-    assert all(k.startswith(("IMAGE_SCORE.", "MODEL.VGG.", "MODEL.ROI_BOX_HEAD.")) for k in added)
+    # every added key has its default checked above: a key added without one fails here
+    assert added == ({f"IMAGE_SCORE.{k}" for k in IMAGE_SCORE_DEFAULTS}
+                     | {f"MODEL.VGG.{k}" for k in VGG_DEFAULTS} | {"MODEL.ROI_BOX_HEAD.DROPOUT"})
     # the defaults pass the checks
     config_loading.check_config(cfg)
     assert flat(get_imagescore_cfg()) == after
+
+
+def _readme_config_table():
+    """``{key: default}`` of README.md's configuration table (a default that is no Python
+    literal, e.g. `image_score`, is the string)."""
+    import ast
+
+    lines = open(os.path.join(REPO, "README.md"), encoding="utf-8").read().splitlines()
+    start = lines.index("| key | default | meaning |") + 2
+    table = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        key, default = (cell.strip().strip("`") for cell in line.split(" | ")[:2])
+        key = key.lstrip("| `")
+        try:
+            table[key] = ast.literal_eval(default)
+        except (ValueError, SyntaxError):
+            table[key] = default
+    return table
+
+
+def test_readme_documents_every_added_key_with_its_default():
+    """The README's table is what users read: one row per key add_imagescore_config adds,
+    each with the default the code has."""
+    cfg = get_cfg()
+    before = set(flat(cfg))
+    add_imagescore_config(cfg)
+    defaults = {k: v for k, v in flat(cfg).items() if k not in before}
+    table = _readme_config_table()
+    assert sorted(set(defaults) - set(table)) == [], "keys without a README row"
+    assert sorted(set(table) - set(defaults)) == [], "README rows of keys that do not exist"
+    for key, value in defaults.items():
+        assert table[key] == value and type(table[key]) is type(value), (key, table[key], value)
 
 
 # --------------------------------------------------------------------------- shipped configs
@@ -247,6 +283,62 @@ def test_selection_keys_are_in_the_resume_fingerprint():
                  ["IMAGE_SCORE.SELECTOR", "hybrid"],
                  ["IMAGE_SCORE.SELECTOR", "image_score_per_class"]):
         assert config_fingerprint(load_config(TINY_CONFIG, opts)) != config_fingerprint(base)
+
+
+# IMAGE_SCORE keys that a saved round does not depend on, so a resume may change them and
+# still reuse the round (every other IMAGE_SCORE key must be in FINGERPRINT_KEYS):
+ROUND_INDEPENDENT_KEYS = {
+    # no round exists when off; a run turning it on resumes into a fresh round folder
+    "IMAGE_SCORE.ENABLED",
+    # measurement of the pseudo-labels against the pool's truth: which images are selected
+    # and the pseudo-labels trained on do not depend on them (a reused round keeps the
+    # measurement made when it was selected)
+    "IMAGE_SCORE.EVAL_PSEUDO_LABELS", "IMAGE_SCORE.PSEUDO_IOU_THRESH", "IMAGE_SCORE.ANALYZE_POOL",
+    # an evaluation before the first round, outside the round folder's selection
+    "IMAGE_SCORE.EVAL_BEFORE",
+    # what a bad pool image does: "error" stops before any round is saved, "skip" leaves it
+    # out; the start-of-run check finds the same images under either setting
+    "IMAGE_SCORE.ON_BAD_IMAGE",
+    # the paired supervised-only branch, saved beside the rounds, not in them
+    "IMAGE_SCORE.PAIRED_BASELINE",
+}
+
+
+def _another_value(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "_other"
+    return type(value)(list(value) + [value[0] if len(value) else "other"])
+
+
+def test_every_setting_a_round_depends_on_is_in_the_resume_fingerprint():
+    """A key added to IMAGE_SCORE must be listed in FINGERPRINT_KEYS or, with the reason, in
+    ROUND_INDEPENDENT_KEYS above; otherwise a resume that changed it would reuse a round made
+    without it. And every listed key must move the fingerprint."""
+    from imagescore_det.engine.consistency import FINGERPRINT_KEYS, config_fingerprint
+
+    base = load_config(TINY_CONFIG)
+    listed = set(FINGERPRINT_KEYS)
+    assert len(listed) == len(FINGERPRINT_KEYS)
+    every = {f"IMAGE_SCORE.{key}" for key in base.IMAGE_SCORE}
+    missing = sorted(every - listed - ROUND_INDEPENDENT_KEYS)
+    assert not missing, (
+        f"{missing}: add each to FINGERPRINT_KEYS (imagescore_det/engine/consistency.py) or, if "
+        "a saved round does not depend on it, to ROUND_INDEPENDENT_KEYS (tests/test_config.py) "
+        "with the reason")
+    assert not listed & ROUND_INDEPENDENT_KEYS and ROUND_INDEPENDENT_KEYS <= every
+    fingerprint = config_fingerprint(base)
+    for key in FINGERPRINT_KEYS:
+        cfg = base.clone()
+        *parents, last = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[last] = _another_value(node[last])
+        assert config_fingerprint(cfg) != fingerprint, key
 
 
 def test_enabled_config_accepted():

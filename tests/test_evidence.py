@@ -257,6 +257,33 @@ def test_a_resample_is_the_test_set_with_copies(two_runs, tmp_path):
 
 
 # --------------------------------------------------------------------------- the bootstrap
+def test_interval_and_p_value_known_answers():
+    """The interval and p-value on known bootstrap differences (the run-based tests below
+    only check that an interval brackets something, which a 90% interval passes too): the
+    central ``confidence`` interval by linear interpolation between order statistics, p =
+    share of differences < 0 plus half the ties; NaN resamples (a class absent from the
+    resample) are left out."""
+    from imagescore_det.evaluation.bootstrap import _summary
+
+    differences = np.array([3.0, -1.0, 0.0, 6.0, np.nan, 1.0, -2.0, 0.0, 2.0, 5.0, 4.0])
+
+    def by_hand(q):  # the q-th percentile of the 10 finite values, interpolated linearly
+        v = sorted(d for d in differences if d == d)
+        pos = q / 100 * (len(v) - 1)
+        i = int(pos)
+        return v[i] + (pos - i) * (v[min(i + 1, len(v) - 1)] - v[i])
+
+    s = _summary(10.0, 12.5, differences, 0.95)
+    assert s["ci"] == pytest.approx([-1.775, 5.775], abs=1e-12)
+    assert s["ci"] == pytest.approx([by_hand(2.5), by_hand(97.5)], abs=1e-12)
+    assert s["p_value"] == pytest.approx((2 + 0.5 * 2) / 10)
+    assert (s["a"], s["b"], s["difference"], s["resamples_used"]) == (10.0, 12.5, 2.5, 10)
+    assert _summary(0.0, 0.0, differences, 0.5)["ci"] == pytest.approx([0.0, 3.75], abs=1e-12)
+    empty = _summary(1.0, 1.0, np.array([np.nan, np.nan]), 0.95)
+    assert np.isnan(empty["ci"]).all() and np.isnan(empty["p_value"])
+    assert empty["resamples_used"] == 0
+
+
 def test_identical_runs_interval_contains_zero_and_p_is_one_half(two_runs):
     result = compare_files(two_runs["a"]["path"], two_runs["a"]["path"])
     for key in ("AP50", "AP"):

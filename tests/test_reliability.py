@@ -200,6 +200,65 @@ def test_killed_at_every_phase_resumes_to_the_same_run(root, baseline_run):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_replay_hook_seeds_each_resume_point_with_its_own_known_seed():
+    """The kill test compares two runs that would share a bug in the replay seed; here the
+    seed itself: at each resume point the hook seeds every generator with sha256("imagescore-
+    replay/<data seed>/<iteration>") (its first 8 bytes, big-endian, mod 2**31 - 2**16) plus
+    the rank, computed independently below, and rebuilds the loader; elsewhere nothing."""
+    import hashlib
+    import random
+    from types import SimpleNamespace
+
+    from detectron2.utils.env import seed_all_rng
+
+    from imagescore_det.engine.resume import ReplayHook, derived_seed
+
+    def known(seed, iteration):
+        digest = hashlib.sha256(f"imagescore-replay/{seed}/{iteration}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") % (2 ** 31 - 2 ** 16)
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    rebuilt = []
+
+    class Inner:
+        def reset_data_loader(self, builder):
+            rebuilt.append(builder())
+
+    class FakeTrainer:
+        _trainer = Inner()
+
+        @classmethod
+        def build_train_loader(cls, cfg):
+            return "labeled loader"
+
+    cfg = SimpleNamespace(SEED=123, SOLVER=SimpleNamespace(CHECKPOINT_PERIOD=4))
+    hook = ReplayHook(FakeTrainer(), cfg, round_iterations=(6,))
+    hook.trainer = SimpleNamespace(iter=0, start_iter=1)
+    hook.before_train()
+    assert hook.state_dict() == {"data_seed": 123}
+    seen = {}
+    for iteration in range(1, 10):
+        hook.trainer.iter = iteration
+        seed_all_rng(999)  # whatever state the process is in
+        rebuilt.clear()
+        hook.before_step()
+        got = draws()
+        seed_all_rng(999)
+        untouched = draws()
+        if iteration in (1, 4, 6, 8):  # start, checkpoint period, round
+            assert rebuilt == ["labeled loader"], iteration
+            assert derived_seed(123, iteration) == known(123, iteration)
+            seed_all_rng(known(123, iteration))
+            assert got == draws() != untouched, iteration
+            seen[iteration] = got
+        else:
+            assert rebuilt == [] and got == untouched, iteration
+    assert len(set(seen.values())) == 4  # every resume point its own stream
+    assert known(123, 4) != known(123, 8) and known(123, 4) != known(124, 4)
+
+
 # --------------------------------------------------------------------------- the lock
 def _standalone_lock_holder(directory):
     """A process holding the lock of ``directory`` (lock.py alone: no torch import)."""
@@ -282,6 +341,48 @@ def test_lock_records_that_cannot_be_checked_are_refused(tmp_path, caplog):
     path.write_text("garbage")  # not a lock record, and nobody holds it
     acquire_output_dir(out)
     release_output_dir(out)
+
+
+def test_without_flock_the_pid_and_its_start_time_decide(tmp_path, caplog, monkeypatch):
+    """On a filesystem without flock (some network mounts) only the recorded pid and its
+    start time can tell a live holder from a stale lock; with flock the kernel decides
+    first, so the tests above never reach this check."""
+    from imagescore_det.engine import lock
+    from imagescore_det.engine.lock import LOCK_FILE, OutputDirLockedError, acquire_output_dir
+
+    monkeypatch.setattr(lock, "_try_flock", lambda fd: None)
+    out = tmp_path / "no_flock"
+    out.mkdir()
+    path = out / LOCK_FILE
+    here, parent = socket.gethostname(), os.getppid()
+    started = lock._start_time(parent)
+    assert started is not None  # Linux /proc
+
+    def take(record):
+        path.write_text(json.dumps(record))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="imagescore_det.engine.lock"):
+            acquire_output_dir(out)
+        lock.release_output_dir(out)
+        return caplog.text
+
+    # the holder runs (a live pid with its own start time): refused, the file untouched
+    live = {"pid": parent, "host": here, "start_time": started}
+    path.write_text(json.dumps(live))
+    with pytest.raises(OutputDirLockedError, match=rf"is in use by pid {parent} on host .*If "
+                                                   r"that process is not a training run"):
+        acquire_output_dir(out)
+    assert json.loads(path.read_text()) == live
+    # the pid was reused by another process (another start time): stale, taken over
+    assert "Taking over the stale lock" in take(dict(live, start_time=started + 1))
+    # the pid is gone: stale
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert "Taking over the stale lock" in take({"pid": gone.pid, "host": here})
+    # not a lock record, and nothing can tell whether a run holds it: refused
+    path.write_text("garbage")
+    with pytest.raises(OutputDirLockedError, match="cannot tell whether a run holds it"):
+        acquire_output_dir(out)
 
 
 # --------------------------------------------------------------------------- round files
@@ -560,6 +661,27 @@ def test_last_checkpoint_naming_another_file_is_refused(baseline, tiny_model, tm
                                                   r"checkpoint file in|does not exist).*"
                                                   r"(model_0000001.pth|model_0000003.pth)"):
         _resume(tiny_model[1], out)
+
+
+@pytest.mark.parametrize("escape", ["../other/model_0000003.pth", "{abs}"])
+def test_last_checkpoint_naming_an_existing_file_elsewhere_is_refused(tmp_path, escape):
+    """Only the path guard can refuse here: the named file exists, is a .pth file, and the
+    OUTPUT_DIR has checkpoints of its own."""
+    from imagescore_det.engine.safe_load import CheckpointFileError, resume_path
+
+    out, other = tmp_path / "out", tmp_path / "other"
+    out.mkdir()
+    other.mkdir()
+    torch.save({"model": {}}, other / "model_0000003.pth")
+    torch.save({"model": {}}, out / "model_0000001.pth")
+    name = escape.format(abs=other / "model_0000003.pth")
+    assert os.path.isfile(os.path.join(out, name))
+    (out / "last_checkpoint").write_text(name)
+    with pytest.raises(CheckpointFileError, match=r"names .*which is not a \.pth checkpoint "
+                                                  r"file in .*model_0000001.pth"):
+        resume_path(str(out))
+    (out / "last_checkpoint").write_text("model_0000001.pth")  # the guard lets its own through
+    assert resume_path(str(out)) == str(out / "model_0000001.pth")
 
 
 def test_pkl_weights_load_arrays_only_and_only_when_named(tiny_model, tmp_path):

@@ -194,6 +194,24 @@ def test_inspect_image_known_answers(clean_voc, tmp_path):
         read_image(broken)
 
 
+def test_cut_jpeg_is_truncated_even_when_pillow_loads_truncated_images(clean_voc, tmp_path,
+                                                                       monkeypatch):
+    """With ImageFile.LOAD_TRUNCATED_IMAGES on (set by many training scripts), Pillow decodes
+    a cut JPEG without an error, padding the missing rows: only the missing end-of-image
+    marker tells, and the check must still report it."""
+    from PIL import Image, ImageFile
+
+    data = open(faults.jpg(clean_voc, faults.split_ids(clean_voc, "test")[0]), "rb").read()
+    cut = str(tmp_path / "cut.jpg")
+    with open(cut, "wb") as f:
+        f.write(data[:len(data) * 2 // 3])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # restored after the test
+    Image.open(cut).load()  # decodes silently: the situation the check must not miss
+    size, (kind, message) = inspect_image(cut)
+    assert kind == "truncated_image" and "FF D9" in message and size == Image.open(cut).size
+    assert inspect_image(cut, deep=True)[1][0] == "truncated_image"
+
+
 def test_dicts_of_other_datasets_are_checked(clean_voc, tmp_path):
     ids = faults.split_ids(clean_voc, "test")
     good = faults.jpg(clean_voc, ids[0])
@@ -622,3 +640,40 @@ def test_every_pool_image_skipped_is_an_error_and_roles_are_strictest():
         "error", "warning", "error"]
     assert {classify(f, role, "skip") for f in (image, box, xml) for role in ("labeled", "test")} \
         == {"error"}
+
+
+def test_a_dataset_in_several_roles_gets_the_strictest_whatever_key_names_it():
+    """Brute force over every combination of the four keys naming one dataset "d": its role
+    is "labeled" when DATASETS.TRAIN or IMAGE_SCORE.LABELED_DATASETS names it, else "test"
+    when DATASETS.TEST does, else "unlabeled" (the pool's lenient role); its keys are listed
+    in that order. In particular a pool dataset that is also a test set is checked as test
+    data, so a bad image in it stops the run instead of being skipped."""
+    import itertools
+
+    from imagescore_det.data.checks import Finding
+    from imagescore_det.engine.data_checks import classify, config_datasets
+
+    keys = ("DATASETS.TRAIN", "IMAGE_SCORE.LABELED_DATASETS", "IMAGE_SCORE.UNLABELED_DATASETS",
+            "DATASETS.TEST")
+    for n in range(1, 5):
+        for named in itertools.combinations(keys, n):
+            def names(key):
+                return ("d",) if key in named else ()
+
+            class Cfg:
+                class DATASETS:
+                    TRAIN, TEST = names("DATASETS.TRAIN"), names("DATASETS.TEST")
+
+                class IMAGE_SCORE:
+                    ENABLED, SELECTOR = True, "image_score"
+                    LABELED_DATASETS = names("IMAGE_SCORE.LABELED_DATASETS")
+                    UNLABELED_DATASETS = names("IMAGE_SCORE.UNLABELED_DATASETS")
+
+            role = ("labeled" if {"DATASETS.TRAIN", "IMAGE_SCORE.LABELED_DATASETS"} & set(named)
+                    else "test" if "DATASETS.TEST" in named else "unlabeled")
+            listed = [k for k in ("DATASETS.TRAIN", "IMAGE_SCORE.LABELED_DATASETS",
+                                  "IMAGE_SCORE.UNLABELED_DATASETS", "DATASETS.TEST")
+                      if k in named]
+            assert config_datasets(Cfg) == [("d", role, ", ".join(listed))], named
+            bad = classify(Finding("empty_image", "d", ""), role, "skip")
+            assert bad == ("skip" if role == "unlabeled" else "error"), named

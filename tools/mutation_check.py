@@ -204,6 +204,90 @@ CATALOGUE = (
         new="list(pool_predictions), pool, settings)",
         tests=("tests/test_selection.py::test_selector_round[softmax]",),
     ),
+    # issue 19 item 10: bugs the suite let through (each run against the tests of the time)
+    Mutation(
+        id="replay-seed-ignores-iteration",
+        description="ReplayHook seeds every resume point alike (the iteration left out)",
+        file="imagescore_det/engine/resume.py",
+        old="seed = derived_seed(self.seed, iteration)",
+        new="seed = derived_seed(self.seed, 0)",
+        tests=("tests/test_reliability.py::"
+               "test_replay_hook_seeds_each_resume_point_with_its_own_known_seed",),
+    ),
+    Mutation(
+        id="last-checkpoint-escapes",
+        description="last_checkpoint may name a file outside OUTPUT_DIR (../other/model.pth)",
+        file="imagescore_det/engine/safe_load.py",
+        old="if (not name or os.path.basename(name) != name or name in (\".\", \"..\")",
+        new="if (not name or name in (\".\", \"..\")",
+        tests=("tests/test_reliability.py::"
+               "test_last_checkpoint_naming_an_existing_file_elsewhere_is_refused",),
+    ),
+    Mutation(
+        id="truncated-jpeg-under-pillow-flag",
+        description="a cut JPEG passes the data check when ImageFile.LOAD_TRUNCATED_IMAGES is on",
+        file="imagescore_det/data/checks.py",
+        old="if problem is not None or ImageFile.LOAD_TRUNCATED_IMAGES:",
+        new="if problem is not None:",
+        tests=("tests/test_reliability_data.py::"
+               "test_cut_jpeg_is_truncated_even_when_pillow_loads_truncated_images",),
+    ),
+    Mutation(
+        id="fingerprint-without-min-boxes",
+        description="IMAGE_SCORE.MIN_BOXES_PER_IMAGE left out of the resume fingerprint",
+        file="imagescore_det/engine/consistency.py",
+        old='"IMAGE_SCORE.MIN_BOXES_PER_IMAGE", ',
+        new="",
+        tests=("tests/test_config.py::"
+               "test_every_setting_a_round_depends_on_is_in_the_resume_fingerprint",),
+    ),
+    Mutation(
+        id="pool-test-set-lenient",
+        description="a pool dataset that is also DATASETS.TEST keeps the lenient unlabeled role",
+        file="imagescore_det/engine/data_checks.py",
+        old='if entry[0] == "unlabeled" and role != "unlabeled":',
+        new='if entry[0] == "unlabeled" and role == "labeled":',
+        tests=("tests/test_reliability_data.py::"
+               "test_a_dataset_in_several_roles_gets_the_strictest_whatever_key_names_it",),
+    ),
+    # the same patterns elsewhere: a default no test named, a statistic checked only for
+    # bracketing, guards reached only when flock cannot decide
+    Mutation(
+        id="pseudo-nms-thresh-default",
+        description="the default IMAGE_SCORE.PSEUDO_NMS_THRESH differs from the documented 0.7",
+        file="imagescore_det/config.py",
+        old="_C.IMAGE_SCORE.PSEUDO_NMS_THRESH = 0.7",
+        new="_C.IMAGE_SCORE.PSEUDO_NMS_THRESH = 0.5",
+        tests=("tests/test_config.py::test_add_imagescore_config_defaults",
+               "tests/test_config.py::test_readme_documents_every_added_key_with_its_default"),
+    ),
+    Mutation(
+        id="bootstrap-interval-90",
+        description="the paired bootstrap's 95% interval is a 90% one (percentiles 5 and 95)",
+        file="imagescore_det/evaluation/bootstrap.py",
+        old="[50 * (1 - confidence), 50 * (1 + confidence)]",
+        new="[100 * (1 - confidence), 100 * confidence]",
+        tests=("tests/test_evidence.py::test_interval_and_p_value_known_answers",),
+    ),
+    Mutation(
+        id="lock-without-flock-ignores-live-holder",
+        description="without flock, a lock whose pid still runs is taken over as stale",
+        file="imagescore_det/engine/lock.py",
+        old="if locked is None and _alive(holder):",
+        new="if locked is None and False:",
+        tests=("tests/test_reliability.py::"
+               "test_without_flock_the_pid_and_its_start_time_decide",),
+    ),
+    Mutation(
+        id="lock-pid-reuse-unseen",
+        description="a lock whose pid was reused by another process (start time differs) "
+                    "counts as held",
+        file="imagescore_det/engine/lock.py",
+        old="return recorded is None or now is None or recorded == now",
+        new="return True",
+        tests=("tests/test_reliability.py::"
+               "test_without_flock_the_pid_and_its_start_time_decide",),
+    ),
 )
 
 
