@@ -12,8 +12,9 @@ degenerate and out-of-image boxes, duplicate ids and empty splits (see
 imagescore_det/data/checks.py). A test set (--as-test, or a DATASETS.TEST dataset of
 --config-file) is also read with Detectron2's VOC evaluator's parser (parse_rec): an
 annotation it cannot read (no <pose>/<truncated>/<difficult>, a box of 156.5) or reads with
-another class name than the loader (<name>car </name>) is a finding, as at trainer start. Each problem is printed as ``file[:line]: kind: what`` with
-the split file's line that lists the id, then how to fix each kind. Header reads only,
+another class name than the loader (<name>car </name>) is a finding, as at trainer start.
+Each problem is printed as ``file[:line]: kind: what`` with the split file's line that lists
+the id, then how to fix each kind. Header reads only,
 unless --deep (a full decode of every image, as the data loader will do).
 
 Exit status: 0 nothing found, 1 problems found, 2 a name or path that cannot be checked.

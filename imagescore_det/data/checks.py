@@ -67,8 +67,8 @@ from concurrent.futures import ProcessPoolExecutor
 from .voc_xml import VOCAnnotationError, evaluator_read_problem, parse_voc_xml, to_detectron2_box
 
 __all__ = [
-    "FIXES", "IMAGE_KINDS", "BOX_KINDS", "LOADER_KINDS", "EVALUATION_KINDS", "DataCheckError", "Finding",
-    "CheckReport", "inspect_image", "check_voc", "check_dataset_dicts", "merge_reports",
+    "FIXES", "IMAGE_KINDS", "BOX_KINDS", "LOADER_KINDS", "EVALUATION_KINDS", "DataCheckError",
+    "Finding", "CheckReport", "inspect_image", "check_voc", "check_dataset_dicts", "merge_reports",
     "format_findings",
 ]
 
