@@ -74,9 +74,9 @@ def check_registered_dataset(name, deep=False, workers=None, shard=None, evaluat
     dirname, split = meta.get("dirname", None), meta.get("split", None)
     classes = meta.get("thing_classes", None)
     if dirname and split and classes is not None:
-        from detectron2.evaluation.pascal_voc_evaluation import parse_rec
-
-        parser = parse_rec if evaluation else None
+        parser = None
+        if evaluation:  # the parser of PascalVOCDetectionEvaluator's voc_eval, itself
+            from detectron2.evaluation.pascal_voc_evaluation import parse_rec as parser
         return check_voc(dirname, split, classes, deep=deep, dataset=name, workers=workers,
                          shard=shard, evaluator_parser=parser)
     return check_dataset_dicts(DatasetCatalog.get(name), name,
