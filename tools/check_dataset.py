@@ -14,8 +14,8 @@ imagescore_det/data/checks.py). A test set (--as-test, or a DATASETS.TEST datase
 annotation it cannot read (no <pose>/<truncated>/<difficult>, a box of 156.5) or reads with
 another class name than the loader (<name>car </name>) is a finding, as at trainer start.
 Each problem is printed as ``file[:line]: kind: what`` with the split file's line that lists
-the id, then how to fix each kind. Header reads only,
-unless --deep (a full decode of every image, as the data loader will do).
+the id, then how to fix each kind. Header reads only, unless --deep (a full decode of every
+image, as the data loader will do).
 
 Exit status: 0 nothing found, 1 problems found, 2 a name or path that cannot be checked.
 """
