@@ -246,13 +246,12 @@ def test_a_resample_is_the_test_set_with_copies(two_runs, tmp_path):
                       if weights[i] for o in ev.ground_truth[image_id])]
     assert len(present) >= 2
     for c, name in enumerate(ev.classes):
-        if name not in present:  # no truth in the resample: no AP (voc_eval divides by 0)
-            assert np.isnan(fast[c]).all()
-            continue
+        # a class without truth in the resample: voc_eval's 0/0 recall, 0 with this metric
         for t in (0, 5):
-            _, _, ap = voc_eval(template, str(root / "Annotations" / "{}.xml"),
-                                str(root / "ImageSets" / "Main" / "test.txt"), name,
-                                ovthresh=IOU_THRESHOLDS[t], use_07_metric=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                _, _, ap = voc_eval(template, str(root / "Annotations" / "{}.xml"),
+                                    str(root / "ImageSets" / "Main" / "test.txt"), name,
+                                    ovthresh=IOU_THRESHOLDS[t], use_07_metric=True)
             assert fast[c, t] == pytest.approx(ap * 100, abs=1e-9), (name, t)
 
 

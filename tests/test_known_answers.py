@@ -167,11 +167,12 @@ EXPECTED_AP = {
 }
 
 
-def _write_voc(dirname):
+def _write_voc(dirname, truth=AP_TRUTH):
+    """A VOC directory of ``truth`` ({image id: [(class, box)]}), 100x100 images, split test."""
     os.makedirs(os.path.join(dirname, "Annotations"))
     os.makedirs(os.path.join(dirname, "JPEGImages"))
     os.makedirs(os.path.join(dirname, "ImageSets", "Main"))
-    for image_id, objects in AP_TRUTH.items():
+    for image_id, objects in truth.items():
         objs = "".join(
             f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
             f"<difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
@@ -180,7 +181,7 @@ def _write_voc(dirname):
             f.write(f"<annotation><filename>{image_id}.jpg</filename><size><width>100</width>"
                     f"<height>100</height><depth>3</depth></size>{objs}</annotation>")
     with open(os.path.join(dirname, "ImageSets", "Main", "test.txt"), "w") as f:
-        f.write("\n".join(AP_TRUTH) + "\n")
+        f.write("\n".join(truth) + "\n")
 
 
 def _outputs(image_id):

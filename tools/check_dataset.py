@@ -9,9 +9,13 @@
 Finds missing, unreadable, empty, non-image, truncated (no JPEG end marker FF D9) and corrupt
 images, XML that does not parse, XML sizes that differ from the image's, unknown classes,
 degenerate and out-of-image boxes, duplicate ids and empty splits (see
-imagescore_det/data/checks.py). Each problem is printed as ``file[:line]: kind: what`` with
-the split file's line that lists the id, then how to fix each kind. Header reads only,
-unless --deep (a full decode of every image, as the data loader will do).
+imagescore_det/data/checks.py). A test set (--as-test, or a DATASETS.TEST dataset of
+--config-file) is also read with Detectron2's VOC evaluator's parser (parse_rec): an
+annotation it cannot read (no <pose>/<truncated>/<difficult>, a box of 156.5) or reads with
+another class name than the loader (<name>car </name>) is a finding, as at trainer start.
+Each problem is printed as ``file[:line]: kind: what`` with the split file's line that lists
+the id, then how to fix each kind. Header reads only, unless --deep (a full decode of every
+image, as the data loader will do).
 
 Exit status: 0 nothing found, 1 problems found, 2 a name or path that cannot be checked.
 """
@@ -58,6 +62,14 @@ def _classes_for(dirname, given):
     return list(CLASS_NAMES)
 
 
+def _evaluator_parser(as_test):
+    if not as_test:
+        return None
+    from detectron2.evaluation.pascal_voc_evaluation import parse_rec
+
+    return parse_rec
+
+
 def _targets(args):
     """[(label, role or None, callable(shard) -> CheckReport)] or exit 2."""
     out = []
@@ -76,7 +88,8 @@ def _targets(args):
                 for split in splits:
                     out.append((f"{dirname} split {split}", None,
                                 lambda d=dirname, s=split, c=classes: check_voc(
-                                    d, s, c, deep=args.deep, workers=args.workers)))
+                                    d, s, c, deep=args.deep, workers=args.workers,
+                                    evaluator_parser=_evaluator_parser(args.as_test))))
             continue
         from detectron2.data import DatasetCatalog
 
@@ -88,15 +101,16 @@ def _targets(args):
                      f"Registered names close to it: {close}. (DETECTRON2_DATASETS is "
                      f"{os.getenv('DETECTRON2_DATASETS', 'datasets')!r}.)")
         out.append((target, None, lambda n=target: check_registered_dataset(
-            n, deep=args.deep, workers=args.workers)))
+            n, deep=args.deep, workers=args.workers, evaluation=args.as_test)))
     if args.config_file:
         from imagescore_det.engine import data_checks, load_config
 
         cfg = load_config(args.config_file, args.opts)
         for name, role, keys in data_checks.config_datasets(cfg):
             out.append((f"{name} ({role}: {keys})", role,
-                        lambda n=name: data_checks.check_registered_dataset(
-                            n, deep=args.deep, workers=args.workers)))
+                        lambda n=name, k=keys: data_checks.check_registered_dataset(
+                            n, deep=args.deep, workers=args.workers,
+                            evaluation=data_checks.evaluated(k))))
         args.policy = cfg.IMAGE_SCORE.ON_BAD_IMAGE
     return out
 
@@ -116,6 +130,10 @@ def main(argv=None):
     p.add_argument("--classes", help="comma-separated classes of a VOC directory (default: its "
                                      "synthetic_meta.json classes, else the 20 VOC classes)")
     p.add_argument("--deep", action="store_true", help="decode every image fully")
+    p.add_argument("--as-test", action="store_true",
+                   help="check the named datasets / directories as test sets: every annotation "
+                        "must also be read alike by Detectron2's VOC evaluator (parse_rec); "
+                        "--config-file does so for its DATASETS.TEST")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes that read the files (default: one per CPU, %(default)s)")
     p.add_argument("--limit", type=int, default=20, help="findings printed per dataset")

@@ -13,6 +13,8 @@ Each of --resamples resamples (default 1000, seeded by --seed) draws the test im
 replacement; both runs' VOC AP50 and AP are recomputed on it. Printed (Markdown): both runs'
 AP50 and AP, the difference B - A with its 95% interval, the one-sided p-value (share of
 resamples in which B does not beat A, ties half: small p = B better), and the same per class.
+AP and its mean are the evaluator's: a class without ground truth counts as voc_eval scores
+it (0 with the VOC2007 11-point metric), as in the evaluator's AP50, and is named.
 """
 import argparse
 import os

@@ -45,6 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join("benchmarks", "results", "mutation_check.json")
 KNOWN = "tests/test_known_answers.py"
 VARIANTS = "tests/test_selector_variants.py"
+AGREE = "tests/test_evaluator_agreement.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,50 @@ CATALOGUE = (
         new="for i, name in zip([1, 0] + list(range(2, len(self._class_names))), "
             "self._class_names):",
         tests=(f"{KNOWN}::test_per_class_ap_known_answers",),
+    ),
+    # issue 19 items 4, 5, 8: the test set read as Detectron2's VOC evaluator reads it
+    Mutation(
+        id="eval-check-skips-parse-rec",
+        description="the check of evaluation data skips the evaluator's parser (parse_rec)",
+        file="imagescore_det/data/checks.py",
+        old="findings += _evaluator_findings(ann, objects, evaluator_parser, where)",
+        new="findings += []",
+        tests=(f"{AGREE}::test_evaluation_check_agrees_with_parse_rec",
+               f"{AGREE}::test_evaluation_check_equals_parse_rec_by_fuzzing"),
+    ),
+    Mutation(
+        id="test-set-checked-as-training-data",
+        description="a DATASETS.TEST dataset is checked with the lenient loader only",
+        file="imagescore_det/engine/data_checks.py",
+        old="evaluation=evaluated(keys))",
+        new="evaluation=False)",
+        tests=(f"{AGREE}::test_test_set_check_runs_the_evaluators_parser",),
+    ),
+    Mutation(
+        id="eval-check-strips-names",
+        description="the check strips class names as the loader does, not as the evaluator reads",
+        file="imagescore_det/data/checks.py",
+        old='if record["name"] != name or read_box != box:',
+        new='if record["name"].strip() != name or read_box != box:',
+        tests=(f"{AGREE}::test_class_name_with_whitespace_stops_the_run_instead_of_scoring_zero",),
+    ),
+    Mutation(
+        id="bootstrap-drops-class-without-truth",
+        description="the bootstrap gives a class without ground truth no AP (left out of the "
+                    "mean) where voc_eval scores it 0",
+        file="imagescore_det/evaluation/bootstrap.py",
+        old="out[c, t] = voc_ap(rec, prec, self.evaluation.use_07_metric) * 100",
+        new="out[c, t] = voc_ap(rec, prec, self.evaluation.use_07_metric) * 100 if npos "
+            "else np.nan",
+        tests=(f"{AGREE}::test_a_class_without_ground_truth_counts_as_the_evaluator_counts_it",),
+    ),
+    Mutation(
+        id="bootstrap-resample-drops-class-without-truth",
+        description="a resample without ground truth of a class gives it no AP, not voc_eval's 0",
+        file="imagescore_det/evaluation/bootstrap.py",
+        old="(drawn[no_truth] > 0) & (not self.evaluation.use_07_metric), np.nan, 0.0)",
+        new="True, np.nan, 0.0)",
+        tests=(f"{AGREE}::test_a_class_without_ground_truth_counts_as_the_evaluator_counts_it",),
     ),
     Mutation(
         id="score-images-softmax-thresh",

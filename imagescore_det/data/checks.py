@@ -32,7 +32,21 @@ corrupt_image           the header cannot be parsed, or (``deep``) the image doe
                         not decode
 size_mismatch           the XML's <size> differs from the image's real size        XML
                         (after EXIF orientation, as Detectron2 reads it)
+evaluator_cannot_read   (evaluation data) Detectron2's VOC evaluator's parser      XML
+                        ``parse_rec`` fails on it: an object without <pose>,
+                        <truncated> or <difficult>, or a non-integer value there
+                        or in <bndbox> (156.5), which the loader accepts
+evaluator_reads_        (evaluation data) the evaluator reads another class name    XML
+differently             than the loader: ``<name>car </name>`` (the loader strips
+                        it; the evaluator's "car " is no "car" ground truth)
 ======================  =========================================================  =========
+
+Evaluation data (a dataset in ``DATASETS.TEST``) is also read with the evaluator's own
+parser: ``check_voc(..., evaluator_parser=parse_rec)`` runs Detectron2's
+``pascal_voc_evaluation.parse_rec`` on every annotation (``engine/data_checks.py`` and
+``tools/check_dataset.py --as-test`` pass it) and reports, as ``bad_split_line``, a blank
+line in the split file (the evaluator reads it as the image id ""). Training data is read
+by the loader only, which is lenient (missing tags, fractional pixels, padded names).
 
 Every finding names the file at fault and, for a per-image finding, the split file's line
 that lists the id. Without ``deep`` an image is checked by its header (``PIL.Image.open``
@@ -50,11 +64,11 @@ import stat
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from .voc_xml import VOCAnnotationError, parse_voc_xml, to_detectron2_box
+from .voc_xml import VOCAnnotationError, evaluator_read_problem, parse_voc_xml, to_detectron2_box
 
 __all__ = [
-    "FIXES", "IMAGE_KINDS", "BOX_KINDS", "LOADER_KINDS", "DataCheckError", "Finding",
-    "CheckReport", "inspect_image", "check_voc", "check_dataset_dicts", "merge_reports",
+    "FIXES", "IMAGE_KINDS", "BOX_KINDS", "LOADER_KINDS", "EVALUATION_KINDS", "DataCheckError",
+    "Finding", "CheckReport", "inspect_image", "check_voc", "check_dataset_dicts", "merge_reports",
     "format_findings",
 ]
 
@@ -85,17 +99,29 @@ FIXES = {
     "corrupt_image": "re-export or download the image again, or delete the id's line",
     "size_mismatch": "correct <size><width>/<height> in the XML to the image's real size "
                      "(Detectron2 refuses an image whose size differs from its dataset dict)",
+    "evaluator_cannot_read": "Detectron2's VOC evaluator reads test annotations with parse_rec, "
+                             "which needs every <object> to have <name>, <pose>, <truncated> "
+                             "and <difficult> (integers) and integer <bndbox> values: add the "
+                             "missing tags (<pose>Unspecified</pose>, <truncated>0</truncated>, "
+                             "<difficult>0</difficult>) and write the box in whole pixels, or "
+                             "delete the id's line from the test split",
+    "evaluator_reads_differently": "remove the whitespace around the class name in <name> (the "
+                                   "loader strips it, Detectron2's VOC evaluator does not: the "
+                                   "object would be no ground truth of its class and a correct "
+                                   "detection of it a false positive)",
 }
 SPLIT_KINDS = frozenset({"missing_directory", "missing_split", "unreadable_split", "empty_split",
                          "bad_split_line", "duplicate_id"})
 ANNOTATION_KINDS = frozenset({"missing_annotation", "bad_annotation", "unknown_class"})
 BOX_KINDS = frozenset({"degenerate_box", "box_outside_image"})
+# found only in evaluation data (check_voc's evaluator_parser)
+EVALUATION_KINDS = frozenset({"evaluator_cannot_read", "evaluator_reads_differently"})
 # problems of one image's file: IMAGE_SCORE.ON_BAD_IMAGE skip leaves such a pool image out
 IMAGE_KINDS = frozenset({"missing_image", "unreadable_image", "empty_image", "not_an_image",
                          "truncated_image", "corrupt_image", "size_mismatch"})
 # what makes imagescore_det.data.load_voc_dicts (a registered VOC dataset's loader) raise
 LOADER_KINDS = (SPLIT_KINDS - {"duplicate_id"}) | ANNOTATION_KINDS
-assert set(FIXES) == SPLIT_KINDS | ANNOTATION_KINDS | BOX_KINDS | IMAGE_KINDS
+assert set(FIXES) == SPLIT_KINDS | ANNOTATION_KINDS | BOX_KINDS | IMAGE_KINDS | EVALUATION_KINDS
 
 BOX_TOLERANCE = 1.0  # px outside the image a box may reach (off-by-one conventions)
 JPEG_SOI = b"\xff\xd8\xff"
@@ -299,7 +325,40 @@ def _read_split_lines(path):
     return entries, findings
 
 
-def _check_voc_image(dirname, split_path, number, image_id, classes, deep):
+def _blank_line_findings(path):
+    """Blank lines of a split file: Detectron2's VOC evaluator reads every line (stripped)
+    as an image id, and fails on the id "" (``Annotations/.xml``)."""
+    with open(path, encoding="utf-8") as f:
+        return [Finding("bad_split_line", path, "a blank line: Detectron2's VOC evaluator reads "
+                                                "it as the image id '' and fails on "
+                                                "Annotations/.xml", path, number)
+                for number, line in enumerate(f, 1) if not line.strip()]
+
+
+def _evaluator_findings(ann, objects, evaluator_parser, where):
+    """``ann`` read by the evaluator's parser, against the loader's ``objects``: at most one
+    finding (the first problem), naming the object."""
+    parse = getattr(evaluator_parser, "__wrapped__", evaluator_parser)  # not its lru_cache
+    try:
+        records = parse(ann)
+    except Exception as e:  # noqa: BLE001 - whatever stops the evaluator is the finding
+        reason = evaluator_read_problem(ann) or f"{type(e).__name__}: {e}"
+        return [Finding("evaluator_cannot_read", ann, f"Detectron2's VOC evaluator (parse_rec) "
+                                                      f"cannot read it: {reason}", **where)]
+    if len(records) != len(objects):
+        return [Finding("evaluator_reads_differently", ann, (
+            f"the evaluator reads {len(records)} objects, the loader {len(objects)}"), **where)]
+    for k, (record, (name, box)) in enumerate(zip(records, objects), 1):
+        read_box = [float(v) for v in record["bbox"]]
+        if record["name"] != name or read_box != box:
+            return [Finding("evaluator_reads_differently", ann, (
+                f"object #{k}: Detectron2's VOC evaluator reads class {record['name']!r} box "
+                f"{read_box}, the loader {name!r} {box}: the evaluator would not count it as "
+                f"{name!r} ground truth (a perfect detection of it scores AP 0)"), **where)]
+    return []
+
+
+def _check_voc_image(dirname, split_path, number, image_id, classes, deep, evaluator_parser=None):
     """(findings, number of objects, unknown class names) of one listed image id."""
     ann = os.path.join(dirname, "Annotations", image_id + ".xml")
     jpg = os.path.join(dirname, "JPEGImages", image_id + ".jpg")
@@ -336,6 +395,8 @@ def _check_voc_image(dirname, split_path, number, image_id, classes, deep):
                 findings.append(Finding("box_outside_image", ann, (
                     f"object #{k} {name!r} has <bndbox> {box} outside the {width}x{height} "
                     "image"), **where))
+        if evaluator_parser is not None:
+            findings += _evaluator_findings(ann, objects, evaluator_parser, where)
     size, problem = inspect_image(jpg, deep)
     if problem is not None:
         findings.append(Finding(problem[0], jpg, problem[1], **where))
@@ -356,18 +417,26 @@ def _run(fn, items, workers):
         return list(pool.map(fn, items, chunksize=max(16, len(items) // (8 * workers))))
 
 
-def _check_voc_entry(dirname, split_path, classes, deep, entry):
-    return _check_voc_image(dirname, split_path, entry[0], entry[1], classes, deep)
+def _check_voc_entry(dirname, split_path, classes, deep, evaluator_parser, entry):
+    return _check_voc_image(dirname, split_path, entry[0], entry[1], classes, deep,
+                            evaluator_parser)
 
 
-def check_voc(dirname, split, class_names, deep=False, dataset=None, workers=None, shard=None):
+def check_voc(dirname, split, class_names, deep=False, dataset=None, workers=None, shard=None,
+              evaluator_parser=None):
     """Check the Pascal VOC split ``dirname/ImageSets/Main/<split>.txt`` and every image id it
     lists: its XML, its boxes and classes, and its JPEG (header, end marker, size; a full
     decode with ``deep``). Returns a :class:`CheckReport`; never raises on bad data.
 
     ``shard=(rank, world)`` checks only every ``world``-th image from ``rank`` (the split-level
     findings come from rank 0); :func:`merge_reports` joins the shards. ``workers`` > 1
-    checks the images in that many processes (default: in this one)."""
+    checks the images in that many processes (default: in this one).
+
+    ``evaluator_parser``: for evaluation data, the parser the evaluator reads annotations
+    with (Detectron2's ``pascal_voc_evaluation.parse_rec``; picklable for ``workers``). Each
+    XML it cannot read is an ``evaluator_cannot_read`` finding, each it reads with another
+    class name or box than the loader an ``evaluator_reads_differently`` one, and a blank
+    line in the split file a ``bad_split_line``."""
     t0 = time.perf_counter()
     dirname = os.fspath(dirname)
     rank, world = shard or (0, 1)
@@ -384,8 +453,10 @@ def check_voc(dirname, split, class_names, deep=False, dataset=None, workers=Non
     mine = entries[rank::world]
     report.num_checked = len(mine)
     classes = frozenset(class_names)
-    results = _run(functools.partial(_check_voc_entry, dirname, split_path, classes, deep),
-                   mine, workers)
+    if evaluator_parser is not None and entries:  # (read as UTF-8 already)
+        split_findings = split_findings + _blank_line_findings(split_path)
+    results = _run(functools.partial(_check_voc_entry, dirname, split_path, classes, deep,
+                                     evaluator_parser), mine, workers)
     report.findings = (split_findings if rank == 0 else []) + [f for r in results for f in r[0]]
     report.num_objects = sum(r[1] for r in results)
     unknown = collections.Counter()

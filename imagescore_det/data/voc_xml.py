@@ -57,6 +57,46 @@ def parse_voc_xml(xml_path):
     return width, height, objects
 
 
+def _is_int(text):
+    try:
+        int(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def evaluator_read_problem(xml_path):
+    """Why Detectron2's VOC evaluator (``pascal_voc_evaluation.parse_rec``) cannot read
+    ``xml_path``, in words: the first field it reads, in its order, that is missing or not an
+    integer (each <object>'s <name>, <pose>, <truncated>, <difficult>, <bndbox> xmin / ymin /
+    xmax / ymax); None when it finds none. Only explains: whether the evaluator can read a
+    file is decided by running its parser (``data.checks.check_voc(evaluator_parser=...)``)."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError, ValueError, RecursionError) as e:
+        return f"it cannot be parsed as XML ({e})"
+    for number, obj in enumerate(root.findall("object"), 1):
+        name = obj.find("name")
+        label = f"object #{number}" + (f" {name.text!r}" if name is not None and name.text else "")
+        if name is None:
+            return f"{label} has no <name>"
+        if obj.find("pose") is None:
+            return f"{label} has no <pose>"
+        box = obj.find("bndbox")
+        integers = [(f"<{tag}>", obj.find(tag)) for tag in ("truncated", "difficult")]
+        if box is None:
+            integers.append(("<bndbox>", None))
+        else:
+            integers += [(f"<bndbox><{tag}>", box.find(tag))
+                         for tag in ("xmin", "ymin", "xmax", "ymax")]
+        for where, element in integers:
+            if element is None:
+                return f"{label} has no {where}"
+            if not _is_int(element.text):
+                return f"{label} has {where} {element.text!r}, which is not an integer"
+    return None
+
+
 def to_detectron2_box(box):
     """A VOC box (1-based, inclusive) in Detectron2's XYXY_ABS convention, as
     ``load_voc_instances`` converts it: ``[xmin - 1, ymin - 1, xmax, ymax]``."""

@@ -5,6 +5,12 @@ Roles (what the config calls the dataset) decide what a finding does:
 * ``labeled`` (``DATASETS.TRAIN``, ``IMAGE_SCORE.LABELED_DATASETS``) and ``test``
   (``DATASETS.TEST``): every finding stops the run (:class:`DataCheckError`, the first ten
   findings and the fixes).
+* Evaluation data: a VOC dataset in ``DATASETS.TEST`` (whatever its role) is also read
+  with Detectron2's VOC evaluator's own parser (``parse_rec``), so that an annotation the
+  evaluator cannot read (no ``<pose>``/``<truncated>``/``<difficult>``, a non-integer box)
+  or reads with another class name than the loader (``<name>car </name>``) stops the run
+  here, not at the first evaluation after the warm-up. Training data is not: the loader
+  reads such files, and only the evaluator needs them strict.
 * ``unlabeled`` (``IMAGE_SCORE.UNLABELED_DATASETS``, only while a selection round lies
   ahead): a bad image (:data:`~imagescore_det.data.checks.IMAGE_KINDS`) follows
   ``IMAGE_SCORE.ON_BAD_IMAGE``: ``skip`` leaves it out of the round (listed in the round's
@@ -54,16 +60,25 @@ def config_datasets(cfg, include_pool=True):
     return [(name, role, ", ".join(keys)) for name, (role, keys) in out.items()]
 
 
-def check_registered_dataset(name, deep=False, workers=None, shard=None):
+def evaluated(keys):
+    """Whether a dataset named under ``keys`` (``config_datasets``' third field) is evaluated."""
+    return "DATASETS.TEST" in keys.split(", ")
+
+
+def check_registered_dataset(name, deep=False, workers=None, shard=None, evaluation=False):
     """Check a registered dataset: a VOC split (metadata ``dirname``/``split``/
     ``thing_classes``, as ``register_voc`` and Detectron2's builtin VOC datasets have) from
-    its files, any other from its dataset dicts."""
+    its files, any other from its dataset dicts. ``evaluation``: a VOC split is also read
+    with Detectron2's ``PascalVOCDetectionEvaluator``'s parser, as a test set."""
     meta = MetadataCatalog.get(name)
     dirname, split = meta.get("dirname", None), meta.get("split", None)
     classes = meta.get("thing_classes", None)
     if dirname and split and classes is not None:
+        parser = None
+        if evaluation:  # the parser of PascalVOCDetectionEvaluator's voc_eval, itself
+            from detectron2.evaluation.pascal_voc_evaluation import parse_rec as parser
         return check_voc(dirname, split, classes, deep=deep, dataset=name, workers=workers,
-                         shard=shard)
+                         shard=shard, evaluator_parser=parser)
     return check_dataset_dicts(DatasetCatalog.get(name), name,
                                None if classes is None else len(classes), deep=deep,
                                workers=workers, shard=shard)
@@ -102,7 +117,8 @@ def check_before_training(cfg, roles=("labeled", "test", "unlabeled"), deep=Fals
     for name, role, keys in config_datasets(cfg):
         if role not in roles:
             continue
-        local = check_registered_dataset(name, deep=deep, shard=(rank, world))
+        local = check_registered_dataset(name, deep=deep, shard=(rank, world),
+                                         evaluation=evaluated(keys))
         report = merge_reports(comm.all_gather(local)) if world > 1 else local
         reports.append((name, role, keys, report))
         for finding in report.findings:

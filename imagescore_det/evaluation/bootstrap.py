@@ -15,7 +15,10 @@ without parsing XML per call. On a resample, an image drawn k times counts k tim
 detections are matched once (matching is within an image) and weigh k on the
 precision/recall curve, which is what voc_eval would give on a test set holding k copies
 of it (copies' tied detections taken next to each other). A class without ground truth in
-the test set (or in a resample) has no AP there and is left out of that mean.
+the test set (or in a resample) is scored as ``voc_eval`` scores it there and counted in the
+mean, as the evaluator's AP50 counts it: 0 with the VOC2007 11-point metric; with the area
+metric 0 when no detection of the class is drawn, else NaN (``voc_eval``'s recall 0/0, which
+makes the evaluator's own mean NaN too; such a resample is left out of the interval).
 
 Plain NumPy; no Detectron2 import.
 """
@@ -153,17 +156,18 @@ class PreparedRun:
 
     def full_set_ap(self):
         """``(classes, thresholds)`` AP in percent on the whole test set, exactly as
-        Detectron2's voc_eval * 100 (NaN for a class without ground truth)."""
+        Detectron2's voc_eval * 100, a class without ground truth included (voc_eval's
+        recall 0/0: 0 with the 11-point metric; with the area metric NaN when the class has
+        detections, else 0)."""
         out = np.full((len(self.curves), len(IOU_THRESHOLDS)), np.nan)
         for c, curve in enumerate(self.curves):
             npos = int(self.npos[c].sum())
-            if npos == 0:
-                continue
             for t in range(len(IOU_THRESHOLDS)):
                 tp, fp = np.cumsum(curve.tp[t]), np.cumsum(curve.fp[t])
-                rec = tp / float(npos)
-                prec = tp / np.maximum(tp + fp, _EPS)
-                out[c, t] = voc_ap(rec, prec, self.evaluation.use_07_metric) * 100
+                with np.errstate(invalid="ignore", divide="ignore"):  # npos 0, as voc_eval
+                    rec = tp / float(npos)
+                    prec = tp / np.maximum(tp + fp, _EPS)
+                    out[c, t] = voc_ap(rec, prec, self.evaluation.use_07_metric) * 100
         return out
 
     def resampled_ap(self, weights, thresholds=None):
@@ -188,7 +192,11 @@ class PreparedRun:
                     out[rows, c, t] = _ap_at_true_positives(
                         det_weights, seen, curve.tp_pos[t], curve.ignored_pos[t], npos[rows],
                         self.evaluation.use_07_metric) * 100
-            out[npos == 0, c, :] = np.nan
+            # no ground truth drawn: voc_eval's recall is 0/0 (see full_set_ap)
+            drawn = weights @ np.bincount(curve.image_index, minlength=weights.shape[1])
+            no_truth = npos == 0
+            out[no_truth, c, :] = np.where(
+                (drawn[no_truth] > 0) & (not self.evaluation.use_07_metric), np.nan, 0.0)[:, None]
         return out
 
 
@@ -218,17 +226,17 @@ def _ap_at_true_positives(det_weights, seen, tp_pos, ignored_pos, npos, use_07_m
 
 def mean_ap(per_class):
     """``{"AP50", "AP"}`` of ``(resamples, classes, thresholds)`` per-class AP: mean over
-    the classes with ground truth per threshold, then over the thresholds."""
-    by_threshold = np.nanmean(per_class, axis=-2)
+    every class per threshold (a class without ground truth included, as the evaluator
+    counts it), then over the thresholds."""
+    by_threshold = np.mean(per_class, axis=-2)
     return {"AP50": by_threshold[..., 0], "AP": np.mean(by_threshold, axis=-1)}
 
 
 def full_set_mean_ap(per_class):
     """``{"AP50", "AP"}`` of ``(classes, thresholds)`` per-class AP, computed exactly as the
-    evaluator does (``np.mean`` of 1-D arrays, so the same summation order and floats);
-    classes without ground truth are left out."""
-    present = ~np.isnan(per_class[:, 0])
-    by_threshold = [float(np.mean(np.ascontiguousarray(per_class[present, t])))
+    evaluator does (``np.mean`` of 1-D arrays, so the same summation order and floats), over
+    every class: one without ground truth counts as voc_eval scores it (see full_set_ap)."""
+    by_threshold = [float(np.mean(np.ascontiguousarray(per_class[:, t])))
                     for t in range(per_class.shape[1])]
     return {"AP50": by_threshold[0], "AP": float(np.mean(by_threshold))}
 
@@ -306,15 +314,16 @@ def compare(a: Evaluation, b: Evaluation, resamples=DEFAULT_RESAMPLES, seed=DEFA
                       "difference": "B - A (AP points)",
                       "p_value": "one-sided: share of resamples in which B does not beat A "
                                  "(ties count half); small p: B is better than A"},
+        # scored as voc_eval scores them (0 with the 11-point metric) and in the means
         "classes_without_ground_truth": [name for c, name in enumerate(a.classes)
-                                         if np.isnan(full_a[c, 0])],
+                                         if run_a.npos[c].sum() == 0],
     }
     for key in ("AP50", "AP"):
         result[key] = _summary(mean_a[key], mean_b[key], boot_mean_b[key] - boot_mean_a[key],
                                confidence)
     per_class = {}
     for c, name in enumerate(a.classes):
-        if np.isnan(full_a[c, 0]):
+        if name in result["classes_without_ground_truth"]:
             continue
         per_class[name] = {
             "AP50": _summary(full_a[c, 0], full_b[c, 0], boot_b[:, c, 0] - boot_a[:, c, 0],
@@ -362,6 +371,8 @@ def format_markdown(result, name_a="A", name_b="B"):
                      f"{sap['a']:.2f} | {sap['b']:.2f} | {sap['difference']:+.2f} | "
                      f"[{sap['ci'][0]:+.2f}, {sap['ci'][1]:+.2f}] |")
     if result["classes_without_ground_truth"]:
-        lines += ["", "Classes without ground truth in the test set (no AP, left out): "
+        lines += ["", "Classes without ground truth in the test set (not in the table; scored 0 "
+                  "in the means, as Detectron2's voc_eval scores them with the 11-point metric, "
+                  "NaN with the area metric when a run has detections of the class): "
                   + ", ".join(result["classes_without_ground_truth"])]
     return "\n".join(lines) + "\n"
