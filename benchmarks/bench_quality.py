@@ -72,6 +72,10 @@ VARIANTS = {
     "is_per_class": ("image score, per-class masks over the predicted classes",
                      ["IMAGE_SCORE.SELECTOR", "image_score_per_class"]),
     "hybrid": ("confidence filter, then image-score rank", ["IMAGE_SCORE.SELECTOR", "hybrid"]),
+    "oracle": ("random's images labeled with the pool's ground truth (the upper bound at the "
+               "selectors' image count)", ["IMAGE_SCORE.SELECTOR", "oracle"]),
+    "oracle_all": ("the whole pool labeled with its ground truth (oracle, TOP_FRACTION 1.0)",
+                   ["IMAGE_SCORE.SELECTOR", "oracle", "IMAGE_SCORE.TOP_FRACTION", "1.0"]),
 }
 _print_lock = threading.Lock()
 

@@ -53,6 +53,11 @@ def add_imagescore_config(cfg):
     #                   class of its most confident predicted box (score >=
     #                   BOX_SCORE_THRESH). Pool images without such a box, or whose class
     #                   has no mask, rank last (needs full inference on the pool too)
+    #   "oracle"      - an upper bound, not a method: the images "random" chooses (same
+    #                   seed, count and back-fill order) labeled with the pool's ground
+    #                   truth instead of the detector's predictions; TOP_FRACTION 1.0 = the
+    #                   whole pool labeled. Needs a pool with annotations (refused at trainer
+    #                   start otherwise)
     #   "none"        - no pseudo-labels (supervised only; the hook still evaluates/reports)
     _C.IMAGE_SCORE.SELECTOR = "image_score"
     # Registered datasets whose images are the unlabeled pool. Their annotations, if any,

@@ -204,6 +204,30 @@ CATALOGUE = (
         new="list(pool_predictions), pool, settings)",
         tests=("tests/test_selection.py::test_selector_round[softmax]",),
     ),
+    Mutation(
+        id="oracle-uses-predictions",
+        description="the oracle labels its images with the detector's predictions, not the truth",
+        file="imagescore_det/engine/selectors.py",
+        old="    ranking.truth = [truth_as_prediction(d) for d in ctx.pool]\n",
+        new="",
+        tests=("tests/test_oracle.py::test_oracle_pseudo_boxes_are_the_truth",),
+    ),
+    Mutation(
+        id="oracle-own-stream",
+        description="the oracle draws its own random order, not random's (another choice)",
+        file="imagescore_det/engine/selectors.py",
+        old="    ranking = random_selection(ctx)\n",
+        new="    ranking = Ranking(selection.random_scores(len(ctx.pool), ctx.seed + 1))\n",
+        tests=("tests/test_oracle.py::test_oracle_chooses_exactly_what_random_chooses",),
+    ),
+    Mutation(
+        id="oracle-truth-guard-off",
+        description="an oracle on a pool without ground truth is not refused at trainer start",
+        file="imagescore_det/engine/hook.py",
+        old="            check_pool_truth(self.cfg, pool)\n",
+        new="",
+        tests=("tests/test_oracle.py::test_oracle_on_a_pool_without_truth_stops_before_training",),
+    ),
 )
 
 

@@ -20,7 +20,7 @@ from . import selection
 from .bad_images import drop_skipped, skip_record
 from .ranking import rank_order, select_top
 from .round_files import RoundManifest
-from .selectors import SelectorContext, rank_pool
+from .selectors import SelectorContext, rank_pool, truth_as_prediction
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +96,18 @@ def pseudo_label_nms(prediction, settings):
     return prediction
 
 
+def true_annotations(dataset_dict):
+    """An image's true boxes as XYXY_ABS annotations, crowd boxes left out (whatever the
+    dataset's ``bbox_mode``: COCO-style datasets give XYWH)."""
+    truth = truth_as_prediction(dataset_dict)
+    return [{"bbox": list(map(float, box)), "category_id": int(cls)}
+            for box, cls in zip(truth["boxes"], truth["classes"])]
+
+
 def quality_rows(predictions, dicts, settings):
     """Per image (tp, fp, n_true) of the boxes that would be pseudo-labels, against the truth."""
     kept = [kept_annotations(p, settings.BOX_SCORE_THRESH) for p in predictions]
-    return pseudo_label_quality(kept, [d["annotations"] for d in dicts],
+    return pseudo_label_quality(kept, [true_annotations(d) for d in dicts],
                                 settings.PSEUDO_IOU_THRESH)
 
 
@@ -165,6 +173,8 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0, ski
         timing["pseudo_label_s"] = 0.0
 
         def predict(indices):
+            if ranking.truth is not None:  # the oracle: the truth as it is, no NMS
+                return [ranking.truth[i] for i in indices]
             if ranking.predictions is not None:
                 out = [ranking.predictions[i] for i in indices]
             else:
