@@ -183,3 +183,23 @@ def add_imagescore_config(cfg):
     # Cost: everything after START_ITER runs twice (off by default; on in the quickstart).
     # A finished copy is not repeated on --resume. Needs ENABLED.
     _C.IMAGE_SCORE.PAIRED_BASELINE = False
+
+    # Seeded labeled-fraction split of a registered dataset (the semi-supervised detection
+    # protocols' 1% / 5% / 10% of COCO; Unbiased Teacher's SUP_PERCENT + RANDOM_DATA_SEED),
+    # imagescore_det/data/split.py. DATASET's images are split by SEED into a labeled part
+    # (PERCENT of them, or COUNT) and the rest, registered as
+    #   <DATASET>_sup<PERCENT>_seed<SEED>_labeled / _unlabeled   (PERCENT, "%g": 10.0 -> sup10)
+    #   <DATASET>_n<COUNT>_seed<SEED>_labeled / _unlabeled       (COUNT)
+    # to name in DATASETS.TRAIN and IMAGE_SCORE.UNLABELED_DATASETS (the pool keeps its
+    # annotations for measuring and for SELECTOR oracle, never for training). At trainer
+    # start the split's image ids and the labeled part's class balance are written to
+    # OUTPUT_DIR/data_split.json (and logged); a resumed run must have the same split.
+    _C.IMAGE_SCORE.SPLIT = CN()
+    # Registered dataset to split (any: VOC, COCO json, ...); "" = no split.
+    _C.IMAGE_SCORE.SPLIT.DATASET = ""
+    # Percentage of its images that is labeled, in (0, 100), e.g. 10.0; 0.0 = use COUNT.
+    _C.IMAGE_SCORE.SPLIT.PERCENT = 0.0
+    # Or the number of labeled images (>= 1, fewer than the dataset's); 0 = use PERCENT.
+    _C.IMAGE_SCORE.SPLIT.COUNT = 0
+    # Seed of the split (numpy default_rng(SEED).permutation): same seed, same split.
+    _C.IMAGE_SCORE.SPLIT.SEED = 1
