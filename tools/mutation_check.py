@@ -228,6 +228,39 @@ CATALOGUE = (
         new="",
         tests=("tests/test_oracle.py::test_oracle_on_a_pool_without_truth_stops_before_training",),
     ),
+    Mutation(
+        id="split-seed-ignored",
+        description="IMAGE_SCORE.SPLIT draws every split with seed 0, whatever SEED says",
+        file="imagescore_det/data/split.py",
+        old="np.random.default_rng(int(seed)).permutation(n)",
+        new="np.random.default_rng(0).permutation(n)",
+        tests=("tests/test_split.py::test_labeled_indices_known_answer",),
+    ),
+    Mutation(
+        id="split-percent-100",
+        description="IMAGE_SCORE.SPLIT.PERCENT 100 accepted by the config check",
+        file="imagescore_det/engine/config_loading.py",
+        old="if not split.COUNT and not 0.0 < split.PERCENT < 100.0:",
+        new="if not split.COUNT and not 0.0 < split.PERCENT <= 100.0:",
+        tests=("tests/test_split.py::test_bad_split_settings_are_config_errors",),
+    ),
+    Mutation(
+        id="split-class-check-off",
+        description="a split leaving a class with no labeled image is not refused",
+        file="imagescore_det/data/split.py",
+        old="        if empty:\n",
+        new="        if False:\n",
+        tests=("tests/test_split.py::test_class_without_labeled_image_is_refused",
+               "tests/test_split.py::test_split_missing_a_class_stops_at_trainer_start"),
+    ),
+    Mutation(
+        id="split-resume-unchecked",
+        description="a resumed run with another split seed is not refused",
+        file="imagescore_det/engine/split_record.py",
+        old="        if why:\n",
+        new="        if False:\n",
+        tests=("tests/test_split.py::test_resume_with_another_split_seed_is_refused",),
+    ),
 )
 
 
