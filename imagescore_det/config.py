@@ -159,7 +159,8 @@ def add_imagescore_config(cfg):
     # the pool's truth is known, also measure the precision of the pseudo-labels that every
     # pool image would get, by score decile over the whole pool (precision_by_score_bin
     # only covers the selected images) and selected vs the rest; scores.csv gets each
-    # image's counts (pool_true_positives, pool_false_positives, pool_true_boxes).
+    # image's counts (pool_true_positives, pool_false_positives, pool_true_boxes), and the
+    # round's pool_boxes.csv every would-be pseudo-box (class, confidence, correct).
     _C.IMAGE_SCORE.ANALYZE_POOL = False
     # Evaluate on DATASETS.TEST right before the first selection, so report.json has the
     # mAP before and after pseudo-labeling.

@@ -261,6 +261,39 @@ CATALOGUE = (
         new="        if False:\n",
         tests=("tests/test_split.py::test_resume_with_another_split_seed_is_refused",),
     ),
+    Mutation(
+        id="pool-boxes-without-nms",
+        description="pool_boxes.csv judges the raw detections, not the NMS'd pseudo-labels",
+        file="imagescore_det/engine/round.py",
+        old="result.pool_boxes = box_rows(judged, pool, settings)",
+        new="result.pool_boxes = box_rows(pool_predictions, pool, settings)",
+        tests=("tests/test_selection.py::test_selector_round[softmax]",),
+    ),
+    Mutation(
+        id="stratified-auroc-across-strata",
+        description="the stratified AUROC compares images of every box count (no strata)",
+        file="imagescore_det/evaluation/auroc.py",
+        old="        inside = strata == group\n",
+        new="        inside = strata == strata\n",
+        tests=("tests/test_per_box.py::test_stratified_auroc_counts_only_pairs_within_a_stratum",),
+    ),
+    Mutation(
+        id="softmax-box-auroc-by-image",
+        description="bench_quality's per-box AUROC of softmax uses the image's mean confidence",
+        file="benchmarks/bench_quality.py",
+        old="box_score = (confidence if own_confidence else score[index])[in_scope]",
+        new="box_score = score[index][in_scope]",
+        tests=("tests/test_per_box.py::test_bench_quality_correctness_aurocs_known_answers",),
+    ),
+    Mutation(
+        id="match-boxes-ignores-class",
+        description="a pseudo-box matching a true box of another class counts as correct",
+        file="imagescore_det/evaluation/pseudo_labels.py",
+        old="if not used[j] and gt_classes[j] == pred_classes[i] and ious[i, j] >= best:",
+        new="if not used[j] and ious[i, j] >= best:",
+        tests=("tests/test_per_box.py::test_match_boxes_known_answer",
+               "tests/test_per_box.py::test_round_writes_every_would_be_pseudo_box"),
+    ),
 )
 
 
