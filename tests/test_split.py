@@ -148,15 +148,8 @@ def test_good_split_settings_register_the_parts(tiny_cfg, tiny_voc):
 # --------------------------------------------------------------------------- trainer start
 def _covering_seed(source, percent, count=0, covers=True):
     """A seed whose split of ``source`` labels every class (covers) or misses one."""
-    from imagescore_det.data.split import SplitError, make_split
-
     for seed in range(200):
-        try:
-            make_split(source, percent, count, seed)
-            ok = True
-        except SplitError:
-            ok = False
-        if ok == covers:
+        if _covers(source, percent, seed, count) == covers:
             return seed
     raise AssertionError("no such seed")
 
@@ -240,11 +233,11 @@ def test_resume_with_another_split_seed_is_refused(tiny_cfg, tiny_voc):
     assert record["seed"] == seeds[0]  # the record is not overwritten
 
 
-def _covers(source, percent, seed):
+def _covers(source, percent, seed, count=0):
     from imagescore_det.data.split import SplitError, make_split
 
     try:
-        make_split(source, percent, 0, seed)
+        make_split(source, percent, count, seed)
         return True
     except SplitError:
         return False

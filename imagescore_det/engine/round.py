@@ -21,7 +21,7 @@ from . import selection
 from .bad_images import drop_skipped, skip_record
 from .ranking import rank_order, select_top
 from .round_files import RoundManifest
-from .selectors import SelectorContext, rank_pool, truth_as_prediction
+from .selectors import SelectorContext, images_without_truth, rank_pool, truth_as_prediction
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class RoundResult:
 
 def has_truth(dicts):
     """Whether every dict carries annotations (synthetic pools, or a labeled set used as one)."""
-    return all("annotations" in d for d in dicts)
+    return not images_without_truth(dicts)
 
 
 def kept_annotations(prediction, score_thresh):
