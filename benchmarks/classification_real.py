@@ -17,7 +17,9 @@ prediction, the selection refreshed at the start of every epoch with the current
   scoring core has it), ``_global`` (one mask for all classes), ``_deepest`` (last ReLU only);
 * ``oracle``: the crops ``random`` chooses (the same scores, from random's stream), trained on
   with their true labels instead of the model's predictions (an upper bound for pseudo-labels
-  at this count; the detection pipeline's ``oracle`` selector is the same idea).
+  at this count; the detection pipeline's ``oracle`` selector is the same idea). Its first
+  selection is random's, crop for crop; later ones fill the per-predicted-class quotas with
+  the oracle model's own predictions, so they may differ from random's.
 
 Selection, every selector alike: per predicted class c, the top ``ceil(alpha * n_c)`` pool
 crops predicted as c, alpha = IMAGE_SCORE.TOP_FRACTION (0.3). The quotas come from the
