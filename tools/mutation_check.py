@@ -200,8 +200,8 @@ CATALOGUE = (
         id="pool-quality-without-nms",
         description="ANALYZE_POOL judges the raw detections, not the NMS'd pseudo-labels",
         file="imagescore_det/engine/round.py",
-        old="[pseudo_label_nms(p, settings) for p in pool_predictions], pool, settings)",
-        new="list(pool_predictions), pool, settings)",
+        old="result.pool_quality = quality_rows(judged, pool, settings)",
+        new="result.pool_quality = quality_rows(list(pool_predictions), pool, settings)",
         tests=("tests/test_selection.py::test_selector_round[softmax]",),
     ),
     Mutation(
