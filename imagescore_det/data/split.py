@@ -15,7 +15,7 @@ The choice: the labeled images are the first ``k`` of ``numpy.random.default_rng
 """
 import dataclasses
 import logging
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 
