@@ -1,6 +1,5 @@
 """Per-box correctness: box matching, pool_boxes.csv, the stratified and per-box AUROCs."""
 import itertools
-import os
 
 import numpy as np
 import pytest

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import TINY_CONFIG, tiny_cfg_opts
+from conftest import tiny_cfg_opts
 
 CLASSES = ["a", "b", "c"]
 
