@@ -183,7 +183,8 @@ def answers(summary, selectors):
                + (f"{', '.join(held)} still is." if held else "none is.")
                if wins else "No selector is significantly better than none."))
         if "oracle" in selectors:
-            lines.append("* The oracle (reads the true labels; an upper bound for selection) is "
+            lines.append("* The oracle (random's crops with their true labels: an upper bound "
+                         "for pseudo-labels at this count) is "
                          f"{verdict(boot, 'oracle', 'none')}.")
     lines.append("* The p-values come from a paired bootstrap over the test crops of the "
                  "seed-mean correctness: they measure test-set sampling, not the seed-to-seed "
@@ -227,7 +228,9 @@ def markdown(summary, meta, selectors, png_name):
            f"scored layers), SGD; pre-train {meta['epochs']} epochs on the labeled crops, then "
            f"{meta['continue_epochs']} epochs per selector from the same checkpoint, selection "
            f"refreshed every epoch, alpha = {meta['alpha']} per predicted class (equal counts). "
-           "Oracle = correct predictions first (reads the true labels: an upper bound). "
+           "`none` trains as many SGD steps per epoch as the selectors (more passes over the "
+           "labeled crops). Oracle = the crops random chooses, trained on with their true "
+           "labels (an upper bound for pseudo-labels at this count). "
            f"{meta['note']}\n",
            "## Answers\n", answers(summary, selectors), "",
            "## Test accuracy (%)\n",

@@ -21,6 +21,13 @@ Per variant and seed, from the round folder and report.json:
   ``IMAGE_SCORE.ANALYZE_POOL`` each round writes, per pool image, how many of its would-be
   pseudo-boxes are right and wrong (scores.csv's ``pool_*`` columns); every variant of a
   seed selects with the same detector, so they are the same in every variant;
+* the same per pseudo-box (``pool_boxes.csv``): AUROC of the variant's score for "this box is
+  correct", the image's score for image-level selectors, the box's own confidence for
+  ``softmax`` (``auroc_box``; the detector's box confidence for every variant beside it,
+  ``auroc_box_confidence``), with a bootstrap over images; the per-image AUROC stratified by
+  the image's pseudo-box count (``auroc_stratified``: only pairs of images with as many
+  boxes, since the all-correct share falls with the count); each also per domain
+  (``_typical`` / ``_shifted`` suffixes) when the pool has domains;
 * the shifted domain's share of the selection (and of the pool);
 * test AP50 before the round, at the end, and the paired bootstrap of the end against the
   ``none`` run of the same seed (difference, 95% interval, one-sided p).
@@ -72,6 +79,10 @@ VARIANTS = {
     "is_per_class": ("image score, per-class masks over the predicted classes",
                      ["IMAGE_SCORE.SELECTOR", "image_score_per_class"]),
     "hybrid": ("confidence filter, then image-score rank", ["IMAGE_SCORE.SELECTOR", "hybrid"]),
+    "oracle": ("random's images labeled with the pool's ground truth (the upper bound at the "
+               "selectors' image count)", ["IMAGE_SCORE.SELECTOR", "oracle"]),
+    "oracle_all": ("the whole pool labeled with its ground truth (oracle, TOP_FRACTION 1.0)",
+                   ["IMAGE_SCORE.SELECTOR", "oracle", "IMAGE_SCORE.TOP_FRACTION", "1.0"]),
 }
 _print_lock = threading.Lock()
 
@@ -147,7 +158,8 @@ def measure(run_dir, none_dir):
     import json
 
     from imagescore_det.engine.round_files import (
-        POOL_QUALITY_COLUMNS, SCORES_CSV, read_scores_csv, round_dir)
+        POOL_BOXES_CSV, POOL_QUALITY_COLUMNS, SCORES_CSV, read_pool_boxes_csv, read_scores_csv,
+        round_dir)
     from imagescore_det.evaluation import ap50_of
     from imagescore_det.evaluation.auroc import auroc_interval
 
@@ -181,11 +193,64 @@ def measure(run_dir, none_dir):
         a = auroc_interval(scores, correct, resamples=500)
         row.update(auroc=a["auroc"], auroc_ci95=a["ci"], auroc_images=len(judged),
                    share_correct_images=float(correct.mean()))
+    boxes_path = os.path.join(round_dir(run_dir, 1), POOL_BOXES_CSV)
+    if os.path.isfile(boxes_path):  # runs of older imagescore-det have no per-box file
+        row.update(correctness_aurocs(pool, read_pool_boxes_csv(boxes_path),
+                                      own_confidence=r["selector"] == "softmax"))
     # the pool's precision by score decile (the same pseudo-labelling rule on every image)
     row["pool_precision_by_score_bin"] = r.get("pool_precision_by_score_bin")
     if none_dir is not None:
         row["vs_none"] = versus(none_dir, run_dir)
     return row
+
+
+def correctness_aurocs(pool, boxes, own_confidence, resamples=500):
+    """Per-box and stratified AUROCs of "the pseudo-label is correct", overall and per domain.
+
+    ``pool``: scores.csv rows (pool order; ``score``, ``domain`` when known); ``boxes``:
+    pool_boxes.csv rows. Per image: every image with a pseudo-box, positive when none is
+    wrong; ``auroc_stratified`` counts only pairs of images with the same number of boxes.
+    Per box: positive when correct, scored by its image's score, or by its own confidence
+    when ``own_confidence`` (softmax); ``auroc_box_confidence`` is the box confidence for
+    every variant. Intervals resample images (a box goes with its image's other boxes).
+    """
+    from imagescore_det.evaluation.auroc import auroc, auroc_interval, stratified_auroc
+
+    score = np.array([r["score"] for r in pool], dtype=np.float64)
+    domains = [r.get("domain") for r in pool]
+    index = np.array([b["pool_index"] for b in boxes], dtype=np.int64)
+    correct = np.array([b["correct"] for b in boxes], dtype=bool)
+    confidence = np.array([b["confidence"] for b in boxes], dtype=np.float64)
+    count = np.bincount(index, minlength=len(pool))
+    wrong = np.bincount(index, weights=~correct, minlength=len(pool))
+    out = {}
+    scopes = {"": None}
+    if all(domains):
+        scopes.update({f"_{d}": d for d in sorted(set(domains))})
+    for suffix, domain in scopes.items():
+        images = np.array([i for i in range(len(pool)) if count[i] and (
+            domain is None or domains[i] == domain)], dtype=np.int64)
+        in_scope = np.isin(index, images)
+        if not len(images):
+            continue
+        all_correct = wrong[images] == 0
+        stratified = auroc_interval(
+            score[images], all_correct, resamples, statistic=lambda i: stratified_auroc(
+                score[images][i], all_correct[i], count[images][i]))
+        box_score = (confidence if own_confidence else score[index])[in_scope]
+        per_box = auroc_interval(box_score, correct[in_scope], resamples,
+                                 groups=index[in_scope])
+        out.update({
+            f"auroc_images{suffix}": int(len(images)),
+            f"auroc_stratified{suffix}": stratified["auroc"],
+            f"auroc_stratified{suffix}_ci95": stratified["ci"],
+            f"auroc_box{suffix}": per_box["auroc"], f"auroc_box{suffix}_ci95": per_box["ci"],
+            f"auroc_box_confidence{suffix}": auroc(confidence[in_scope], correct[in_scope]),
+            f"boxes_judged{suffix}": int(in_scope.sum()),
+            f"share_correct_boxes{suffix}": float(correct[in_scope].mean())})
+        if suffix:  # the per-image AUROC per domain (overall: measure's "auroc")
+            out[f"auroc{suffix}"] = auroc(score[images], all_correct)
+    return out
 
 
 def versus(a_dir, b_dir):
@@ -212,7 +277,10 @@ def none_row(base_dir):
 
 
 KEYS = ("ap50_before", "ap50_after", "precision", "recall", "auroc", "share_correct_images",
-        "shifted_share_of_selection", "shifted_share_of_pool", "pseudo_images")
+        "shifted_share_of_selection", "shifted_share_of_pool", "pseudo_images",
+        *(f"{key}{suffix}" for suffix in ("", "_typical", "_shifted") for key in (
+            "auroc_stratified", "auroc_box", "auroc_box_confidence", "share_correct_boxes")),
+        "auroc_typical", "auroc_shifted")
 
 
 def aggregate(per_seed):
@@ -257,6 +325,20 @@ def markdown(result):
                      f"{fmt(agg.get('auroc'))} | {fmt(agg.get('shifted_share_of_selection'))} | "
                      f"{fmt(agg.get('ap50_after'), 1)} | "
                      f"{fmt(agg.get('AP50_difference'), 1, True)} |")
+    lines += ["", "Does the score predict correctness? AUROC, mean ± std over seeds: per image "
+              "(all pseudo-boxes correct), the same counting only pairs of images with as many "
+              "pseudo-boxes (stratified), per pseudo-box (the image's score; softmax: the box's "
+              "own confidence), the detector's box confidence per box (the same detector in "
+              "every variant), and per box in each domain of the pool.", "",
+              "| variant | per image | stratified by box count | per box | box confidence | "
+              "per image, typical | per box, typical | per image, shifted | per box, shifted |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, agg in result["mean_over_seeds"].items():
+        if name == NONE:
+            continue
+        lines.append("| " + " | ".join([name] + [fmt(agg.get(key)) for key in (
+            "auroc", "auroc_stratified", "auroc_box", "auroc_box_confidence", "auroc_typical",
+            "auroc_box_typical", "auroc_shifted", "auroc_box_shifted")]) + " |")
     lines += ["", "Per seed: AP50 difference against `none` with its 95% paired bootstrap "
               "interval over the test images, and the one-sided p that the variant is not "
               "better; AUROC with its 95% bootstrap interval over pool images.", "",

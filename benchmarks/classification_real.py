@@ -15,13 +15,19 @@ prediction, the selection refreshed at the start of every epoch with the current
   fitted on the labeled crops with their true labels, each pool crop scored against the mask
   of its predicted class, IoU, every ReLU; variants ``_recall``, ``_precision`` (when the
   scoring core has it), ``_global`` (one mask for all classes), ``_deepest`` (last ReLU only);
-* ``oracle``: correct predictions first (it reads the true labels: an upper bound).
+* ``oracle``: the crops ``random`` chooses (the same scores, from random's stream), trained on
+  with their true labels instead of the model's predictions (an upper bound for pseudo-labels
+  at this count; the detection pipeline's ``oracle`` selector is the same idea). Its first
+  selection is random's, crop for crop; later ones fill the per-predicted-class quotas with
+  the oracle model's own predictions, so they may differ from random's.
 
 Selection, every selector alike: per predicted class c, the top ``ceil(alpha * n_c)`` pool
 crops predicted as c, alpha = IMAGE_SCORE.TOP_FRACTION (0.3). The quotas come from the
 pre-trained checkpoint's predictions and stay fixed, so every selector pseudo-labels the same
 number of crops; when the current model predicts a class fewer times than its quota, the
-shortfall goes to the unselected crops with the best within-class rank fraction.
+shortfall goes to the unselected crops with the best within-class rank fraction. ``none``
+trains as many SGD steps an epoch as the selectors (labeled crops + the quotas' sum, drawn as
+whole passes over the labeled crops, the last one cut), so only the data differs.
 
 Data checks (``imagescore_det.data.checks.check_voc``): a missing VOC2007/ directory or split
 file, or an empty split, raises DataError naming the file and the layout. An image without
@@ -232,12 +238,24 @@ def relu_names(model):
     return [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
 
 
-def run_epoch(model, opt, x, y, lr, gen, batch=128):
-    """One epoch of SGD on float inputs ``x``: random flips, a random +-3 px shift per batch."""
+def epoch_indices(n, num_samples, gen):
+    """The sample order of one epoch: whole random permutations of ``range(n)``, the last one
+    cut, ``num_samples`` in all (None: one permutation)."""
+    num_samples = n if num_samples is None else num_samples
+    passes = [torch.randperm(n, generator=gen) for _ in range(-(-num_samples // n))]
+    return torch.cat(passes)[:num_samples]
+
+
+def run_epoch(model, opt, x, y, lr, gen, batch=128, num_samples=None):
+    """One epoch of SGD on float inputs ``x``: random flips, a random +-3 px shift per batch.
+    ``num_samples``: crops drawn this epoch (``epoch_indices``; default one pass). Returns
+    the number of SGD steps."""
     model.train()
     for group in opt.param_groups:
         group["lr"] = lr
-    for idx in torch.randperm(len(y), generator=gen).split(batch):
+    steps = 0
+    for idx in epoch_indices(len(y), num_samples, gen).split(batch):
+        steps += 1
         xb = x[idx]
         flip = torch.rand(len(idx), generator=gen) < 0.5
         xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
@@ -247,6 +265,7 @@ def run_epoch(model, opt, x, y, lr, gen, batch=128):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return steps
 
 
 @torch.no_grad()
@@ -292,11 +311,6 @@ def select(scores, pred, quotas):
     return np.flatnonzero(chosen)
 
 
-def oracle_scores(pred, truth, rng):
-    """Correct predictions first, in random order: the oracle reads the true labels."""
-    return (pred == truth).astype(np.float64) + 0.5 * rng.random(len(pred))
-
-
 def available_variants():
     """The Image Score variants whose similarity the scoring core has."""
     return [v for v, (similarity, _, _) in SCORE_VARIANTS.items() if similarity in SIMILARITIES]
@@ -324,10 +338,8 @@ def selector_scores(name, model, probs, data, rng):
     pred = probs.argmax(1)
     if name == "softmax":
         return probs.max(1)
-    if name == "random":
+    if name in ("random", "oracle"):  # the oracle chooses as random does (same stream)
         return rng.random(len(pred))
-    if name == "oracle":
-        return oracle_scores(pred, data["y_pool"], rng)
     return image_scores(model, name, data, pred)
 
 
@@ -383,9 +395,12 @@ def pool_analysis(model, data, allowed):
 def continue_run(name, model, data, args, seed, quotas, allowed, first_scores=None):
     """Continue training from the checkpoint in ``model`` with selector ``name``.
     ``first_scores``: the pool's scores at the checkpoint, if already computed."""
-    rng = np.random.default_rng([seed, SELECTORS.index(name)])
+    # the oracle draws random's scores: the same crops as random from the same checkpoint
+    rng = np.random.default_rng([seed, SELECTORS.index("random" if name == "oracle" else name)])
     opt, gen = sgd(model, args.continue_lr), torch.Generator().manual_seed(10_000 + seed)
-    curve, selected = [], []
+    curve, selected, steps = [], [], []
+    # none: as many crops (so SGD steps) an epoch as a selector's labeled + selected ones
+    samples = len(data["y_lab"]) + int(np.sum(quotas)) if name == "none" else None
     for epoch in range(args.continue_epochs):
         x, y = data["x_lab"], data["y_lab"]
         if name != "none":
@@ -394,18 +409,19 @@ def continue_run(name, model, data, args, seed, quotas, allowed, first_scores=No
             scores = (first_scores if epoch == 0 and first_scores is not None
                       else selector_scores(name, model, probs, data, rng))
             chosen = select(scores, pred, quotas)
-            selected.append({"count": len(chosen),
-                             "precision": float(np.mean(pred[chosen] == data["y_pool"][chosen]))})
-            x, y = torch.cat([x, data["x_pool"][chosen]]), np.concatenate([y, pred[chosen]])
+            labels = data["y_pool"][chosen] if name == "oracle" else pred[chosen]
+            selected.append({"count": len(chosen), "chosen": chosen.tolist(),
+                             "precision": float(np.mean(labels == data["y_pool"][chosen]))})
+            x, y = torch.cat([x, data["x_pool"][chosen]]), np.concatenate([y, labels])
         lr = cosine(args.continue_lr, args.continue_lr * 0.02, epoch, args.continue_epochs)
-        run_epoch(model, opt, x, torch.as_tensor(y), lr, gen)
+        steps.append(run_epoch(model, opt, x, torch.as_tensor(y), lr, gen, num_samples=samples))
         correct = correct_on_test(model, data, allowed)
         curve.append(float(correct.mean()))
         picked = (f"selected {selected[-1]['count']} (precision {selected[-1]['precision']:.3f}), "
                   if selected else "")
         log.info("seed %d %s epoch %d/%d: %stest accuracy %.4f", seed, name, epoch + 1,
                  args.continue_epochs, picked, curve[-1])
-    return {"curve": curve, "accuracy": curve[-1], "selected": selected,
+    return {"curve": curve, "accuracy": curve[-1], "selected": selected, "steps": steps,
             "test_correct": correct.tolist()}
 
 
@@ -485,6 +501,7 @@ def main(argv=None):
     raw, stats = load_crops(args.root, args.work_dir, args.crop_size, args.context, args.min_box)
     data = prepare(raw)
     key = hashlib.sha256(repr((
+        "none: equal steps; oracle: random's choice, true labels",  # results of older code differ
         [raw[s][1].tolist() for s in SPLITS], args.epochs, args.continue_epochs, args.lr,
         args.continue_lr, args.alpha, args.crop_size, args.context, args.min_box, WIDTHS,
     )).encode()).hexdigest()[:12]
@@ -505,8 +522,10 @@ def main(argv=None):
             "lr": args.lr, "continue_lr": args.continue_lr, "note": note.strip(),
             "class_counts": {s: dict(zip(CLASSES, np.bincount(raw[s][1], minlength=len(CLASSES))))
                              for s in SPLITS}}
-    per_seed = [dict(r, selectors={s: {k: v for k, v in r["selectors"][s].items()
-                                       if k != "test_correct"} for s in args.selectors})
+    per_seed = [dict(r, selectors={s: dict(
+        {k: v for k, v in r["selectors"][s].items() if k != "test_correct"},
+        selected=[{k: v for k, v in e.items() if k != "chosen"}  # indices: in the work dir
+                  for e in r["selectors"][s]["selected"]]) for s in args.selectors})
                 for r in results]
     skipped = {s: st.get("skipped_files", []) for s, st in stats.items()}
     base = os.path.splitext(args.output)[0]

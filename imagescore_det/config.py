@@ -53,6 +53,11 @@ def add_imagescore_config(cfg):
     #                   class of its most confident predicted box (score >=
     #                   BOX_SCORE_THRESH). Pool images without such a box, or whose class
     #                   has no mask, rank last (needs full inference on the pool too)
+    #   "oracle"      - an upper bound, not a method: the images "random" chooses (same
+    #                   seed, count and back-fill order) labeled with the pool's ground
+    #                   truth instead of the detector's predictions; TOP_FRACTION 1.0 = the
+    #                   whole pool labeled. Needs a pool with annotations (refused at trainer
+    #                   start otherwise)
     #   "none"        - no pseudo-labels (supervised only; the hook still evaluates/reports)
     _C.IMAGE_SCORE.SELECTOR = "image_score"
     # Registered datasets whose images are the unlabeled pool. Their annotations, if any,
@@ -154,7 +159,8 @@ def add_imagescore_config(cfg):
     # the pool's truth is known, also measure the precision of the pseudo-labels that every
     # pool image would get, by score decile over the whole pool (precision_by_score_bin
     # only covers the selected images) and selected vs the rest; scores.csv gets each
-    # image's counts (pool_true_positives, pool_false_positives, pool_true_boxes).
+    # image's counts (pool_true_positives, pool_false_positives, pool_true_boxes), and the
+    # round's pool_boxes.csv every would-be pseudo-box (class, confidence, correct).
     _C.IMAGE_SCORE.ANALYZE_POOL = False
     # Evaluate on DATASETS.TEST right before the first selection, so report.json has the
     # mAP before and after pseudo-labeling.
@@ -178,3 +184,23 @@ def add_imagescore_config(cfg):
     # Cost: everything after START_ITER runs twice (off by default; on in the quickstart).
     # A finished copy is not repeated on --resume. Needs ENABLED.
     _C.IMAGE_SCORE.PAIRED_BASELINE = False
+
+    # Seeded labeled-fraction split of a registered dataset (the semi-supervised detection
+    # protocols' 1% / 5% / 10% of COCO; Unbiased Teacher's SUP_PERCENT + RANDOM_DATA_SEED),
+    # imagescore_det/data/split.py. DATASET's images are split by SEED into a labeled part
+    # (PERCENT of them, or COUNT) and the rest, registered as
+    #   <DATASET>_sup<PERCENT>_seed<SEED>_labeled / _unlabeled   (PERCENT, "%g": 10.0 -> sup10)
+    #   <DATASET>_n<COUNT>_seed<SEED>_labeled / _unlabeled       (COUNT)
+    # to name in DATASETS.TRAIN and IMAGE_SCORE.UNLABELED_DATASETS (the pool keeps its
+    # annotations for measuring and for SELECTOR oracle, never for training). At trainer
+    # start the split's image ids and the labeled part's class balance are written to
+    # OUTPUT_DIR/data_split.json (and logged); a resumed run must have the same split.
+    _C.IMAGE_SCORE.SPLIT = CN()
+    # Registered dataset to split (any: VOC, COCO json, ...); "" = no split.
+    _C.IMAGE_SCORE.SPLIT.DATASET = ""
+    # Percentage of its images that is labeled, in (0, 100), e.g. 10.0; 0.0 = use COUNT.
+    _C.IMAGE_SCORE.SPLIT.PERCENT = 0.0
+    # Or the number of labeled images (>= 1, fewer than the dataset's); 0 = use PERCENT.
+    _C.IMAGE_SCORE.SPLIT.COUNT = 0
+    # Seed of the split (numpy default_rng(SEED).permutation): same seed, same split.
+    _C.IMAGE_SCORE.SPLIT.SEED = 1

@@ -184,20 +184,92 @@ def test_selection_shortfall_keeps_the_total():
     assert got.tolist() == [0, 1, 2, 3, 4, 9]  # class 1's only crop, then class 0's next best
 
 
-def test_oracle_picks_only_correct_predictions():
-    rng = np.random.default_rng(1)
-    for _ in range(30):
-        n, k = 60, 3
-        truth = rng.integers(0, k, n)
-        pred = np.where(rng.random(n) < 0.6, truth, rng.integers(0, k, n))
-        quotas = cr.class_quotas(pred, k, 0.3)
-        correct = pred == truth
-        got = cr.select(cr.oracle_scores(pred, truth, rng), pred, quotas)
-        assert len(got) == quotas.sum()
-        for c in range(k):
-            members = got[pred[got] == c]
-            n_correct = int(np.sum(correct & (pred == c)))
-            assert np.sum(correct[members]) == min(quotas[c], n_correct)
+def _tiny_data(rng, n_lab=20, n_pool=30, n_test=6, classes=3, size=8):
+    import torch
+
+    def x(n):
+        return torch.as_tensor(rng.standard_normal((n, 3, size, size)), dtype=torch.float32)
+
+    return {"x_lab": x(n_lab), "y_lab": rng.integers(0, classes, n_lab),
+            "x_pool": x(n_pool), "y_pool": rng.integers(0, classes, n_pool),
+            "x_test": x(n_test), "y_test": rng.integers(0, classes, n_test)}
+
+
+def _continue(name, data, quotas, monkeypatch, seed=0, epochs=2):
+    """continue_run from one fixed checkpoint; returns (result, {epoch: (chosen, labels)})."""
+    import argparse
+
+    import torch
+
+    seen = []
+    real_run_epoch = getattr(cr.run_epoch, "real", cr.run_epoch)
+
+    def spy(model, opt, x, y, lr, gen, batch=128, num_samples=None):
+        seen.append((x.shape[0], y.clone(), num_samples))
+        return real_run_epoch(model, opt, x, y, lr, gen, batch, num_samples)
+
+    spy.real = real_run_epoch
+    monkeypatch.setattr(cr, "run_epoch", spy)
+    torch.manual_seed(0)
+    model = cr.SmallCNN(len(cr.CLASSES), widths=(4, 4, 4, 4))
+    allowed = torch.ones(len(cr.CLASSES), dtype=torch.bool)
+    args = argparse.Namespace(continue_lr=0.01, continue_epochs=epochs)
+    run = cr.continue_run(name, model, data, args, seed, quotas, allowed)
+    return run, seen
+
+
+def test_oracle_chooses_what_random_chooses_and_trains_on_the_true_labels(monkeypatch):
+    import torch
+
+    rng = np.random.default_rng(5)
+    data = _tiny_data(rng)
+    quotas = np.zeros(len(cr.CLASSES), dtype=np.int64)
+    quotas[:3] = [3, 2, 4]
+    random_run, random_seen = _continue("random", data, quotas, monkeypatch, epochs=1)
+    oracle_run, oracle_seen = _continue("oracle", data, quotas, monkeypatch, epochs=1)
+    n_lab = len(data["y_lab"])
+    # the same crops (same scores: random's stream), the first epoch from the same checkpoint
+    assert random_run["selected"][0]["chosen"] == oracle_run["selected"][0]["chosen"]
+    chosen = np.asarray(oracle_run["selected"][0]["chosen"])
+    assert len(chosen) == quotas.sum()
+    np.testing.assert_array_equal(oracle_seen[0][1][n_lab:].numpy(), data["y_pool"][chosen])
+    np.testing.assert_array_equal(oracle_seen[0][1][:n_lab].numpy(), data["y_lab"])
+    assert oracle_run["selected"][0]["precision"] == 1.0
+    # random trains on the model's own predictions of the same crops
+    torch.manual_seed(0)
+    model = cr.SmallCNN(len(cr.CLASSES), widths=(4, 4, 4, 4))
+    pred = cr.predict(model, data["x_pool"], torch.ones(len(cr.CLASSES), dtype=torch.bool))
+    np.testing.assert_array_equal(random_seen[0][1][n_lab:].numpy(), pred.argmax(1)[chosen])
+
+
+def test_none_trains_as_many_sgd_steps_as_the_selectors(monkeypatch):
+    rng = np.random.default_rng(6)
+    data = _tiny_data(rng, n_lab=150, n_pool=200)
+    quotas = np.zeros(len(cr.CLASSES), dtype=np.int64)
+    quotas[:3] = [40, 30, 50]  # 150 + 120 = 270 crops an epoch: 3 batches of 128, not 2
+    none_run, none_seen = _continue("none", data, quotas, monkeypatch)
+    random_run, _ = _continue("random", data, quotas, monkeypatch)
+    assert none_run["steps"] == random_run["steps"] == [3, 3]
+    assert [s[2] for s in none_seen] == [270, 270] and none_seen[0][0] == 150
+
+
+def test_run_epoch_num_samples_repeats_whole_permutations():
+    import torch
+
+    model = cr.SmallCNN(3, widths=(4, 4, 4, 4))
+    x = torch.zeros(10, 3, 8, 8)
+    y = torch.arange(10) % 3
+    seen = []
+    real = model.forward
+    model.forward = lambda xb: (seen.append(len(xb)), real(xb))[1]
+    steps = cr.run_epoch(model, cr.sgd(model, 0.01), x, y, 0.01, torch.Generator().manual_seed(0),
+                         batch=4, num_samples=23)
+    assert steps == 6 and seen == [4, 4, 4, 4, 4, 3]
+    # two whole passes over the 10 crops, then 3 more: every crop twice, 3 of them thrice
+    counts = cr.epoch_indices(10, 23, torch.Generator().manual_seed(1)).bincount().tolist()
+    assert sorted(counts) == [2] * 7 + [3] * 3
+    assert cr.epoch_indices(10, None, torch.Generator().manual_seed(1)).sort().values.tolist() \
+        == list(range(10))
 
 
 # ------------------------------------------------------------------------------ statistics

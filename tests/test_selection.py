@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO, TINY_CONFIG, tiny_cfg_opts
 
-from imagescore_det.engine import selection
+from imagescore_det.engine import round_files, selection
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -208,6 +208,11 @@ def test_selector_round(selector, tiny_cfg, tiny_voc):
         if r["trained"] == "1":
             assert c == [int(r["true_positives"]), int(r["false_positives"]),
                          int(r["true_boxes"])]
+    # ... and pool_boxes.csv per box: the same boxes, each judged (counts add up per image)
+    boxes = round_files.read_pool_boxes_csv(os.path.join(rd, round_files.POOL_BOXES_CSV))
+    per_image = [[b["correct"] for b in boxes if b["pool_index"] == i] for i in range(len(pool))]
+    assert [[sum(f), len(f) - sum(f)] for f in per_image] == [c[:2] for c in pool_cols]
+    assert [b["image_id"] for b in boxes] == [rows[b["pool_index"]]["image_id"] for b in boxes]
     for key, keep in (("pool_precision_all", lambda r: True),
                       ("pool_precision_selected", lambda r: r["trained"] == "1"),
                       ("pool_precision_rest", lambda r: r["trained"] != "1")):

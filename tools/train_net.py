@@ -15,6 +15,7 @@ from detectron2.utils.logger import setup_logger
 import imagescore_det.engine  # noqa: F401  (registers the VGG16 backbone and the datasets)
 from imagescore_det.data import register_all_imagescore_datasets  # noqa: F401
 from imagescore_det.data.checks import DataCheckError
+from imagescore_det.data.split import SplitError
 from imagescore_det.engine import ConfigError, Trainer, load_config
 from imagescore_det.engine.bad_images import BadImageError
 from imagescore_det.data.pseudo_check import PseudoDatasetError
@@ -26,7 +27,8 @@ from imagescore_det.engine.safe_load import CheckpointFileError
 
 # what stops a run with a message that names the file, key or process and the fix
 USER_ERRORS = (ConfigError, CheckpointMismatchError, CheckpointFileError, OutputDirLockedError,
-               RoundError, PseudoDatasetError, NonFiniteLossError, DataCheckError, BadImageError)
+               RoundError, PseudoDatasetError, NonFiniteLossError, DataCheckError, BadImageError,
+               SplitError)
 
 
 def setup(args):

@@ -198,4 +198,6 @@ def drop_skipped(pool, ranking, skipped, records, phase):
         ranking.scores = ranking.scores[keep]
         if ranking.predictions is not None:
             ranking.predictions = [ranking.predictions[i] for i in keep]
+        if ranking.truth is not None:
+            ranking.truth = [ranking.truth[i] for i in keep]
     return [pool[i] for i in keep], ranking

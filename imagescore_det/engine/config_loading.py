@@ -149,7 +149,39 @@ def check_config(cfg, where="the config"):
             f"IMAGE_SCORE.HYBRID_MIN_CONFIDENCE is {confidence!r} in {where}; it is the softmax "
             "confidence (a mean box score) a pool image needs to rank among the passing "
             "images of the hybrid selector, and must be in [0, 1] (e.g. 0.7).")
+    check_split(cfg, where)
     check_class_count(cfg, where)
+
+
+def check_split(cfg, where="the config"):
+    """``IMAGE_SCORE.SPLIT``'s settings; registers the split's two datasets (lazily) so the
+    config may name them."""
+    from ..data.split import register_split
+
+    split = cfg.IMAGE_SCORE.SPLIT
+    if not split.DATASET:
+        if split.PERCENT or split.COUNT:
+            raise ConfigError(f"IMAGE_SCORE.SPLIT.PERCENT / COUNT is set in {where} but "
+                              "IMAGE_SCORE.SPLIT.DATASET is empty; name the registered dataset "
+                              "to split (e.g. synthetic_voc_trainval), or leave both at 0.")
+        return
+    from detectron2.data import DatasetCatalog
+
+    if split.DATASET not in DatasetCatalog.list():
+        raise ConfigError(
+            f"IMAGE_SCORE.SPLIT.DATASET '{split.DATASET}' in {where} is not a registered "
+            f"dataset. Registered datasets close to it: "
+            f"{difflib.get_close_matches(split.DATASET, DatasetCatalog.list(), n=5)}.")
+    if split.COUNT < 0 or (split.COUNT and split.PERCENT):
+        raise ConfigError(f"IMAGE_SCORE.SPLIT has PERCENT {split.PERCENT} and COUNT "
+                          f"{split.COUNT} in {where}; set one of them (PERCENT in (0, 100), "
+                          "or COUNT >= 1) and leave the other at 0.")
+    if not split.COUNT and not 0.0 < split.PERCENT < 100.0:
+        raise ConfigError(
+            f"IMAGE_SCORE.SPLIT.PERCENT is {split.PERCENT} in {where}; the labeled percentage "
+            "of IMAGE_SCORE.SPLIT.DATASET must be in (0, 100), e.g. 10.0 (write the decimal "
+            "point), or set IMAGE_SCORE.SPLIT.COUNT to a number of labeled images.")
+    register_split(split.DATASET, split.PERCENT, split.COUNT, split.SEED)
 
 
 def _is_size(value):

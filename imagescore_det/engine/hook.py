@@ -19,7 +19,8 @@ from .consistency import (check_equal_sizes, check_round_belongs_to_run, config_
                           fingerprint_items, from_rank0, load_datasets, needs_equal_sizes,
                           selection_seed)
 from .round import compute_round, summarize
-from .selectors import NO_SELECTION
+from .config_loading import ConfigError
+from .selectors import NO_SELECTION, images_without_truth, needs_pool_truth
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,22 @@ def round_iterations(cfg):
     if settings.REFRESH_PERIOD <= 0:
         return [settings.START_ITER]
     return list(range(settings.START_ITER, cfg.SOLVER.MAX_ITER, settings.REFRESH_PERIOD))
+
+
+def check_pool_truth(cfg, pool):
+    """A selector that labels with the pool's ground truth (the oracle) needs a pool that has
+    it: refused at trainer start, naming the datasets and the fix."""
+    settings = cfg.IMAGE_SCORE
+    missing = images_without_truth(pool) if needs_pool_truth(settings.SELECTOR) else []
+    if missing:
+        raise ConfigError(
+            f"IMAGE_SCORE.SELECTOR is '{settings.SELECTOR}', which labels the chosen images "
+            "with the pool's ground truth, but the pool IMAGE_SCORE.UNLABELED_DATASETS "
+            f"{tuple(settings.UNLABELED_DATASETS)} has no ground truth for {len(missing)} of "
+            f"its {len(pool)} images (no 'annotations' in their dataset dicts), e.g. "
+            f"{missing[0]}. Name a pool registered with its annotations (e.g. the _unlabeled "
+            "part of IMAGE_SCORE.SPLIT, or synthetic_voc_unlabeled), or use "
+            "IMAGE_SCORE.SELECTOR random (the same choice, labeled by the detector).")
 
 
 class ImageScoreHook(HookBase):
@@ -86,6 +103,7 @@ class ImageScoreHook(HookBase):
         self.seed = selection_seed(self.cfg)
         if any(it >= start for it in self.rounds):
             pool = self._load_pool()  # fail now, not after the warm-up
+            check_pool_truth(self.cfg, pool)
             if needs_equal_sizes(self.cfg):
                 check_equal_sizes(self.cfg, self._load_labeled() + pool,
                                   "labeled set and unlabeled pool")

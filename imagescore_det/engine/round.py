@@ -15,12 +15,13 @@ from detectron2.utils import comm
 
 from ..data.pseudo import class_agnostic_nms, predictions_to_dicts, pseudo_dataset_name
 from ..evaluation.pseudo_labels import (pool_precision_analysis, precision_by_score_bin,
-                                        precision_of, pseudo_label_quality)
+                                        precision_of, pseudo_box_correctness,
+                                        pseudo_label_quality)
 from . import selection
 from .bad_images import drop_skipped, skip_record
 from .ranking import rank_order, select_top
 from .round_files import RoundManifest
-from .selectors import SelectorContext, rank_pool
+from .selectors import SelectorContext, images_without_truth, rank_pool, truth_as_prediction
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,9 @@ class RoundResult:
     ``quality`` rows are (true positives, false positives, true boxes) when the pool has
     annotations. ``pool_quality`` (``IMAGE_SCORE.ANALYZE_POOL``) has the same rows for every
     pool image, in pool order: the pseudo-labels each would get from this detector, selected
-    or not (scores.csv's ``pool_*`` columns). ``pool`` holds the images that were ranked;
+    or not (scores.csv's ``pool_*`` columns); ``pool_boxes`` the same per box: per pool image a
+    list of (category_id, confidence, correct) of its would-be pseudo-boxes (pool_boxes.csv).
+    ``pool`` holds the images that were ranked;
     ``skipped`` lists the pool images left out (``IMAGE_SCORE.ON_BAD_IMAGE skip``) as
     skipped.csv rows (image_id, file_name, phase, reason): at the data check, while ranking
     (not in ``pool``), or while pseudo-labeling (in ``pool``, ranked, not examined).
@@ -60,6 +63,7 @@ class RoundResult:
     scorer: Optional[object] = None
     quality: Optional[list] = None
     pool_quality: Optional[list] = None
+    pool_boxes: Optional[list] = None
     pool_analysis: Optional[dict] = None
     skipped: List[dict] = dataclasses.field(default_factory=list)
 
@@ -79,7 +83,7 @@ class RoundResult:
 
 def has_truth(dicts):
     """Whether every dict carries annotations (synthetic pools, or a labeled set used as one)."""
-    return all("annotations" in d for d in dicts)
+    return not images_without_truth(dicts)
 
 
 def kept_annotations(prediction, score_thresh):
@@ -96,10 +100,28 @@ def pseudo_label_nms(prediction, settings):
     return prediction
 
 
+def true_annotations(dataset_dict):
+    """An image's true boxes as XYXY_ABS annotations, crowd boxes left out (whatever the
+    dataset's ``bbox_mode``: COCO-style datasets give XYWH)."""
+    truth = truth_as_prediction(dataset_dict)
+    return [{"bbox": list(map(float, box)), "category_id": int(cls)}
+            for box, cls in zip(truth["boxes"], truth["classes"])]
+
+
+def box_rows(predictions, dicts, settings):
+    """Per image, per box that would be a pseudo-label: (category_id, confidence, correct)
+    against the truth (the boxes :func:`quality_rows` counts)."""
+    kept = [kept_annotations(p, settings.BOX_SCORE_THRESH) for p in predictions]
+    correct = pseudo_box_correctness(kept, [true_annotations(d) for d in dicts],
+                                     settings.PSEUDO_IOU_THRESH)
+    return [[(a["category_id"], a["score"], bool(c)) for a, c in zip(boxes, flags)]
+            for boxes, flags in zip(kept, correct)]
+
+
 def quality_rows(predictions, dicts, settings):
     """Per image (tp, fp, n_true) of the boxes that would be pseudo-labels, against the truth."""
     kept = [kept_annotations(p, settings.BOX_SCORE_THRESH) for p in predictions]
-    return pseudo_label_quality(kept, [d["annotations"] for d in dicts],
+    return pseudo_label_quality(kept, [true_annotations(d) for d in dicts],
                                 settings.PSEUDO_IOU_THRESH)
 
 
@@ -165,6 +187,8 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0, ski
         timing["pseudo_label_s"] = 0.0
 
         def predict(indices):
+            if ranking.truth is not None:  # the oracle: the truth as it is, no NMS
+                return [ranking.truth[i] for i in indices]
             if ranking.predictions is not None:
                 out = [ranking.predictions[i] for i in indices]
             else:
@@ -209,8 +233,9 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0, ski
     if settings.EVAL_PSEUDO_LABELS and has_truth(examined_dicts):
         result.quality = quality_rows(predictions, examined_dicts, settings)
     if settings.ANALYZE_POOL and pool_predictions is not None and has_truth(pool):
-        result.pool_quality = quality_rows(
-            [pseudo_label_nms(p, settings) for p in pool_predictions], pool, settings)
+        judged = [pseudo_label_nms(p, settings) for p in pool_predictions]
+        result.pool_quality = quality_rows(judged, pool, settings)
+        result.pool_boxes = box_rows(judged, pool, settings)
         trained = [i for i, kept in zip(examined, result.trained) if kept]
         result.pool_analysis = pool_precision_analysis(ranking.scores, trained,
                                                        result.pool_quality)

@@ -7,6 +7,8 @@ tools (``score_images.py``, ``visualize_pseudo_labels.py``) and the benchmarks.
 file                        content
 ==========================  ===========================================================
 ``scores.csv``              one row per pool image, in pool order (:data:`SCORES_COLUMNS`)
+``pool_boxes.csv``          ``IMAGE_SCORE.ANALYZE_POOL``: one row per would-be pseudo-box
+                            of every pool image (:data:`POOL_BOX_COLUMNS`)
 ``skipped.csv``             one row per pool image left out as unusable
                             (:data:`SKIPPED_COLUMNS`; only when there is one)
 ``pseudo_dataset.json``     the pseudo-labeled dataset dicts (``data.pseudo`` format)
@@ -45,6 +47,7 @@ ROUND_FORMAT_VERSION = 2
 MANIFEST = "selection.json"
 SCORES_CSV = "scores.csv"
 SKIPPED_CSV = "skipped.csv"
+POOL_BOXES_CSV = "pool_boxes.csv"
 PSEUDO_DATASET = "pseudo_dataset.json"
 MASK = "mask.pt"
 EVAL_BEFORE = "eval_before.json"
@@ -54,6 +57,12 @@ SELECTION_COLUMNS = ("selected", "backfilled", "pseudo_boxes", "trained")
 QUALITY_COLUMNS = ("true_positives", "false_positives", "true_boxes")
 # IMAGE_SCORE.ANALYZE_POOL: the same for every pool image, selected or not
 POOL_QUALITY_COLUMNS = tuple("pool_" + name for name in QUALITY_COLUMNS)
+# pool_boxes.csv (IMAGE_SCORE.ANALYZE_POOL): per box that this detector would give a pool
+# image as a pseudo-label, selected or not; pool_index = the image's row in scores.csv
+# (0-based), confidence = the box's score, correct = 1 when it matches a true box (IoU >=
+# PSEUDO_IOU_THRESH, same class, greedy by confidence)
+POOL_BOX_COLUMNS = ("pool_index", "image_id", "file_name", "category_id", "confidence",
+                    "correct")
 # skipped.csv: phase = "data check" (trainer start), "score" (while ranking) or "pseudo-label"
 SKIPPED_COLUMNS = ("image_id", "file_name", "phase", "reason")
 
@@ -216,6 +225,29 @@ def scores_csv_text(dicts, scores, domains=None, result=None):
     return buf.getvalue()
 
 
+def pool_boxes_csv_text(dicts, pool_boxes):
+    """``pool_boxes.csv`` content (:data:`POOL_BOX_COLUMNS`), pool order, then box order."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(POOL_BOX_COLUMNS)
+    for index, (image, boxes) in enumerate(zip(dicts, pool_boxes)):
+        for category, confidence, correct in boxes:
+            writer.writerow([index, image.get("image_id", index), image["file_name"],
+                             int(category), repr(float(confidence)), int(correct)])
+    return buf.getvalue()
+
+
+def read_pool_boxes_csv(path):
+    """Rows of a ``pool_boxes.csv`` (pool_index, category_id, correct int; confidence float)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in ("pool_index", "category_id", "correct"):
+            row[key] = int(row[key])
+        row["confidence"] = float(row["confidence"])
+    return rows
+
+
 def skipped_csv_text(records):
     """``skipped.csv`` content: one row per skipped pool image (:data:`SKIPPED_COLUMNS`)."""
     buf = io.StringIO()
@@ -254,6 +286,9 @@ def write_round(directory, result, manifest, plots=True):
                       scores_csv_text(result.pool, result.scores, result.domains, result))
     if getattr(result, "skipped", None):
         atomic_write_text(os.path.join(directory, SKIPPED_CSV), skipped_csv_text(result.skipped))
+    if getattr(result, "pool_boxes", None) is not None:
+        atomic_write_text(os.path.join(directory, POOL_BOXES_CSV),
+                          pool_boxes_csv_text(result.pool, result.pool_boxes))
     save_pseudo_dataset(os.path.join(directory, PSEUDO_DATASET), result.pseudo,
                         {"name": manifest.dataset_name, "round": manifest.round})
     if result.scorer is not None:

@@ -14,7 +14,8 @@ here; nothing else needs to change to add one. A selector that fits and scores b
 activation maps (``selection.fit_mask`` / ``score_pool``) says so with
 ``register_selector(name, image_score_passes=True)``: with ``IMAGE_SCORE.GRID ()`` and no
 ``IMAGE_SCORE.SCORE_RESIZE`` the hook then checks at trainer start that every image has one
-input size. ``"none"`` (:data:`NO_SELECTION`) is not a selector: it means supervised
+input size. A selector that reads the pool's ground truth says so with ``needs_truth=True``:
+the hook refuses a pool without annotations at trainer start. ``"none"`` (:data:`NO_SELECTION`) is not a selector: it means supervised
 training only.
 """
 import dataclasses
@@ -31,6 +32,7 @@ NO_SELECTION = "none"
 
 _SELECTORS: Dict[str, Callable] = {}
 _IMAGE_SCORE_PASSES: Set[str] = set()  # selectors that run the image-score passes
+_NEEDS_TRUTH: Set[str] = set()  # selectors that read the pool's ground truth (the oracle)
 
 
 @dataclasses.dataclass
@@ -60,19 +62,25 @@ class Ranking:
             selector already ran the detector on the whole pool (then no second pass runs).
         scorer: the fitted ``ImageScorer`` when there is one (saved as the round's mask.pt).
         timing: seconds of each phase of the selection.
+        truth: per pool image the pseudo-labels to train on as they are ({boxes, scores,
+            classes}, the oracle's ground truth): the detector does not label the chosen
+            images and no pseudo-label NMS applies to them.
     """
 
     scores: np.ndarray
     predictions: Optional[list] = None
     scorer: Optional[object] = None
+    truth: Optional[list] = None
     timing: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def register_selector(name, image_score_passes=False):
+def register_selector(name, image_score_passes=False, needs_truth=False):
     """Decorator: register ``fn(ctx) -> Ranking`` as selector ``name``.
 
     ``image_score_passes``: the selector fits and scores backbone activation maps (the
     dataset mask), so ``IMAGE_SCORE.GRID`` / ``SCORE_RESIZE`` and their checks apply to it.
+    ``needs_truth``: it reads the pool's annotations, so a pool without them is refused
+    at trainer start.
     """
     if name == NO_SELECTION:
         raise ValueError(f"'{NO_SELECTION}' is reserved: it means no pseudo-labels")
@@ -84,6 +92,8 @@ def register_selector(name, image_score_passes=False):
         _SELECTORS[name] = fn
         if image_score_passes:
             _IMAGE_SCORE_PASSES.add(name)
+        if needs_truth:
+            _NEEDS_TRUTH.add(name)
         return fn
 
     return deco
@@ -93,11 +103,22 @@ def unregister_selector(name):
     """Remove a registered selector (tests and plug-ins that register temporary ones)."""
     _SELECTORS.pop(name, None)
     _IMAGE_SCORE_PASSES.discard(name)
+    _NEEDS_TRUTH.discard(name)
 
 
 def uses_image_score_passes(name):
     """Whether selector ``name`` fits and scores backbone activation maps."""
     return name in _IMAGE_SCORE_PASSES
+
+
+def needs_pool_truth(name):
+    """Whether selector ``name`` reads the pool's ground truth (annotations)."""
+    return name in _NEEDS_TRUTH
+
+
+def images_without_truth(pool):
+    """The file names of the pool images whose dataset dict has no ``annotations``."""
+    return [d.get("file_name", d.get("image_id")) for d in pool if "annotations" not in d]
 
 
 def selector_names():
@@ -164,6 +185,33 @@ def softmax(ctx):
 def random_selection(ctx):
     """A uniformly random subset, seeded by the run's seed and the round."""
     return Ranking(selection.random_scores(len(ctx.pool), ctx.seed * 1000 + ctx.round_index))
+
+
+def truth_as_prediction(dataset_dict):
+    """An image's ground truth in the detector's output format ({boxes XYXY_ABS, scores 1.0,
+    classes}); crowd boxes are left out, as Detectron2's training leaves them out."""
+    from detectron2.structures import BoxMode
+
+    anns = [a for a in dataset_dict["annotations"] if not a.get("iscrowd", 0)]
+    boxes = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+    return {"boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+            "scores": np.ones(len(anns)), "classes": np.asarray(
+                [int(a["category_id"]) for a in anns], dtype=np.int64)}
+
+
+@register_selector("oracle", needs_truth=True)
+def oracle(ctx):
+    """The upper bound at a given count: the images ``random`` chooses (the same scores: the
+    same seed, round and back-fill order), labeled with the pool's ground truth instead of
+    the detector's predictions. TOP_FRACTION 1.0 trains on the whole pool, labeled."""
+    missing = images_without_truth(ctx.pool)
+    if missing:
+        raise ValueError(f"Selector 'oracle' labels with the pool's ground truth, but "
+                         f"{len(missing)} pool image(s) have no ground truth (no "
+                         f"'annotations'), e.g. {missing[0]}")
+    ranking = random_selection(ctx)
+    ranking.truth = [truth_as_prediction(d) for d in ctx.pool]
+    return ranking
 
 
 @register_selector("hybrid", image_score_passes=True)

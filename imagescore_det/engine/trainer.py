@@ -19,6 +19,7 @@ from .hook import ImageScoreHook, round_iterations
 from .lock import acquire_output_dir, release_output_dir, remove_stale_temp_files
 from .nonfinite import NonFiniteLossError, non_finite_error
 from .resume import ReplayHook
+from .split_record import check_and_write_split, prepare_split
 from . import paired
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Trainer(DefaultTrainer):
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         check_config(cfg, f"the config scaled to {comm.get_world_size()} processes "
                           "(SOLVER.REFERENCE_WORLD_SIZE)")
+        self.data_split = prepare_split(cfg)  # IMAGE_SCORE.SPLIT: made and checked first
         self.check_data(cfg, ("labeled", "test"))  # before the loader reads the labeled set
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -145,6 +147,7 @@ class Trainer(DefaultTrainer):
     def train(self):
         hook = self.image_score_hook
         try:
+            check_and_write_split(self.cfg, self.data_split, resumed=self.start_iter > 0)
             if hook is not None and any(it >= self.start_iter for it in hook.rounds):
                 hook.bad_pool_files = self.check_data(self.cfg, ("unlabeled",)).pool_skips
             paired_on = hook is not None and self.cfg.IMAGE_SCORE.PAIRED_BASELINE

@@ -32,21 +32,55 @@ def auroc(scores, positives):
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def auroc_interval(scores, positives, resamples=1000, seed=0, level=0.95):
-    """``{"auroc", "ci", "positives", "negatives"}``: the AUROC and a percentile bootstrap
-    interval over the items (resamples lacking a class are drawn again, up to 10x)."""
+def stratified_auroc(scores, positives, strata):
+    """The probability that a positive scores above a negative *of the same stratum* (ties
+    half): the per-stratum AUROCs weighted by their pair counts. None without such a pair.
+    E.g. strata = the image's box count, so that the count itself cannot drive it."""
     scores = np.asarray(scores, dtype=np.float64)
     positives = np.asarray(positives, dtype=bool)
-    value = auroc(scores, positives)
+    strata = np.asarray(strata)
+    total, pairs = 0.0, 0
+    for group in np.unique(strata):
+        inside = strata == group
+        value = auroc(scores[inside], positives[inside])
+        if value is not None:
+            n = int(positives[inside].sum()) * int((~positives[inside]).sum())
+            total, pairs = total + value * n, pairs + n
+    return total / pairs if pairs else None
+
+
+def auroc_interval(scores, positives, resamples=1000, seed=0, level=0.95, groups=None,
+                   statistic=None):
+    """``{"auroc", "ci", "positives", "negatives"}``: the AUROC and a percentile bootstrap
+    interval (resamples lacking a class are drawn again, up to 10x).
+
+    ``groups``: resample whole groups (e.g. the boxes of one image together: a cluster
+    bootstrap) instead of single items. ``statistic``: ``f(index) -> value or None`` to
+    bootstrap instead of the AUROC of the items at ``index`` (e.g. a stratified AUROC)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = np.asarray(positives, dtype=bool)
+    if statistic is None:
+        def statistic(index):
+            return auroc(scores[index], positives[index])
+    value = statistic(np.arange(len(scores)))
     out = {"auroc": value, "ci": None, "positives": int(positives.sum()),
            "negatives": int((~positives).sum())}
     if value is None:
         return out
+    if groups is None:
+        members = None
+    else:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(10 * resamples):
-        index = rng.integers(0, len(scores), len(scores))
-        v = auroc(scores[index], positives[index])
+        if members is None:
+            index = rng.integers(0, len(scores), len(scores))
+        else:
+            index = np.concatenate([members[g] for g in rng.integers(0, len(members),
+                                                                    len(members))])
+        v = statistic(index)
         if v is not None:
             draws.append(v)
         if len(draws) == resamples:

@@ -15,18 +15,19 @@ def box_iou(a, b):
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def match_image(pred_boxes, pred_scores, pred_classes, gt_boxes, gt_classes, iou_thresh=0.5):
-    """Greedy VOC-style matching of one image's boxes.
+def match_boxes(pred_boxes, pred_scores, pred_classes, gt_boxes, gt_classes, iou_thresh=0.5):
+    """Greedy VOC-style matching of one image's boxes: per predicted box (in the given
+    order) whether it is correct.
 
-    Predictions are taken in decreasing score; each matches the unmatched true box of the
-    same class with the highest IoU >= ``iou_thresh``. Returns (true positives, false
-    positives, number of true boxes).
+    Predictions are taken in decreasing score (ties in the given order); each matches the
+    unmatched true box of the same class with the highest IoU >= ``iou_thresh`` (the first
+    such on a tie) and is then correct; the others are wrong.
     """
     order = np.argsort(-np.asarray(pred_scores, dtype=np.float64), kind="stable")
     gt_classes = np.asarray(gt_classes)
     used = np.zeros(len(gt_classes), dtype=bool)
     ious = box_iou(pred_boxes, gt_boxes) if len(gt_classes) else None
-    tp = 0
+    correct = np.zeros(len(order), dtype=bool)
     for i in order:
         best, best_j = iou_thresh, -1
         for j in range(len(gt_classes)):
@@ -34,8 +35,25 @@ def match_image(pred_boxes, pred_scores, pred_classes, gt_boxes, gt_classes, iou
                 best, best_j = ious[i, j], j
         if best_j >= 0:
             used[best_j] = True
-            tp += 1
-    return tp, len(order) - tp, len(gt_classes)
+            correct[i] = True
+    return correct
+
+
+def match_image(pred_boxes, pred_scores, pred_classes, gt_boxes, gt_classes, iou_thresh=0.5):
+    """(true positives, false positives, number of true boxes) of one image
+    (:func:`match_boxes`)."""
+    correct = match_boxes(pred_boxes, pred_scores, pred_classes, gt_boxes, gt_classes,
+                          iou_thresh)
+    tp = int(correct.sum())
+    return tp, len(correct) - tp, len(gt_classes)
+
+
+def pseudo_box_correctness(pseudo_annotations, true_annotations, iou_thresh=0.5):
+    """Per image, per pseudo annotation (in its order) whether it is correct."""
+    return [match_boxes([a["bbox"] for a in pred], [a.get("score", 1.0) for a in pred],
+                        [a["category_id"] for a in pred], [a["bbox"] for a in true],
+                        [a["category_id"] for a in true], iou_thresh).tolist()
+            for pred, true in zip(pseudo_annotations, true_annotations)]
 
 
 def pseudo_label_quality(pseudo_annotations, true_annotations, iou_thresh=0.5):
