@@ -26,6 +26,7 @@ IMAGE_SCORE_DEFAULTS = {
     "SCORE_RESIZE": (), "HYBRID_MIN_CONFIDENCE": 0.7, "PSEUDO_CLASS_AGNOSTIC_NMS": False,
     "PSEUDO_NMS_THRESH": 0.7, "BACKFILL": True, "FIT_MAX_IMAGES": 500, "FIT_SEED": -1,
     "ANALYZE_POOL": False, "ON_BAD_IMAGE": "skip", "PAIRED_BASELINE": False,
+    "SPLIT.DATASET": "", "SPLIT.PERCENT": 0.0, "SPLIT.COUNT": 0, "SPLIT.SEED": 1,
 }
 
 
@@ -60,9 +61,10 @@ def test_add_imagescore_config_defaults():
     after = flat(cfg)
     for k, v in VGG_DEFAULTS.items():
         assert cfg.MODEL.VGG[k] == v, k
+    image_score = flat(cfg.IMAGE_SCORE)
     for k, v in IMAGE_SCORE_DEFAULTS.items():
-        assert cfg.IMAGE_SCORE[k] == v, k
-        assert type(cfg.IMAGE_SCORE[k]) is type(v), k  # yacs type-checks overrides by this
+        assert image_score[k] == v, k
+        assert type(image_score[k]) is type(v), k  # yacs type-checks overrides by this
     assert cfg.MODEL.ROI_BOX_HEAD.DROPOUT == 0.0
     # Detectron2's own keys and defaults are untouched; only new keys are added
     assert all(after[k] == v for k, v in before.items())
@@ -301,6 +303,11 @@ ROUND_INDEPENDENT_KEYS = {
     "IMAGE_SCORE.ON_BAD_IMAGE",
     # the paired supervised-only branch, saved beside the rounds, not in them
     "IMAGE_SCORE.PAIRED_BASELINE",
+    # the labeled-fraction split: the derived dataset names in DATASETS.TRAIN and
+    # UNLABELED_DATASETS (fingerprinted) carry its source, percent or count and seed, and a
+    # resume with another split is refused against OUTPUT_DIR/data_split.json
+    "IMAGE_SCORE.SPLIT.DATASET", "IMAGE_SCORE.SPLIT.PERCENT", "IMAGE_SCORE.SPLIT.COUNT",
+    "IMAGE_SCORE.SPLIT.SEED",
 }
 
 
@@ -323,7 +330,7 @@ def test_every_setting_a_round_depends_on_is_in_the_resume_fingerprint():
     base = load_config(TINY_CONFIG)
     listed = set(FINGERPRINT_KEYS)
     assert len(listed) == len(FINGERPRINT_KEYS)
-    every = {f"IMAGE_SCORE.{key}" for key in base.IMAGE_SCORE}
+    every = {f"IMAGE_SCORE.{key}" for key in flat(base.IMAGE_SCORE)}
     missing = sorted(every - listed - ROUND_INDEPENDENT_KEYS)
     assert not missing, (
         f"{missing}: add each to FINGERPRINT_KEYS (imagescore_det/engine/consistency.py) or, if "
