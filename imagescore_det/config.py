@@ -65,6 +65,10 @@ def add_imagescore_config(cfg):
     # 0 = select once (the paper's detection experiment); N > 0 = select again every N
     # iterations after START_ITER with the current model (its classification experiment).
     _C.IMAGE_SCORE.REFRESH_PERIOD = 0
+    # With REFRESH_PERIOD N > 0: the number of rounds; 0 = as many as start before MAX_ITER.
+    # `--num-gpus` scaling (Trainer.auto_scale_workers) sets it to the count of the config as
+    # written, so that rounding the scaled period cannot add a round at the end.
+    _C.IMAGE_SCORE.NUM_ROUNDS = 0
     # Fraction of the unlabeled pool that gets pseudo-labels, in (0, 1].
     _C.IMAGE_SCORE.TOP_FRACTION = 0.3
     # Predicted boxes with a score below this are not kept as pseudo-labels.

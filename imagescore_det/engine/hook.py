@@ -25,13 +25,22 @@ logger = logging.getLogger(__name__)
 
 
 def round_iterations(cfg):
-    """Iterations at which a selection round runs: START_ITER, then every REFRESH_PERIOD."""
+    """Iterations at which a selection round runs: START_ITER, then every REFRESH_PERIOD
+    (at most NUM_ROUNDS of them when it is > 0)."""
     settings = cfg.IMAGE_SCORE
     if not settings.ENABLED or settings.SELECTOR == NO_SELECTION:
         return []
     if settings.REFRESH_PERIOD <= 0:
         return [settings.START_ITER]
-    return list(range(settings.START_ITER, cfg.SOLVER.MAX_ITER, settings.REFRESH_PERIOD))
+    return refresh_rounds(cfg)
+
+
+def refresh_rounds(cfg):
+    """With ``REFRESH_PERIOD`` > 0: ``range(START_ITER, MAX_ITER, REFRESH_PERIOD)``, its
+    first ``NUM_ROUNDS`` when that is > 0."""
+    settings = cfg.IMAGE_SCORE
+    rounds = range(settings.START_ITER, cfg.SOLVER.MAX_ITER, settings.REFRESH_PERIOD)
+    return list(rounds[:settings.NUM_ROUNDS or None])
 
 
 class ImageScoreHook(HookBase):
