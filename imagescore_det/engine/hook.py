@@ -17,7 +17,7 @@ from . import round_files
 from .paired import save_round_checkpoint
 from .consistency import (check_equal_sizes, check_round_belongs_to_run, config_fingerprint,
                           fingerprint_items, from_rank0, load_datasets, needs_equal_sizes,
-                          selection_seed)
+                          run_seed)
 from .round import compute_round, summarize
 from .selectors import NO_SELECTION
 
@@ -67,7 +67,8 @@ class ImageScoreHook(HookBase):
         self.out_dir = os.path.join(cfg.OUTPUT_DIR, "image_score")
         self.history = []  # manifests (dicts) of the rounds done or reloaded in this process
         self.eval_before = None
-        self.seed = None  # selection_seed, set in before_train
+        self.seed = None  # the run's seed (consistency.run_seed), set in before_train
+        self._recorded_seed = None  # the seed drawn under SEED -1, from the checkpoint
         self._pool = None
         # {normalized image path: reason} of pool images the data check at trainer start
         # found unusable (IMAGE_SCORE.ON_BAD_IMAGE skip); set by Trainer.train
@@ -89,10 +90,18 @@ class ImageScoreHook(HookBase):
                              "labeled set IMAGE_SCORE.LABELED_DATASETS (or DATASETS.TRAIN)")
 
     # ----------------------------------------------------------------------- hooks
+    def state_dict(self):
+        """Under ``SEED -1`` the seed this run drew, saved in every checkpoint so that a
+        resumed run fits the same subsample and selects the same images."""
+        return {"run_seed": self.seed} if self.cfg.SEED < 0 and self.seed is not None else {}
+
+    def load_state_dict(self, state):
+        self._recorded_seed = state.get("run_seed")
+
     def before_train(self):
         start = self.trainer.start_iter
         settings = self.cfg.IMAGE_SCORE
-        self.seed = selection_seed(self.cfg)
+        self.seed = run_seed(self.cfg, self._recorded_seed)
         if any(it >= start for it in self.rounds):
             pool = self._load_pool()  # fail now, not after the warm-up
             if needs_equal_sizes(self.cfg):
