@@ -500,7 +500,9 @@ def main(argv=None):
         "generated": datetime.datetime.now().isoformat(timespec="seconds"),
         "commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
         "mode": "full" if args.full else "listed", "exitfirst": args.exitfirst,
-        "python": args.python,
+        # as given, or relative to the repository: the file reads the same on any machine
+        "python": os.path.relpath(args.python, REPO) if os.path.isabs(args.python)
+        else args.python,
     }
     if args.baseline:
         tests = args.full_tests if args.full else sorted(
