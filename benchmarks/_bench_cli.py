@@ -13,6 +13,9 @@
 * ``--output``: the JSON result path (PNG / Markdown beside it where a benchmark writes
   them).
 
+Paths in a result (the data root, files) are recorded by :func:`recorded_path`: relative to
+the repository, never the absolute path of the machine that measured.
+
 The leading underscore keeps it out of ``tests/test_benchmarks_cli.py``'s glob of
 benchmark scripts.
 """
@@ -81,6 +84,15 @@ def resolve_voc_root(given, splits, flag="--root"):
     if given is not None:
         return voc_dir(given, splits, flag)
     return voc_dir(default_voc_root(), splits, flag, from_env=bool(os.environ.get(ENV)))
+
+
+def recorded_path(path):
+    """``path`` as a results file records it: as given when relative, else relative to the
+    repository (``../shared/voc2007-real``, ``datasets``), so that the file reads the same
+    on any machine. ``None`` stays ``None``."""
+    if path is None or not os.path.isabs(path):
+        return path
+    return os.path.relpath(path, REPO)
 
 
 def per_seed(results, seeds):

@@ -218,8 +218,10 @@ def markdown(summary, meta, selectors, png_name):
            f"Command: `{meta['command']}` ({meta['threads']} thread, {meta['machine']}). "
            f"Seeds {meta['seeds']}. Compute recorded in the per-seed results (pre-training, pool "
            f"analysis, selectors; summed over seeds): {meta['compute_seconds'] / 60:.1f} min; "
-           f"this invocation's wall time: {meta['wall_seconds'] / 60:.1f} min (less when per-seed "
-           "results were reused from the work dir).\n",
+           f"wall time: {meta['wall_seconds'] / 60:.1f} min (this invocation "
+           f"{meta['invocation_seconds'] / 60:.1f} min, plus "
+           f"{meta['reused_seconds'] / 60:.1f} min of per-seed steps reused from the work dir, "
+           "timed when they ran).\n",
            f"Data: {meta['root']}: crops ({meta['crop_size']} px, context {meta['context']} of "
            f"the box on each side, boxes under {meta['min_box']} px skipped): labeled "
            f"{meta['crops']['labeled']}, pool {meta['crops']['unlabeled']}, test "

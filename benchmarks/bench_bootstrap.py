@@ -32,7 +32,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from _bench_cli import per_seed, root_help, voc_dir  # noqa: E402
+from _bench_cli import per_seed, recorded_path, root_help, voc_dir  # noqa: E402
 from imagescore_det.evaluation.bootstrap import compare  # noqa: E402
 from imagescore_det.evaluation.detections import Evaluation, test_set_fingerprint  # noqa: E402
 from imagescore_det.utils import atomic_write_json  # noqa: E402
@@ -130,7 +130,8 @@ def measure(args, seed, real=None):
            "cpu_seconds": round(cpu, 2),
            "AP50": result["AP50"], "AP": result["AP"],
            "seed": seed, "objects_per_image": round(objects / max(len(ids), 1), 3),
-           "truth": "synthetic" if real is None else {"root": args.voc_dir, "split": args.split},
+           "truth": "synthetic" if real is None else {"root": recorded_path(args.voc_dir),
+                                                        "split": args.split},
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "numpy": np.__version__,
                        "load_average_at_end": os.getloadavg()}}

@@ -31,7 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-from _bench_cli import description, per_seed, resolve_voc_root, root_help  # noqa: E402
+from _bench_cli import description, per_seed, recorded_path, resolve_voc_root, root_help  # noqa: E402
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
@@ -95,7 +95,7 @@ def measure(src, args, seed):
         ids, planted = build(src, dest, args.copies, fault_every=100, seed=seed)
         check_voc(dest, "pool", VOC_CLASSES)  # warm the page cache
         results = {"images": len(ids), "planted": len(planted), "cpu_count": os.cpu_count(),
-                   "root": src, "seed": seed, "load_average_before": os.getloadavg()}
+                   "root": recorded_path(src), "seed": seed, "load_average_before": os.getloadavg()}
         runs = [("header, 1 process (trainer start)", dict(workers=1)),
                 (f"header, {args.workers} processes (tools/check_dataset.py)",
                  dict(workers=args.workers))]

@@ -30,7 +30,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from _bench_cli import save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
+from _bench_cli import recorded_path, save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 
 
@@ -137,37 +137,11 @@ def main(argv=None):
                                        args.opts)
                 for m in sorted(args.scales, reverse=True) for s in args.seeds}
         done = {key: f.result() for key, f in jobs.items()}
-    curves = {key: value[0] for key, value in done.items()}
-    per_seed = []
-    for s in args.seeds:
-        row = {"seed": s}
-        for m in args.scales:
-            pts = dict(curves[(s, m)])
-            row[f"x{m}"] = {"ap50_end": pts.get(warmup * m), "curve": curves[(s, m)],
-                            "seconds_per_iteration": done[(s, m)][1]}
-        base = row[f"x{min(args.scales)}"]["ap50_end"]
-        for m in args.scales:
-            end = row[f"x{m}"]["ap50_end"]
-            row[f"x{m}"]["gain_over_x{min(args.scales)}"] = (
-                None if end is None or base is None else end - base)
-        per_seed.append(row)
-    summary = {}
-    for m in args.scales:
-        ends = [r[f"x{m}"]["ap50_end"] for r in per_seed if r[f"x{m}"]["ap50_end"] is not None]
-        gains = [r[f"x{m}"]["gain_over_x{min(args.scales)}"] for r in per_seed
-                 if r[f"x{m}"]["gain_over_x{min(args.scales)}"] is not None]
-        summary[f"x{m}"] = {"iterations": warmup * m,
-                            "ap50_end_mean": float(np.mean(ends)) if ends else None,
-                            "ap50_end_std": float(np.std(ends, ddof=1)) if len(ends) > 1 else 0.0,
-                            "gain_mean": float(np.mean(gains)) if gains else None,
-                            "gain_min": float(min(gains)) if gains else None,
-                            "gain_max": float(max(gains)) if gains else None,
-                            "seconds_per_iteration_median": median_or_none(
-                                [done[(s, m)][1] for s in args.seeds])}
+    per_seed, summary = aggregate(done, warmup, args.scales, args.seeds)
     result = {"benchmark": "plateau", "config": CONFIG, "overrides": args.opts,
               "warmup_iterations": warmup,
               "lr_steps": steps, "seeds": args.seeds, "scales": args.scales,
-              "root": os.environ["DETECTRON2_DATASETS"],
+              "root": recorded_path(os.environ["DETECTRON2_DATASETS"]),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {args.jobs} runs "
                          f"at a time ({threads} thread(s) each)",
               "wall_seconds": time.time() - started,
@@ -175,6 +149,40 @@ def main(argv=None):
                   argv if argv is not None else sys.argv[1:])),
               "summary": summary, "per_seed": per_seed}
     write_results(args.output, result, plot, markdown)
+
+
+def aggregate(done, warmup, scales, seeds):
+    """(per_seed, summary) of the runs ``done``: ``{(seed, scale): (curve, seconds per
+    iteration)}``, a curve being ``[(iteration, AP50), ...]``. Each scale's end AP50 is the
+    curve's point at ``warmup * scale``; its gain is over the smallest scale's, same seed
+    (key ``gain_over_x<smallest scale>``)."""
+    lo = min(scales)
+    gain_key = f"gain_over_x{lo}"
+    per_seed = []
+    for s in seeds:
+        row = {"seed": s}
+        for m in scales:
+            curve, seconds = done[(s, m)]
+            row[f"x{m}"] = {"ap50_end": dict(curve).get(warmup * m), "curve": curve,
+                            "seconds_per_iteration": seconds}
+        base = row[f"x{lo}"]["ap50_end"]
+        for m in scales:
+            end = row[f"x{m}"]["ap50_end"]
+            row[f"x{m}"][gain_key] = None if end is None or base is None else end - base
+        per_seed.append(row)
+    summary = {}
+    for m in scales:
+        ends = [r[f"x{m}"]["ap50_end"] for r in per_seed if r[f"x{m}"]["ap50_end"] is not None]
+        gains = [r[f"x{m}"][gain_key] for r in per_seed if r[f"x{m}"][gain_key] is not None]
+        summary[f"x{m}"] = {"iterations": warmup * m,
+                            "ap50_end_mean": float(np.mean(ends)) if ends else None,
+                            "ap50_end_std": float(np.std(ends, ddof=1)) if len(ends) > 1 else 0.0,
+                            "gain_mean": float(np.mean(gains)) if gains else None,
+                            "gain_min": float(min(gains)) if gains else None,
+                            "gain_max": float(max(gains)) if gains else None,
+                            "seconds_per_iteration_median": median_or_none(
+                                [done[(s, m)][1] for s in seeds])}
+    return per_seed, summary
 
 
 def markdown(result):

@@ -55,7 +55,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from _bench_cli import save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
+from _bench_cli import recorded_path, save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
 
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 BASE = "image_score"
@@ -171,10 +171,7 @@ def measure(run_dir, none_dir):
     row.update(precision=r.get("pseudo_precision"), recall=r.get("pseudo_recall"),
                pseudo_images=r["num_pseudo_images"], pseudo_boxes=r["num_pseudo_boxes"],
                selection_seconds=r["timing"].get("selection_total_s"))
-    doms = r.get("domains")
-    if doms:
-        row["shifted_share_of_selection"] = doms["shifted"]["selected"] / r["num_selected"]
-        row["shifted_share_of_pool"] = doms["shifted"]["pool"] / r["pool_size"]
+    row.update(shifted_shares(r))
     # AUROC over the whole pool: every image the detector gives at least one pseudo-box,
     # positive when none of them is wrong, ranked by this variant's score. The round wrote
     # each pool image's would-be pseudo-labels against its truth (IMAGE_SCORE.ANALYZE_POOL)
@@ -251,6 +248,21 @@ def correctness_aurocs(pool, boxes, own_confidence, resamples=500):
         if suffix:  # the per-image AUROC per domain (overall: measure's "auroc")
             out[f"auroc{suffix}"] = auroc(score[images], all_correct)
     return out
+
+
+def shifted_shares(round_entry):
+    """The shifted domain's share of the images trained on and of the pool, from a round's
+    ``domains`` (``{}`` without domains). A domain's ``selected`` counts the images trained
+    on (selected or back-filled, with at least MIN_BOXES_PER_IMAGE pseudo-boxes), which is
+    not ``num_selected`` when back-fill is off or runs out: the share divides by their sum."""
+    doms = round_entry.get("domains")
+    if not doms:
+        return {}
+    trained = sum(d["selected"] for d in doms.values())
+    return {"shifted_share_of_selection": doms["shifted"]["selected"] / trained if trained
+            else None,
+            "shifted_share_of_pool": doms["shifted"]["pool"] / sum(d["pool"] for d in
+                                                                   doms.values())}
 
 
 def versus(a_dir, b_dir):
@@ -440,7 +452,7 @@ def main(argv=None):
 
     result = {
         "benchmark": "quality", "seeds": args.seeds, "config": CONFIG, "overrides": args.opts,
-        "root": args.root, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+        "root": recorded_path(args.root), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{args.jobs} runs at a time ({threads} thread(s) each)",
         "wall_seconds": time.time() - started,
         "command": " ".join(["benchmarks/bench_quality.py"] + (argv if argv is not None

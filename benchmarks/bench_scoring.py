@@ -48,7 +48,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from _bench_cli import per_seed, root_help, voc_dir  # noqa: E402
+from _bench_cli import per_seed, recorded_path, root_help, voc_dir  # noqa: E402
 
 # torch and the scorer are imported where they are used: --help and a bad --root answer
 # before torch's import (seconds on a loaded machine)
@@ -281,7 +281,7 @@ def measure(args, seed: int, photos=None) -> dict:
                    "images": args.images, "batch": args.batch, "size": args.size,
                    "repeats": args.repeats, "seed": seed,
                    "inputs": "random tensors" if photos is None else {
-                       "root": args.voc_dir, "fit": FIT_SPLIT, "scored": SCORE_SPLIT}},
+                       "root": recorded_path(args.voc_dir), "fit": FIT_SPLIT, "scored": SCORE_SPLIT}},
         "target": {"time_ratio_max": 1.10, "memory": "flat: peak at mem_scale*N ~= peak at N"},
         "scenarios": {},
     }

@@ -75,7 +75,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from _bench_cli import per_seed, resolve_voc_root, root_help, save_figure  # noqa: E402
+from _bench_cli import (per_seed, recorded_path, resolve_voc_root, root_help,  # noqa: E402
+                        save_figure)
 
 # torch and Detectron2 are imported where they are used: --help and a bad --root answer
 # before their imports (seconds on a loaded machine)
@@ -275,7 +276,8 @@ def time_selection(args, cfg, model, labeled, pool, seed):
                           floor=floor, labeled=len(labeled), pool=len(pool),
                           fit_max_images=cfg.IMAGE_SCORE.FIT_MAX_IMAGES)
     result = {
-        "benchmark": "selection", "data": args.data, "root": args.data_dir, "seed": seed,
+        "benchmark": "selection", "data": args.data, "root": recorded_path(args.data_dir),
+        "seed": seed,
         "pool_images": len(pool),
         "labeled_images": len(labeled), "selected": k, "top_fraction": args.top_fraction,
         "model": model_name, "config": os.path.relpath(args.config, ROOT),

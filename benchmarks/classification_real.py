@@ -66,6 +66,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _classification_real_report as report  # noqa: E402
+from _bench_cli import recorded_path  # noqa: E402
 from imagescore_det.data.checks import (  # noqa: E402
     ANNOTATION_KINDS, IMAGE_KINDS, SPLIT_KINDS, check_voc)
 from imagescore_det.data.voc_xml import parse_voc_xml, to_detectron2_box  # noqa: E402
@@ -425,15 +426,25 @@ def continue_run(name, model, data, args, seed, quotas, allowed, first_scores=No
             "test_correct": correct.tolist()}
 
 
+def step_seconds(result, selectors):
+    """Seconds (wall time, measured when each ran) of the steps ``result`` holds: the
+    pre-training, the pool analysis and each of ``selectors``' continuations."""
+    return (result.get("pretrain_seconds", 0.0) + result.get("pool", {}).get("seconds", 0.0)
+            + sum(result["selectors"][s]["seconds"] for s in selectors
+                  if s in result["selectors"]))
+
+
 def run_seed(seed, data, args, key):
     """One seed: pre-train (or reuse the checkpoint), analyse the pool, run every selector
-    from the checkpoint; saved after each step in the work dir and reused by a rerun."""
+    from the checkpoint; saved after each step in the work dir and reused by a rerun.
+    Returns the seed's result and the seconds its reused steps took when they ran."""
     path = os.path.join(args.work_dir, f"seed{seed}_{key}")
     allowed = torch.as_tensor(np.bincount(data["y_lab"], minlength=len(CLASSES)) > 0)
     result = {"seed": seed, "selectors": {}}
     if os.path.isfile(path + ".json") and os.path.isfile(path + ".pt"):
         with open(path + ".json") as fh:
             result = json.load(fh)
+    reused = step_seconds(result, args.selectors)
     model = SmallCNN(len(CLASSES))
     if "pretrain_curve" in result:
         model.load_state_dict(torch.load(path + ".pt", weights_only=True))
@@ -461,7 +472,7 @@ def run_seed(seed, data, args, key):
         run = continue_run(name, model, data, args, seed, quotas, allowed, scores.get(name))
         result["selectors"][name] = dict(run, seconds=time.perf_counter() - t0)
         atomic_write_json(path + ".json", json_plain(result))
-    return result
+    return result, reused
 
 
 def parse_args(argv=None):
@@ -505,14 +516,17 @@ def main(argv=None):
         [raw[s][1].tolist() for s in SPLITS], args.epochs, args.continue_epochs, args.lr,
         args.continue_lr, args.alpha, args.crop_size, args.context, args.min_box, WIDTHS,
     )).encode()).hexdigest()[:12]
-    results = [run_seed(seed, data, args, key) for seed in args.seeds]
+    results, reused = map(list, zip(*[run_seed(seed, data, args, key) for seed in args.seeds]))
     summary = report.summarize(results, args.selectors, data["y_test"], CLASSES, args.resamples)
     command = " ".join(sys.argv[1:] if argv is None else argv)
+    invocation = time.perf_counter() - t0
+    # a rerun reuses the per-seed steps saved in the work dir: the run's wall time is this
+    # invocation's plus what the reused steps took when they ran (not this invocation's alone)
     meta = {"command": f"python benchmarks/classification_real.py {command}".strip(),
-            "wall_seconds": time.perf_counter() - t0, "threads": args.threads,
-            "compute_seconds": sum(r["pretrain_seconds"] + r["pool"]["seconds"] + sum(
-                r["selectors"][s]["seconds"] for s in args.selectors) for r in results),
-            "seeds": args.seeds, "root": args.root,
+            "wall_seconds": invocation + sum(reused), "invocation_seconds": invocation,
+            "reused_seconds": sum(reused), "threads": args.threads,
+            "compute_seconds": sum(step_seconds(r, args.selectors) for r in results),
+            "seeds": args.seeds, "root": recorded_path(args.root),
             "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
             "crop_size": args.crop_size, "context": args.context, "min_box": args.min_box,
             "crops": {s: len(raw[s][1]) for s in SPLITS}, "widths": list(WIDTHS),
@@ -527,7 +541,8 @@ def main(argv=None):
         selected=[{k: v for k, v in e.items() if k != "chosen"}  # indices: in the work dir
                   for e in r["selectors"][s]["selected"]]) for s in args.selectors})
                 for r in results]
-    skipped = {s: st.get("skipped_files", []) for s, st in stats.items()}
+    skipped = {s: [recorded_path(f) for f in st.get("skipped_files", [])]
+               for s, st in stats.items()}
     base = os.path.splitext(args.output)[0]
     atomic_write_json(args.output, json_plain({"meta": meta, "summary": summary,
                                                "per_seed": per_seed, "skipped_files": skipped}))

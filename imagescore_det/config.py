@@ -41,7 +41,7 @@ def add_imagescore_config(cfg):
     #   "image_score" - rank by the Image Score of the backbone activations (the method)
     #   "softmax"     - rank by detection confidence (the paper's softmax baseline: the mean
     #                   of the kept boxes' scores, so it needs full inference on the pool)
-    #   "random"      - a uniformly random subset (IMAGE_SCORE.SEED, else the run's SEED)
+    #   "random"      - a uniformly random subset (IMAGE_SCORE.SEED, else the run's seed)
     #   "hybrid"      - confidence filter, image-score rank: pool images whose softmax
     #                   confidence (as "softmax") is >= HYBRID_MIN_CONFIDENCE, by Image
     #                   Score, then every other image, by Image Score (one inference pass
@@ -70,6 +70,10 @@ def add_imagescore_config(cfg):
     # 0 = select once (the paper's detection experiment); N > 0 = select again every N
     # iterations after START_ITER with the current model (its classification experiment).
     _C.IMAGE_SCORE.REFRESH_PERIOD = 0
+    # With REFRESH_PERIOD N > 0: the number of rounds; 0 = as many as start before MAX_ITER.
+    # `--num-gpus` scaling (Trainer.auto_scale_workers) sets it to the count of the config as
+    # written, so that rounding the scaled period cannot add a round at the end.
+    _C.IMAGE_SCORE.NUM_ROUNDS = 0
     # Fraction of the unlabeled pool that gets pseudo-labels, in (0, 1].
     _C.IMAGE_SCORE.TOP_FRACTION = 0.3
     # Predicted boxes with a score below this are not kept as pseudo-labels.
@@ -144,11 +148,13 @@ def add_imagescore_config(cfg):
     # pool) fitting on all of it costs 0.43 of the pool's backbone pass. The default is
     # chosen by benchmarks/bench_selection.py --fit-subsample (README "Results").
     _C.IMAGE_SCORE.FIT_MAX_IMAGES = 500
-    # Seed of that subsample; -1 = the run's seed (SEED, or the one drawn on rank 0 when SEED
-    # is -1, recorded in each round's manifest). Every round uses the same subsample.
+    # Seed of that subsample; -1 = the run's seed: SEED, or when SEED is -1 a seed drawn once
+    # per run on rank 0, kept in the run's checkpoints (a resume reuses it) and recorded as
+    # each round's manifest "seed". IMAGE_SCORE.SEED does not move it. Every round uses the
+    # same subsample.
     _C.IMAGE_SCORE.FIT_SEED = -1
-    # Seed of the random selector; -1 = SEED, or when SEED is -1 too, a seed drawn once per
-    # run on rank 0 (each round's manifest records the seed it used).
+    # Seed of the random selector (SELECTOR "random") and nothing else; -1 = the run's seed
+    # (as for FIT_SEED).
     _C.IMAGE_SCORE.SEED = -1
     # Measure pseudo-label precision/recall against the pool's annotations when it has them
     # (synthetic data, or a real labeled set used as an unlabeled pool).

@@ -229,3 +229,64 @@ def test_bench_plateau_reads_curves_and_step_times(tmp_path):
     result["summary"]["x2"] = dict(summary, gain_mean=5.0, gain_min=4.0, gain_max=6.0)
     result["per_seed"][0]["x2"] = {"ap50_end": 66.0}
     assert "is *not* at its plateau" in bench_plateau.markdown(result)
+
+
+# ------------------------------------------------- what the results files record (issue 19.9)
+def test_recorded_path_is_relative_to_the_repository_or_as_given():
+    cli = _cli()
+    assert cli.recorded_path(os.path.join(REPO, "datasets")) == "datasets"
+    assert cli.recorded_path(os.path.join(os.path.dirname(REPO), "shared", "voc2007-real")) \
+        == os.path.join("..", "shared", "voc2007-real")
+    assert cli.recorded_path(os.path.join("datasets", "x")) == os.path.join("datasets", "x")
+    assert cli.recorded_path(None) is None
+
+
+def _strings(node, where=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{where}[{i}]")
+    elif isinstance(node, str):
+        yield where, node
+
+
+def test_committed_results_record_no_absolute_path():
+    """A results file reads the same on any machine: no path of the machine that made it."""
+    files = sorted(glob.glob(os.path.join(REPO, "benchmarks", "results", "**", "*.json"),
+                             recursive=True))
+    assert files
+    absolute = [(os.path.relpath(path, REPO), where, value) for path in files
+                for where, value in _strings(json.load(open(path)))
+                if os.path.isabs(value.split()[0] if value.split() else value)]
+    assert not absolute
+
+
+def test_bench_plateau_gain_key_names_the_smallest_scale():
+    plateau = _import("bench_plateau")
+    done = {(0, 1): ([(10, 50.0), (20, 55.0)], 0.5), (0, 2): ([(20, 55.0), (40, 60.0)], 0.6),
+            (1, 1): ([(20, 40.0)], 0.4), (1, 2): ([(40, 43.0)], 0.8)}
+    per_seed, summary = plateau.aggregate(done, 20, [1, 2], [0, 1])
+    assert [row["x2"]["gain_over_x1"] for row in per_seed] == [5.0, 3.0]
+    assert [row["x1"]["gain_over_x1"] for row in per_seed] == [0.0, 0.0]
+    assert not any("{" in key for row in per_seed for m in ("x1", "x2") for key in row[m])
+    assert summary["x2"] == {"iterations": 40, "ap50_end_mean": 51.5,
+                             "ap50_end_std": pytest.approx(12.020815, abs=1e-6),
+                             "gain_mean": 4.0, "gain_min": 3.0, "gain_max": 5.0,
+                             "seconds_per_iteration_median": pytest.approx(0.7)}
+    per_seed, _ = plateau.aggregate({(0, 2): ([(40, 9.0)], 1.0), (0, 3): ([(60, 10.0)], 1.0)},
+                                    20, [2, 3], [0])
+    assert per_seed[0]["x3"]["gain_over_x2"] == 1.0
+
+
+def test_bench_quality_shifted_share_divides_by_the_images_trained_on():
+    """Back-fill off: 5 selected, one without pseudo-boxes dropped, so 4 trained on, 1 of
+    them shifted: 1/4, not 1/num_selected = 1/5."""
+    quality = _import("bench_quality")
+    entry = {"num_selected": 5, "pool_size": 12,
+             "domains": {"typical": {"pool": 8, "selected": 3, "mean_score": 0.5},
+                         "shifted": {"pool": 4, "selected": 1, "mean_score": 0.2}}}
+    assert quality.shifted_shares(entry) == {"shifted_share_of_selection": 0.25,
+                                             "shifted_share_of_pool": 4 / 12}
+    assert quality.shifted_shares({"num_selected": 5}) == {}

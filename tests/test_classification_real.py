@@ -350,7 +350,17 @@ def test_main_end_to_end(tmp_path):
     assert result["meta"]["crops"] == {"labeled": 16, "unlabeled": 16, "test": 10}
     md = (tmp_path / "res" / "cls.md").read_text()
     assert "## Answers" in md and "cls.png" in md and "| person |" not in md
+    meta = result["meta"]
+    assert meta["root"] == os.path.relpath(root, REPO)  # not this machine's absolute path
+    assert meta["reused_seconds"] == 0.0
+    assert meta["wall_seconds"] == meta["invocation_seconds"] >= meta["compute_seconds"] > 0
     # a rerun reuses the seed's results from the work dir (and gives the same summary)
     again = cr.main(argv)
     assert again["selectors"]["image_score"]["accuracy_after"] == \
         summary["selectors"]["image_score"]["accuracy_after"]
+    # issue 19.9: its wall time counts the reused steps as they took when they ran (it
+    # recorded 1.8 s, the reading of the cache, for an 18-minute run)
+    rerun = json.loads(out.read_text())["meta"]
+    assert rerun["reused_seconds"] == meta["compute_seconds"] == rerun["compute_seconds"]
+    assert rerun["wall_seconds"] == rerun["invocation_seconds"] + rerun["reused_seconds"]
+    assert "wall time: " in (tmp_path / "res" / "cls.md").read_text()

@@ -19,7 +19,8 @@ CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), r
 VGG_DEFAULTS = {"WIDTH_MULT": 1.0, "NORM": "", "OUT_FEATURES": ["conv5_3"]}
 IMAGE_SCORE_DEFAULTS = {
     "ENABLED": False, "SELECTOR": "image_score", "UNLABELED_DATASETS": (),
-    "LABELED_DATASETS": (), "START_ITER": 1000, "REFRESH_PERIOD": 0, "TOP_FRACTION": 0.3,
+    "LABELED_DATASETS": (), "START_ITER": 1000, "REFRESH_PERIOD": 0, "NUM_ROUNDS": 0,
+    "TOP_FRACTION": 0.3,
     "BOX_SCORE_THRESH": 0.5, "MIN_BOXES_PER_IMAGE": 1, "LAYERS": [], "SIMILARITY": "iou",
     "THRESHOLD_RATIO": 0.5, "GRID": (16, 16), "BATCH_SIZE": 1, "SEED": -1,
     "EVAL_PSEUDO_LABELS": True, "PSEUDO_IOU_THRESH": 0.5, "EVAL_BEFORE": True,
@@ -240,6 +241,7 @@ def test_top_fraction_zero_in_file(tmp_path):
       "('synthetic_voc_unlabeled',)", "SOLVER.MAX_ITER", "600", "IMAGE_SCORE.START_ITER",
       "600"], "START_ITER=600"),
     (["IMAGE_SCORE.REFRESH_PERIOD", "-1"], "REFRESH_PERIOD"),
+    (["IMAGE_SCORE.NUM_ROUNDS", "-1"], "NUM_ROUNDS is -1"),
     (["IMAGE_SCORE.GRID", "(8,)"], "GRID"),
     (["IMAGE_SCORE.HYBRID_MIN_CONFIDENCE", "1.5"], r"HYBRID_MIN_CONFIDENCE .* \[0, 1\]"),
     (["IMAGE_SCORE.HYBRID_MIN_CONFIDENCE", "-0.1"], r"HYBRID_MIN_CONFIDENCE .* \[0, 1\]"),

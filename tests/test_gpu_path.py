@@ -441,6 +441,40 @@ def test_fit_max_images_changes_what_the_mask_is_fitted_on(tiny_cfg, tiny_voc, m
     assert pinned_other_run == pinned
 
 
+def test_image_score_seed_moves_the_random_selector_only(tiny_cfg, tiny_voc, monkeypatch):
+    """Issue 19.3: IMAGE_SCORE.SEED is the random selector's seed; the mask's fit subsample
+    (FIT_SEED -1) follows the run's SEED, so changing IMAGE_SCORE.SEED leaves image_score
+    results as they were (the old code fitted on the subsample of IMAGE_SCORE.SEED)."""
+    from detectron2.data import DatasetCatalog
+
+    from test_paper_path import _seeded_hook
+    from test_selection import SELECT_OPTS
+
+    from imagescore_det.engine import Trainer
+    from imagescore_det.engine.selection import fit_subsample
+    from imagescore_det.engine.selectors import SelectorContext, rank_pool
+
+    labeled = DatasetCatalog.get(tiny_voc["names"]["labeled"])  # 10 images
+    pool = DatasetCatalog.get(tiny_voc["names"]["unlabeled"])
+    torch.manual_seed(0)
+    model = Trainer.build_model(tiny_cfg()).eval()
+    results = {}
+    for selector_seed in ("7", "8"):
+        cfg = tiny_cfg(*SELECT_OPTS, "SEED", "0", "IMAGE_SCORE.SEED", selector_seed,
+                       "IMAGE_SCORE.FIT_MAX_IMAGES", "4")
+        seed = _seeded_hook(cfg).seed  # what the round is given as the run's seed
+        scores, _, fitted = _fit_inputs(monkeypatch, cfg, model, labeled, pool, seed)
+        assert fitted == fit_subsample(labeled, 4, 0), selector_seed  # SEED 0's subsample
+        assert fitted != fit_subsample(labeled, 4, int(selector_seed))
+        random_scores = rank_pool("random", SelectorContext(
+            cfg=cfg, model=None, pool=pool, labeled=list, seed=seed)).scores
+        # the random selector's stream: IMAGE_SCORE.SEED * 1000 + round
+        np.testing.assert_array_equal(random_scores, np.random.default_rng(
+            int(selector_seed) * 1000 + 1).random(len(pool)))
+        results[selector_seed] = scores
+    np.testing.assert_array_equal(results["7"], results["8"])
+
+
 def test_fit_max_images_is_checked_and_fingerprinted(tiny_cfg):
     from imagescore_det.engine import ConfigError
     from imagescore_det.engine.config_loading import check_config

@@ -218,3 +218,56 @@ def test_check_warmup_rejects(opts, message):
 def test_differences_sees_a_changed_schedule():
     changed = _load(V16, ("SOLVER.MAX_ITER", "12000", "OUTPUT_DIR", "elsewhere"))
     assert differences(_load(V16), changed) == ["SOLVER.MAX_ITER"]
+
+
+# ------------------------------------------- refreshed rounds under GPU scaling (issue 19.1)
+def _rounds_on_every_world_size(cfg, reference):
+    """{world size: round iterations} of ``cfg`` scaled to 1..16 processes, each checked to be
+    the reference schedule's rounds at the same fractions (within the rounding of START_ITER
+    and of k periods: (k + 1) / 2 iterations for round k)."""
+    from imagescore_det.engine.hook import round_iterations
+
+    expected = round_iterations(cfg)
+    out = {}
+    for world in range(1, 17):
+        scaled = Trainer.auto_scale_workers(cfg, world)
+        rounds = round_iterations(scaled)
+        where = f"{world} processes: rounds {rounds} of {scaled.SOLVER.MAX_ITER}"
+        assert len(rounds) == len(expected), where  # no round gained or lost
+        factor = reference / world
+        for k, (it, it0) in enumerate(zip(rounds, expected)):
+            assert abs(it - it0 * factor) <= (k + 1) / 2, where
+        assert rounds[-1] < scaled.SOLVER.MAX_ITER, where
+        out[world] = rounds
+    return out
+
+
+@pytest.mark.parametrize("path", [p for p in VARIANTS if "V16" in os.path.basename(p)
+                                  and "supervised" not in os.path.basename(p)], ids=name)
+def test_refresh_rounds_stay_at_their_fractions_on_1_to_16_gpus(path):
+    """REFRESH_PERIOD 500 on the VGG16 VOC configs: rounds at 9000, 9500, 10000 of 10500 on 8
+    GPUs; the old independent rounding of the period gave 3 GPUs a fourth round at 27999 of
+    28000 (and 7 GPUs one at 11998 of 12000)."""
+    cfg = _load(path, ("IMAGE_SCORE.REFRESH_PERIOD", "500"))
+    from imagescore_det.engine.hook import round_iterations
+
+    assert round_iterations(cfg) == [9000, 9500, 10000]
+    rounds = _rounds_on_every_world_size(cfg, REFERENCE_WORLD_SIZE)
+    assert rounds[8] == [9000, 9500, 10000]
+    assert rounds[3] == [24000, 25333, 26666]  # 28000 iterations; the period 1333.3 -> 1333
+    assert rounds[7] == [10286, 10857, 11428]  # 12000 iterations; 571.4 -> 571
+    assert rounds[16] == [4500, 4750, 5000]
+
+
+@pytest.mark.parametrize("start, period, max_iter", [
+    (600, 200, 1200), (36, 36, 144), (40, 12, 124), (90, 45, 180), (21, 13, 99)])
+def test_refresh_rounds_stay_at_their_fractions_synthetic(start, period, max_iter):
+    from imagescore_det.engine import get_imagescore_cfg
+
+    cfg = get_imagescore_cfg()
+    cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH = 4, 8
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = max_iter, ()
+    cfg.IMAGE_SCORE.ENABLED = True
+    cfg.IMAGE_SCORE.START_ITER, cfg.IMAGE_SCORE.REFRESH_PERIOD = start, period
+    rounds = _rounds_on_every_world_size(cfg, 4)  # periods >= 8: >= 2 iterations on 16
+    assert rounds[4] == list(range(start, max_iter, period))

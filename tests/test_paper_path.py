@@ -142,23 +142,64 @@ def test_every_selector_trains_on_the_same_number_of_images(trained_tiny):
 # --------------------------------------------------------------------------- seeds
 def test_random_selection_follows_the_run_seed():
     from imagescore_det.engine import get_imagescore_cfg
-    from imagescore_det.engine.consistency import selection_seed
+    from imagescore_det.engine.consistency import run_seed
     from imagescore_det.engine.selectors import SelectorContext, rank_pool
 
-    def scores(seed):
-        ctx = SelectorContext(cfg=None, model=None, pool=[{}] * 50, labeled=list, seed=seed)
+    def scores(seed, cfg=None):
+        ctx = SelectorContext(cfg=cfg, model=None, pool=[{}] * 50, labeled=list, seed=seed)
         return rank_pool("random", ctx).scores
 
     assert not np.array_equal(scores(1), scores(2))
     np.testing.assert_array_equal(scores(3), scores(3))
+    # known answer: the stream of seed * 1000 + round (round_index 1 by default)
+    np.testing.assert_array_equal(scores(3), np.random.default_rng(3001).random(50))
     cfg = get_imagescore_cfg()
     cfg.SEED, cfg.IMAGE_SCORE.SEED = 5, -1
-    assert selection_seed(cfg) == 5
-    cfg.IMAGE_SCORE.SEED = 9
-    assert selection_seed(cfg) == 9
+    assert run_seed(cfg) == 5
+    np.testing.assert_array_equal(scores(5, cfg), scores(5))
+    cfg.IMAGE_SCORE.SEED = 9  # the random selector's own seed; the run's stays SEED
+    assert run_seed(cfg) == 5
+    np.testing.assert_array_equal(scores(5, cfg), scores(9))
     cfg.SEED, cfg.IMAGE_SCORE.SEED = -1, -1
-    drawn = {selection_seed(cfg) for _ in range(5)}
+    drawn = {run_seed(cfg) for _ in range(5)}
     assert len(drawn) > 1  # not a constant 0 any more
+    assert run_seed(cfg, recorded=123) == 123  # a resumed run's recorded draw
+
+
+class _StartsAt:
+    """Stands in for the trainer: where training starts."""
+
+    def __init__(self, start_iter):
+        self.start_iter = start_iter
+
+
+def _seeded_hook(cfg, state=None, start_iter=0):
+    """An ImageScoreHook after before_train (with ``state`` loaded from a checkpoint first)."""
+    from imagescore_det.engine.hook import ImageScoreHook
+
+    hook = ImageScoreHook(cfg, build_train_loader=None)
+    if state is not None:
+        hook.load_state_dict(state)
+    hook.trainer = _StartsAt(start_iter)
+    hook.before_train()
+    return hook
+
+
+def test_seed_drawn_under_seed_minus_1_is_checkpointed_and_reused(tiny_cfg):
+    """Issue 19.2: the drawn seed is in the hook's checkpoint state, and a resumed run (state
+    loaded before training starts) uses it instead of drawing another."""
+    cfg = tiny_cfg(*SELECT_OPTS, "SEED", "-1", "IMAGE_SCORE.START_ITER", "6", max_iter=8)
+    first = _seeded_hook(cfg)
+    assert first.state_dict() == {"run_seed": first.seed}
+    drawn = {_seeded_hook(cfg).seed for _ in range(4)} | {first.seed}
+    assert len(drawn) > 1  # a fresh run draws
+    resumed = _seeded_hook(cfg, first.state_dict(), start_iter=4)
+    assert resumed.seed == first.seed
+    assert resumed.state_dict() == {"run_seed": first.seed}  # and saves it again
+    # a fixed SEED needs nothing recorded, and a recorded draw does not override it
+    fixed = tiny_cfg(*SELECT_OPTS, "SEED", "5", "IMAGE_SCORE.START_ITER", "6", max_iter=8)
+    assert _seeded_hook(fixed, {"run_seed": 99}).seed == 5
+    assert _seeded_hook(fixed).state_dict() == {}
 
 
 def test_manifest_records_the_seed_it_used(tiny_cfg):

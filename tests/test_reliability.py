@@ -39,17 +39,18 @@ def _opts(out):
     return opts + KILL_OPTS
 
 
-def _command(root, out, flags, fault):
+def _command(root, out, flags, fault, opts=()):
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1",
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("IMAGESCORE_FAULT", None)
     if fault:
         env["IMAGESCORE_FAULT"] = fault
-    return [sys.executable, TRAIN_NET, "--config-file", TINY_CONFIG, *flags, *_opts(out)], env
+    return ([sys.executable, TRAIN_NET, "--config-file", TINY_CONFIG, *flags, *_opts(out),
+             *opts], env)
 
 
-def train_net(root, out, *flags, fault=None, timeout=300):
-    cmd, env = _command(root, out, flags, fault)
+def train_net(root, out, *flags, fault=None, timeout=300, opts=()):
+    cmd, env = _command(root, out, flags, fault, opts)
     return subprocess.run(cmd, cwd=str(root), env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -778,3 +779,52 @@ def test_fault_spec():
         faults.fault_point("score")  # the first hit of score@2: nothing happens
     finally:
         faults.configure(previous)
+
+
+# ------------------------------------------------------ SEED -1: the drawn seed is recorded
+def _subsample_digests(log):
+    return re.findall(r"labeled images \(seed (\d+)\): subsample digest (\w+)", log)
+
+
+def test_seed_minus_1_run_killed_while_fitting_resumes_with_its_seed(root):
+    """Issue 19.2. ``SEED -1``, the fit subsample active (5 of 10 labeled images): a run
+    killed while fitting the mask resumes with the seed it drew (kept in its checkpoint), so
+    it fits the same subsample, and the round recomputed once more from that checkpoint
+    makes the same selection."""
+    from imagescore_det.data import SYNTHETIC_CLASSES
+    from imagescore_det.data.voc import load_voc_dicts
+    from imagescore_det.engine.selection import fit_subsample, subsample_digest
+
+    out = root / "seed_minus_1"
+    opts = ("SEED", "-1", "IMAGE_SCORE.FIT_MAX_IMAGES", "5")
+    p = train_net(root, out, fault="fit_mask@2", opts=opts)
+    assert p.returncode == -signal.SIGKILL, _tail(p)
+    killed = _subsample_digests(p.stdout + p.stderr)
+    assert len(killed) == 1, _tail(p)
+    checkpoint = torch.load(out / "model_0000003.pth", weights_only=True)
+    seed = checkpoint["trainer"]["hooks"]["ImageScoreHook"]["run_seed"]
+    # known answer: the subsample of the recorded seed, from the labeled set itself
+    labeled = load_voc_dicts(str(root / "synthetic_voc" / "VOC2007"), "labeled",
+                             SYNTHETIC_CLASSES)
+    expected = (str(seed), subsample_digest(fit_subsample(labeled, 5, seed)))
+    assert killed == [expected]
+
+    p = train_net(root, out, "--resume", opts=opts)
+    assert p.returncode == 0, _tail(p)
+    assert "Starting training from iteration 4" in p.stdout + p.stderr
+    assert _subsample_digests(p.stdout + p.stderr) == [expected]
+    manifest = json.loads((_round(out) / "selection.json").read_text())
+    assert manifest["seed"] == seed
+    first = digests(out)
+    assert len(first) == 1
+
+    # once more from the checkpoint before the round: the same subsample, the same selection
+    shutil.rmtree(_round(out))
+    for name in os.listdir(out):
+        if name.startswith("model_") and name != "model_0000003.pth":
+            os.remove(out / name)
+    (out / "last_checkpoint").write_text("model_0000003.pth")
+    p = train_net(root, out, "--resume", opts=opts)
+    assert p.returncode == 0, _tail(p)
+    assert _subsample_digests(p.stdout + p.stderr) == [expected]
+    assert digests(out) == first * 2

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -266,9 +267,50 @@ def test_check_dataset_tool(clean_voc, tmp_path, capsys):
     assert tool.main([name, "--limit", "3"]) == 1
     out = capsys.readouterr().out
     assert f"{name}: 11 images" in out and "... and 9 more" in out
-    with pytest.raises(SystemExit) as e:
-        tool.main(["no_such_dataset_name"])
-    assert "neither a directory nor a registered dataset" in str(e.value)
+    assert tool.main(["no_such_dataset_name"]) == 2
+    assert "neither a directory nor a registered dataset" in capsys.readouterr().err
+
+
+def _exit_status(tool, argv):
+    """The status ``python tools/check_dataset.py ARGV`` exits with (``sys.exit(main())``;
+    a ``SystemExit`` with a message exits 1, as Python does)."""
+    try:
+        return tool.main(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def test_check_dataset_exit_status_tells_findings_from_targets_it_cannot_check(
+        clean_voc, tmp_path, capsys):
+    """Issue 19.7: 0 clean, 1 findings, 2 a name or path it cannot check (the help's promise;
+    it used to exit 1 for those too, the status of findings)."""
+    from imagescore_det.data import register_voc
+
+    tool = _tool()
+    assert _exit_status(tool, [clean_voc, "--split", "labeled", "--workers", "1"]) == 0
+    broken = faults.copy_voc(clean_voc, tmp_path / "VOC2007")
+    faults.zero_bytes(faults.jpg(broken, faults.split_ids(broken, "labeled")[0]))
+    assert _exit_status(tool, [broken, "--split", "labeled", "--workers", "1"]) == 1
+    name = unique("exit")
+    register_voc(name, broken, "labeled", 2007, classes())
+    assert _exit_status(tool, [name, "--workers", "1"]) == 1
+    capsys.readouterr()
+    not_voc = tmp_path / "not_voc"
+    (not_voc / "images").mkdir(parents=True)
+    no_splits = faults.copy_voc(clean_voc, tmp_path / "no_splits" / "VOC2007")
+    shutil.rmtree(os.path.join(no_splits, "ImageSets"))
+    for argv, message in ((["no_such_dataset_name"], "neither a directory nor a registered"),
+                          ([str(not_voc)], "is not a Pascal VOC directory"),
+                          ([no_splits], "has no split files"),
+                          ([clean_voc, name, "no_such_dataset_name"], "neither a directory")):
+        assert _exit_status(tool, argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err, argv
+    # and as a script exits
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, TOOL, "no_such_dataset_name"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "neither a directory nor a registered" in p.stderr
 
 
 def test_tool_with_a_config_shows_what_training_would_do(clean_voc, tmp_path, capsys):

@@ -103,6 +103,32 @@ def test_eval_only_reproduces_ap(trained):
     assert not (out2 / "model_final.pth").exists()  # evaluation only: no training
 
 
+def test_eval_only_refuses_weights_that_do_not_cover_the_model(trained):
+    """Issue 19.6: --eval-only loads strictly. A checkpoint without roi_heads (the box head
+    and predictor) used to load with Detectron2's warning and evaluate a random predictor;
+    it stops naming the missing keys and the fix, before any evaluation."""
+    ckpt = torch.load(trained["out"] / "model_final.pth", map_location="cpu", weights_only=True)
+    dropped = sorted(k for k in ckpt["model"] if k.startswith("roi_heads."))
+    assert dropped
+    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if k not in dropped}
+    weights = trained["root"] / "no_roi_heads.pth"
+    torch.save(ckpt, weights)
+    r = run_train_net(trained["root"], opts_for(trained["root"] / "eval_no_roi",
+                                                "MODEL.WEIGHTS", str(weights)),
+                      flags=["--eval-only"])
+    output = r.stdout + r.stderr
+    assert r.returncode == 1, output[-3000:]
+    assert f"error: Checkpoint {weights} does not fit the model" in output
+    missing = re.search(r"missing from the checkpoint: (.*?)(?: \.\.\. \((\d+) in all\))?\n",
+                        output)
+    assert missing, output[-3000:]
+    named = missing.group(1).split(", ")
+    assert named and set(named) <= set(dropped)  # the keys it lacks, by name
+    assert int(missing.group(2) or len(named)) == len(dropped)
+    assert "--config-file" in output  # the fix
+    assert "copypaste:" not in output  # nothing was evaluated
+
+
 def test_resume_continues(trained):
     out3 = trained["root"] / "resume_out"
     shutil.copytree(trained["out"], out3)

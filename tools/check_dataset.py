@@ -70,21 +70,26 @@ def _evaluator_parser(as_test):
     return parse_rec
 
 
+class CannotCheck(Exception):
+    """A name or path that names no data set to check (exit status 2, not 1: findings)."""
+
+
 def _targets(args):
-    """[(label, role or None, callable(shard) -> CheckReport)] or exit 2."""
+    """[(label, role or None, callable(shard) -> CheckReport)]; raises CannotCheck."""
     out = []
     for target in args.targets:
         if os.path.isdir(target):
             dirs = _voc_dirs(target)
             if not dirs:
-                sys.exit(f"error: {target} is not a Pascal VOC directory (no Annotations/) and "
+                raise CannotCheck(f"{target} is not a Pascal VOC directory (no Annotations/) and "
                          "holds none. Pass a VOC directory (e.g. datasets/VOC2012) or a "
                          "registered dataset name.")
             for dirname in dirs:
                 classes = _classes_for(dirname, args.classes)
                 splits = args.split or _splits(dirname, classes)
                 if not splits:
-                    sys.exit(f"error: {dirname} has no split files in ImageSets/Main; pass --split.")
+                    raise CannotCheck(f"{dirname} has no split files in ImageSets/Main; pass "
+                                      "--split.")
                 for split in splits:
                     out.append((f"{dirname} split {split}", None,
                                 lambda d=dirname, s=split, c=classes: check_voc(
@@ -97,7 +102,7 @@ def _targets(args):
 
         if target not in DatasetCatalog.list():
             close = difflib.get_close_matches(target, DatasetCatalog.list(), n=5)
-            sys.exit(f"error: {target!r} is neither a directory nor a registered dataset. "
+            raise CannotCheck(f"{target!r} is neither a directory nor a registered dataset. "
                      f"Registered names close to it: {close}. (DETECTRON2_DATASETS is "
                      f"{os.getenv('DETECTRON2_DATASETS', 'datasets')!r}.)")
         out.append((target, None, lambda n=target: check_registered_dataset(
@@ -144,7 +149,7 @@ def main(argv=None):
         p.error("name a dataset, a VOC directory, or --config-file")
     try:
         targets = _targets(args)
-    except Exception as e:  # noqa: BLE001 - a config that cannot load: say why, exit 2
+    except Exception as e:  # noqa: BLE001 - CannotCheck, a config that cannot load: exit 2
         print(f"error: {e}", file=sys.stderr)
         return 2
 

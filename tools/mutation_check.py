@@ -423,6 +423,45 @@ CATALOGUE = (
         tests=("tests/test_per_box.py::test_match_boxes_known_answer",
                "tests/test_per_box.py::test_round_writes_every_would_be_pseudo_box"),
     ),
+    Mutation(
+        id="scaled-rounds-recounted",
+        description="(issue 19.1) GPU scaling keeps NUM_ROUNDS as written: the rounded "
+                    "REFRESH_PERIOD alone decides the count (a round at 27999 of 28000)",
+        file="imagescore_det/engine/trainer.py",
+        old="settings.NUM_ROUNDS = len(refresh_rounds(cfg))",
+        new="settings.NUM_ROUNDS = cfg.IMAGE_SCORE.NUM_ROUNDS",
+        tests=("tests/test_paper_configs.py::test_refresh_rounds_stay_at_their_fractions_on_1_to_16_gpus",
+               "tests/test_paper_configs.py::test_refresh_rounds_stay_at_their_fractions_synthetic"),
+    ),
+    Mutation(
+        id="drawn-seed-not-recorded",
+        description="(issue 19.2) under SEED -1 the drawn seed is not saved in the checkpoint: "
+                    "a resumed run draws another (other fit subsample, other selection)",
+        file="imagescore_det/engine/hook.py",
+        old='return {"run_seed": self.seed} if self.cfg.SEED < 0 and self.seed is not None else {}',
+        new="return {}",
+        tests=("tests/test_paper_path.py::test_seed_drawn_under_seed_minus_1_is_checkpointed_and_reused",
+               "tests/test_reliability.py::test_seed_minus_1_run_killed_while_fitting_resumes_with_its_seed"),
+    ),
+    Mutation(
+        id="fit-seed-follows-selector-seed",
+        description="(issue 19.3) FIT_SEED -1 takes IMAGE_SCORE.SEED (the random selector's), "
+                    "so changing it moves image_score's fit subsample",
+        file="imagescore_det/engine/selection.py",
+        old="return int(cfg.IMAGE_SCORE.FIT_SEED) if cfg.IMAGE_SCORE.FIT_SEED >= 0 else int(seed)",
+        new="return int(cfg.IMAGE_SCORE.FIT_SEED) if cfg.IMAGE_SCORE.FIT_SEED >= 0 else "
+            "random_selector_seed(cfg, seed)",
+        tests=("tests/test_gpu_path.py::test_image_score_seed_moves_the_random_selector_only",),
+    ),
+    Mutation(
+        id="eval-only-lenient",
+        description="(issue 19.6) --eval-only loads MODEL.WEIGHTS non-strictly: a checkpoint "
+                    "without roi_heads evaluates a random box predictor",
+        file="tools/train_net.py",
+        old="CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True,",
+        new="CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=False,",
+        tests=("tests/test_train_net.py::test_eval_only_refuses_weights_that_do_not_cover_the_model",),
+    ),
 )
 
 
@@ -719,7 +758,9 @@ def main(argv=None):
         "generated": datetime.datetime.now().isoformat(timespec="seconds"),
         "commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
         "mode": "full" if args.full else "listed", "exitfirst": args.exitfirst,
-        "python": args.python,
+        # as given, or relative to the repository: the file reads the same on any machine
+        "python": os.path.relpath(args.python, REPO) if os.path.isabs(args.python)
+        else args.python,
     }
     if args.baseline:
         tests = args.full_tests if args.full else sorted(

@@ -14,7 +14,7 @@ training hook runs), e.g.:
   score the dataset's images; only the backbone runs. Scores are <= 0, higher = more typical.
 * ``softmax``: full detector inference; the mean score of the boxes that would become
   pseudo-labels (``IMAGE_SCORE.BOX_SCORE_THRESH``).
-* ``random``: a random ranking seeded by ``SEED`` (round 1's stream).
+* ``random``: a random ranking seeded by ``IMAGE_SCORE.SEED``, else ``SEED`` (round 1's stream).
 
 Writes to ``--output`` (default ``OUTPUT_DIR/scores/<dataset>_<selector>``), each file
 atomically:

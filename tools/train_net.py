@@ -46,7 +46,9 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # evaluation is strict: weights that miss part of the model stop, naming the keys
+        CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True,
+                            config_file=args.config_file).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)

@@ -129,6 +129,9 @@ def check_config(cfg, where="the config"):
                           "set SOLVER.REFERENCE_WORLD_SIZE 0 to turn off automatic scaling.")
     if settings.REFRESH_PERIOD < 0:
         raise ConfigError(f"IMAGE_SCORE.REFRESH_PERIOD must be >= 0 in {where}.")
+    if settings.NUM_ROUNDS < 0:
+        raise ConfigError(f"IMAGE_SCORE.NUM_ROUNDS is {settings.NUM_ROUNDS} in {where}; use 0 "
+                          "(a round every REFRESH_PERIOD until MAX_ITER) or N > 0 (at most N).")
     if settings.FIT_MAX_IMAGES < 0:
         raise ConfigError(f"IMAGE_SCORE.FIT_MAX_IMAGES is {settings.FIT_MAX_IMAGES} in {where}; "
                           "use 0 to fit the mask on every labeled image, or N > 0 for a seeded "

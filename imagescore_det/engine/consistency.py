@@ -15,7 +15,8 @@ from .selectors import uses_image_score_passes
 # What a round's selection and pseudo-labels depend on, besides the model's weights.
 FINGERPRINT_KEYS = (
     "IMAGE_SCORE.SELECTOR", "IMAGE_SCORE.UNLABELED_DATASETS", "IMAGE_SCORE.LABELED_DATASETS",
-    "IMAGE_SCORE.START_ITER", "IMAGE_SCORE.REFRESH_PERIOD", "IMAGE_SCORE.TOP_FRACTION",
+    "IMAGE_SCORE.START_ITER", "IMAGE_SCORE.REFRESH_PERIOD", "IMAGE_SCORE.NUM_ROUNDS",
+    "IMAGE_SCORE.TOP_FRACTION",
     "IMAGE_SCORE.BOX_SCORE_THRESH", "IMAGE_SCORE.MIN_BOXES_PER_IMAGE", "IMAGE_SCORE.BACKFILL",
     "IMAGE_SCORE.PSEUDO_CLASS_AGNOSTIC_NMS", "IMAGE_SCORE.PSEUDO_NMS_THRESH",
     "IMAGE_SCORE.LAYERS", "IMAGE_SCORE.SIMILARITY", "IMAGE_SCORE.THRESHOLD_RATIO",
@@ -64,14 +65,22 @@ def check_round_belongs_to_run(manifest, cfg, directory):
         "new OUTPUT_DIR.")
 
 
-def selection_seed(cfg):
-    """The random stream of selection: IMAGE_SCORE.SEED, else SEED, else a seed drawn on
-    rank 0 (the same on every rank)."""
-    if cfg.IMAGE_SCORE.SEED >= 0:
-        return int(cfg.IMAGE_SCORE.SEED)
+def draw_seed():
+    """A seed drawn on rank 0, the same on every rank (for ``SEED -1``)."""
+    return int(comm.all_gather(int(np.random.SeedSequence().entropy % (2 ** 31)))[0])
+
+
+def run_seed(cfg, recorded=None):
+    """The run's seed of selection: ``SEED``, else ``recorded`` (the seed this run drew
+    before it was stopped, restored from its checkpoint), else a new :func:`draw_seed`.
+
+    What it seeds, each unless its own key is set (``engine/selection.py``): the mask's
+    ``FIT_MAX_IMAGES`` subsample (``IMAGE_SCORE.FIT_SEED``) and the random selector's
+    stream (``IMAGE_SCORE.SEED``).
+    """
     if cfg.SEED >= 0:
         return int(cfg.SEED)
-    return int(comm.all_gather(int(np.random.SeedSequence().entropy % (2 ** 31)))[0])
+    return int(recorded) if recorded is not None else draw_seed()
 
 
 def from_rank0(read):

@@ -17,7 +17,7 @@ from . import round_files
 from .paired import save_round_checkpoint
 from .consistency import (check_equal_sizes, check_round_belongs_to_run, config_fingerprint,
                           fingerprint_items, from_rank0, load_datasets, needs_equal_sizes,
-                          selection_seed)
+                          run_seed)
 from .round import compute_round, summarize
 from .config_loading import ConfigError
 from .selectors import NO_SELECTION, images_without_truth, needs_pool_truth
@@ -26,13 +26,22 @@ logger = logging.getLogger(__name__)
 
 
 def round_iterations(cfg):
-    """Iterations at which a selection round runs: START_ITER, then every REFRESH_PERIOD."""
+    """Iterations at which a selection round runs: START_ITER, then every REFRESH_PERIOD
+    (at most NUM_ROUNDS of them when it is > 0)."""
     settings = cfg.IMAGE_SCORE
     if not settings.ENABLED or settings.SELECTOR == NO_SELECTION:
         return []
     if settings.REFRESH_PERIOD <= 0:
         return [settings.START_ITER]
-    return list(range(settings.START_ITER, cfg.SOLVER.MAX_ITER, settings.REFRESH_PERIOD))
+    return refresh_rounds(cfg)
+
+
+def refresh_rounds(cfg):
+    """With ``REFRESH_PERIOD`` > 0: ``range(START_ITER, MAX_ITER, REFRESH_PERIOD)``, its
+    first ``NUM_ROUNDS`` when that is > 0."""
+    settings = cfg.IMAGE_SCORE
+    rounds = range(settings.START_ITER, cfg.SOLVER.MAX_ITER, settings.REFRESH_PERIOD)
+    return list(rounds[:settings.NUM_ROUNDS or None])
 
 
 def check_pool_truth(cfg, pool):
@@ -75,7 +84,8 @@ class ImageScoreHook(HookBase):
         self.out_dir = os.path.join(cfg.OUTPUT_DIR, "image_score")
         self.history = []  # manifests (dicts) of the rounds done or reloaded in this process
         self.eval_before = None
-        self.seed = None  # selection_seed, set in before_train
+        self.seed = None  # the run's seed (consistency.run_seed), set in before_train
+        self._recorded_seed = None  # the seed drawn under SEED -1, from the checkpoint
         self._pool = None
         # {normalized image path: reason} of pool images the data check at trainer start
         # found unusable (IMAGE_SCORE.ON_BAD_IMAGE skip); set by Trainer.train
@@ -97,10 +107,18 @@ class ImageScoreHook(HookBase):
                              "labeled set IMAGE_SCORE.LABELED_DATASETS (or DATASETS.TRAIN)")
 
     # ----------------------------------------------------------------------- hooks
+    def state_dict(self):
+        """Under ``SEED -1`` the seed this run drew, saved in every checkpoint so that a
+        resumed run fits the same subsample and selects the same images."""
+        return {"run_seed": self.seed} if self.cfg.SEED < 0 and self.seed is not None else {}
+
+    def load_state_dict(self, state):
+        self._recorded_seed = state.get("run_seed")
+
     def before_train(self):
         start = self.trainer.start_iter
         settings = self.cfg.IMAGE_SCORE
-        self.seed = selection_seed(self.cfg)
+        self.seed = run_seed(self.cfg, self._recorded_seed)
         if any(it >= start for it in self.rounds):
             pool = self._load_pool()  # fail now, not after the warm-up
             check_pool_truth(self.cfg, pool)

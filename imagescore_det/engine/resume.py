@@ -18,13 +18,12 @@ It is also the kill point ``iter@<i>`` of :mod:`imagescore_det.faults`.
 import hashlib
 import logging
 
-import numpy as np
-
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
 from ..faults import fault_point
+from .consistency import draw_seed
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +66,7 @@ class ReplayHook(HookBase):
 
     def before_train(self):
         if self.seed is None:  # SEED -1: one seed for the whole run, kept in the checkpoints
-            drawn = int(np.random.SeedSequence().entropy % (2 ** 31))
-            self.seed = int(comm.all_gather(drawn)[0])
+            self.seed = draw_seed()
 
     def is_resume_point(self, iteration):
         return (iteration == self.trainer.start_iter or iteration in self.rounds

@@ -164,7 +164,8 @@ def compute_round(cfg, model, pool, round_index, iteration, labeled, seed=0, ski
 
     Args:
         labeled: callable returning the labeled dataset dicts (the mask is fitted on them).
-        seed: the run's seed (the random selector's stream).
+        seed: the run's seed (``consistency.run_seed``: the fit subsample's unless
+            ``FIT_SEED``, the random selector's unless ``IMAGE_SCORE.SEED``).
         skipped: ``{pool index: reason}`` of images known to be unusable (the data check at
             trainer start); they are left out. With ``IMAGE_SCORE.ON_BAD_IMAGE skip`` images
             that fail during the round are left out too; all are in ``result.skipped``.

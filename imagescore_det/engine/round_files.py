@@ -100,7 +100,7 @@ class RoundManifest:
     # pool images left out as unusable (IMAGE_SCORE.ON_BAD_IMAGE skip): rows of skipped.csv.
     # Those skipped while pseudo-labeling were ranked, so pool_size counts them too.
     num_skipped: int = 0
-    seed: Optional[int] = None  # the run's seed the round used (random selector)
+    seed: Optional[int] = None  # the run's seed the round used (consistency.run_seed)
     fingerprint_items: Optional[Dict[str, str]] = None  # the settings behind `fingerprint`
     mask: Optional[str] = None
     plots: Optional[List[str]] = None

@@ -9,6 +9,7 @@ and all-gathered with the results (:mod:`~imagescore_det.engine.bad_images`): wi
 ``skipped`` dict it is recorded there on every rank, without one every rank raises
 ``BadImageError`` naming it.
 """
+import hashlib
 import itertools
 import logging
 import math
@@ -172,9 +173,22 @@ def fit_subsample(dicts, max_images, seed):
     return [dicts[i] for i in chosen]
 
 
+def subsample_digest(dicts):
+    """A short hash of the images' file names, in order (logged for audits)."""
+    names = "\n".join(str(d.get("file_name")) for d in dicts)
+    return hashlib.sha256(names.encode()).hexdigest()[:12]
+
+
 def fit_seed(cfg, seed):
     """``IMAGE_SCORE.FIT_SEED``, or the run's seed ``seed`` when it is -1."""
     return int(cfg.IMAGE_SCORE.FIT_SEED) if cfg.IMAGE_SCORE.FIT_SEED >= 0 else int(seed)
+
+
+def random_selector_seed(cfg, seed):
+    """``IMAGE_SCORE.SEED``, or the run's seed ``seed`` when it is -1 (or no config)."""
+    if cfg is not None and cfg.IMAGE_SCORE.SEED >= 0:
+        return int(cfg.IMAGE_SCORE.SEED)
+    return int(seed)
 
 
 def _watched_layers(scorer):
@@ -208,7 +222,11 @@ def fit_mask(cfg, model, labeled_dicts, seed=0, num_classes=None):
     backbone = model.backbone
     settings = cfg.IMAGE_SCORE
     _check_resize_fits_backbone(cfg, backbone)
-    labeled_dicts = fit_subsample(labeled_dicts, settings.FIT_MAX_IMAGES, fit_seed(cfg, seed))
+    total, subsample_seed = len(labeled_dicts), fit_seed(cfg, seed)
+    labeled_dicts = fit_subsample(labeled_dicts, settings.FIT_MAX_IMAGES, subsample_seed)
+    logger.info("Fitting the dataset mask on %d of %d labeled images (seed %d): subsample "
+                "digest %s", len(labeled_dicts), total, subsample_seed,
+                subsample_digest(labeled_dicts))
     if num_classes is not None:
         labeled_dicts = [d for d in labeled_dicts if d.get(SCORE_CLASS) is not None]
         if not labeled_dicts:

@@ -45,7 +45,7 @@ class SelectorContext:
     pool: List[dict]  # the unlabeled pool's dataset dicts, in pool order
     labeled: Callable[[], List[dict]]  # loads the labeled dataset dicts (only if needed)
     round_index: int = 1
-    seed: int = 0  # the run's seed (random selection; the mask's FIT_MAX_IMAGES subsample)
+    seed: int = 0  # the run's seed (the mask's subsample unless FIT_SEED, random unless SEED)
     # IMAGE_SCORE.ON_BAD_IMAGE skip: a dict that selection's functions (passed it as
     # ``skipped=``) fill with {pool index: reason} of the images they could not use; those
     # images' scores are ignored and the round leaves them out. None: they raise instead.
@@ -183,8 +183,10 @@ def softmax(ctx):
 
 @register_selector("random")
 def random_selection(ctx):
-    """A uniformly random subset, seeded by the run's seed and the round."""
-    return Ranking(selection.random_scores(len(ctx.pool), ctx.seed * 1000 + ctx.round_index))
+    """A uniformly random subset, seeded by IMAGE_SCORE.SEED (else the run's seed) and the
+    round."""
+    seed = selection.random_selector_seed(ctx.cfg, ctx.seed)
+    return Ranking(selection.random_scores(len(ctx.pool), seed * 1000 + ctx.round_index))
 
 
 def truth_as_prediction(dataset_dict):

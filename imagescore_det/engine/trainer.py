@@ -15,7 +15,7 @@ from ..evaluation import PerClassVOCEvaluator, ap50_of
 from ..utils import atomic_write_json, json_plain
 from .checkpoint import CheckedCheckpointer
 from .config_loading import check_config
-from .hook import ImageScoreHook, round_iterations
+from .hook import ImageScoreHook, refresh_rounds, round_iterations
 from .lock import acquire_output_dir, release_output_dir, remove_stale_temp_files
 from .nonfinite import NonFiniteLossError, non_finite_error
 from .resume import ReplayHook
@@ -76,7 +76,8 @@ class Trainer(DefaultTrainer):
     def auto_scale_workers(cfg, num_workers: int):
         """Detectron2's ``DefaultTrainer.auto_scale_workers``, plus this project's iteration
         keys: ``IMAGE_SCORE.START_ITER`` and ``REFRESH_PERIOD`` scale like ``MAX_ITER``, so
-        a selection round stays at the same fraction of the schedule on any GPU count."""
+        a selection round stays at the same fraction of the schedule on any GPU count, and
+        ``IMAGE_SCORE.NUM_ROUNDS`` is set to the number of rounds of ``cfg`` as written."""
         reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
         scaled = DefaultTrainer.auto_scale_workers(cfg, num_workers)
         if scaled is cfg:
@@ -88,6 +89,9 @@ class Trainer(DefaultTrainer):
         settings.START_ITER = int(round(cfg.IMAGE_SCORE.START_ITER / factor))
         if cfg.IMAGE_SCORE.REFRESH_PERIOD > 0:
             settings.REFRESH_PERIOD = max(1, int(round(cfg.IMAGE_SCORE.REFRESH_PERIOD / factor)))
+            # the rounded period alone can fit one more round before the scaled MAX_ITER
+            # (3 GPUs from 8: 1333 for 1333.3, a 4th round at 27999 of 28000): keep the count
+            settings.NUM_ROUNDS = len(refresh_rounds(cfg))
         logger.info("IMAGE_SCORE.START_ITER %d -> %d, REFRESH_PERIOD %d -> %d for %d workers "
                     "(SOLVER.REFERENCE_WORLD_SIZE %d)", cfg.IMAGE_SCORE.START_ITER,
                     settings.START_ITER, cfg.IMAGE_SCORE.REFRESH_PERIOD, settings.REFRESH_PERIOD,
