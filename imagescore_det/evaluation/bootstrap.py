@@ -284,10 +284,17 @@ def _draw_weights(rng, num_items, resamples):
     return weights
 
 
+def _interval(values, confidence):
+    """The central ``confidence`` percentile interval of ``values`` (NaN when empty)."""
+    if not len(values):
+        return math.nan, math.nan
+    lo, hi = np.percentile(values, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(lo), float(hi)
+
+
 def _summary(a_value, b_value, differences, confidence):
     differences = differences[~np.isnan(differences)]
-    lo, hi = (np.percentile(differences, [50 * (1 - confidence), 50 * (1 + confidence)])
-              if len(differences) else (math.nan, math.nan))
+    lo, hi = _interval(differences, confidence)
     p = ((np.sum(differences < 0) + 0.5 * np.sum(differences == 0)) / len(differences)
          if len(differences) else math.nan)
     return {"a": float(a_value), "b": float(b_value), "difference": float(b_value - a_value),
@@ -447,8 +454,8 @@ def seed_share_of_gain(result, base, arm, reference, key="AP50", confidence=0.95
     denominator = result["boot"][reference][key] - result["boot"][base][key]
     usable = (denominator != 0) & ~np.isnan(numerator) & ~np.isnan(denominator)
     ratios = numerator[usable] / denominator[usable]
-    lo, hi = np.percentile(ratios, [50 * (1 - confidence), 50 * (1 + confidence)])
-    out.update(share=gain["difference"] / ref["difference"], ci=[float(lo), float(hi)],
+    out.update(share=gain["difference"] / ref["difference"], ci=list(_interval(ratios,
+                                                                                confidence)),
                resamples_used=int(usable.sum()))
     return out
 
