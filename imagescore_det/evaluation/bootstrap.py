@@ -20,6 +20,13 @@ mean, as the evaluator's AP50 counts it: 0 with the VOC2007 11-point metric; wit
 metric 0 when no detection of the class is drawn, else NaN (``voc_eval``'s recall 0/0, which
 makes the evaluator's own mean NaN too; such a resample is left out of the interval).
 
+Over several seeds (:func:`seed_image_bootstrap`, for benchmarks): each seed's arms (e.g.
+supervised-only, a selector, the oracle, branched from one checkpoint) on one test set; each
+resample draws the seeds with replacement and the test images with replacement (one image
+draw shared by the seeds), and averages each arm's AP over the drawn seeds, so a contrast's
+interval (:func:`seed_gain`, :func:`seed_share_of_gain`) includes the seed-to-seed spread.
+With one seed it is the paired bootstrap above, resample for resample.
+
 Plain NumPy; no Detectron2 import.
 """
 import math
