@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -290,3 +291,155 @@ def test_bench_quality_shifted_share_divides_by_the_images_trained_on():
     assert quality.shifted_shares(entry) == {"shifted_share_of_selection": 0.25,
                                              "shifted_share_of_pool": 4 / 12}
     assert quality.shifted_shares({"num_selected": 5}) == {}
+
+
+# --------------------------------------------------------------------------- bench_quality
+def _bench_quality():
+    from conftest import load_tool
+
+    return load_tool("bench_quality", "benchmarks")
+
+
+def _boot(boot, full, resamples=4):
+    """A seed_image_bootstrap-shaped result from synthetic AP50 numbers."""
+    return {"resamples": resamples, "seed": 0,
+            "boot": {k: {"AP50": np.asarray(v, float)} for k, v in boot.items()},
+            "full": {k: {"AP50": np.asarray(v, float)} for k, v in full.items()}}
+
+
+def test_bench_quality_gain_and_share_of_the_oracle_known_answers():
+    """Gains over none (means over seeds), the share of the oracle's gain against none:
+    supervised 50, oracle 60, image_score 54 -> +4, share 0.4; random 48 -> -2, share -0.2."""
+    bq = _bench_quality()
+    full = {"none": [49, 51], "oracle": [59, 61], "image_score": [53, 55],
+            "random": [47, 49]}
+    boot = {"none": [50, 50, 50, 50], "oracle": [55, 60, 65, 70],
+            "image_score": [51, 52, 55, 57], "random": [49, 48, 47, 46]}
+    gains = bq.gain_summary(_boot(boot, full), ["image_score", "random", "oracle"])
+    rows = gains["variants"]
+    assert rows["image_score"]["difference"] == 4 and rows["random"]["difference"] == -2
+    assert rows["image_score"]["per_seed"] == [4.0, 4.0]
+    assert rows["image_score"]["ci"] == pytest.approx(list(np.percentile([1, 2, 5, 7],
+                                                                         [2.5, 97.5])))
+    assert rows["random"]["p_value"] == 1.0 and rows["image_score"]["p_value"] == 0.0
+    assert rows["image_score"]["share_of_oracle"]["share"] == pytest.approx(0.4)
+    assert rows["random"]["share_of_oracle"]["share"] == pytest.approx(-0.2)
+    assert rows["image_score"]["share_of_oracle"]["ci"] == pytest.approx(
+        list(np.percentile([1 / 5, 2 / 10, 5 / 15, 7 / 20], [2.5, 97.5])))
+    assert "share_of_oracle" not in rows["oracle"] and gains["oracle_share_undefined"] is None
+    text = "\n".join(bq.gains_markdown(gains))
+    assert "| image_score | +4.00 | [+1.08, +6.85] | 0.000 | +4.00, +4.00 | 0.40 [0.20, 0.35] |" \
+        in text
+    assert "| oracle | +10.00 |" in text and "| 1 (reference) |" in text
+    assert "Share undefined" not in text
+
+
+def test_bench_quality_share_undefined_when_the_oracle_gain_is_not_above_zero():
+    bq = _bench_quality()
+    full = {"none": [50, 50], "oracle": [50.5, 50.5], "image_score": [53, 53]}
+    boot = {"none": [50] * 4, "oracle": [49, 50, 51, 52], "image_score": [53] * 4}
+    gains = bq.gain_summary(_boot(boot, full), ["image_score", "oracle"])
+    share = gains["variants"]["image_score"]["share_of_oracle"]
+    assert share["share"] is None and "not distinguishable from 0" in share["undefined"]
+    assert gains["oracle_share_undefined"] == share["undefined"]
+    text = "\n".join(bq.gains_markdown(gains))
+    assert "**Share undefined:** oracle's gain over none (+0.50 AP50" in text
+    assert "| image_score | +3.00 |" in text and "undefined (oracle gain not above 0) |" in text
+    # without an oracle run there is no share column value, and it says so
+    gains = bq.gain_summary(_boot(boot, full), ["image_score"])
+    assert "share_of_oracle" not in gains["variants"]["image_score"]
+    assert "No `oracle` run" in "\n".join(bq.gains_markdown(gains))
+
+
+def _write_detections(path, found):
+    """A detections file of one class "a" on two images (see evaluation.detections)."""
+    truth = {"x": [["a", 0, 10, 10, 50, 50]], "y": [["a", 0, 60, 60, 90, 90]]}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"format_version": 1, "dataset": "hand", "classes": ["a"],
+                   "use_07_metric": True, "image_ids": ["x", "y"], "ground_truth": truth,
+                   "detections": {"a": {"image_ids": [d[0] for d in found],
+                                        "scores": [d[1] for d in found],
+                                        "boxes": [d[2] for d in found]}}}, f)
+
+
+def test_bench_quality_seed_gains_reads_none_from_the_paired_copy(tmp_path):
+    """seed_gains takes none from the base run's supervised-only copy (PAIRED_DIR) and each
+    variant from its branch: none finds nothing (AP50 0), image_score one of the two objects
+    (the 11-point AP: 6/11), oracle both (100), on both seeds -> gains +600/11 / +100, share
+    6/11."""
+    from imagescore_det.engine.paired import PAIRED_DIR
+
+    bq = _bench_quality()
+    hit_x, hit_y = ("x", 0.9, [10, 10, 50, 50]), ("y", 0.8, [60, 60, 90, 90])
+    miss = ("x", 0.7, [100, 100, 120, 120])
+    for seed in (0, 1):
+        run = tmp_path / f"seed{seed}"
+        _write_detections(str(run / "image_score" / PAIRED_DIR / "inference" /
+                              "detections_hand.json"), [miss])
+        _write_detections(str(run / "image_score" / "inference" / "detections_hand.json"),
+                          [hit_x, miss])
+        _write_detections(str(run / "oracle" / "inference" / "detections_hand.json"),
+                          [hit_x, hit_y])
+    gains = bq.seed_gains(str(tmp_path), [0, 1], ["image_score", "oracle"], resamples=50)
+    rows = gains["variants"]
+    assert rows["oracle"]["difference"] == pytest.approx(100)
+    assert rows["image_score"]["per_seed"] == pytest.approx([600 / 11, 600 / 11])
+    assert rows["image_score"]["share_of_oracle"]["share"] == pytest.approx(6 / 11)
+    assert gains["bootstrap"]["resamples"] == 50
+
+
+def _quality_result(gains=None):
+    runs = {"none": [{"ap50_before": 60.0, "ap50_after": 61.0, "pseudo_images": 0}],
+            "image_score": [{"ap50_before": 60.0, "ap50_after": 62.0, "pseudo_images": 9,
+                             "vs_none": {"AP50_difference": 1.0, "AP50_ci95": [-1.0, 3.0],
+                                         "p_value": 0.2}}]}
+    result = {"seeds": [0], "command": "benchmarks/bench_quality.py", "config": "c.yaml",
+              "overrides": [], "machine": "m", "wall_seconds": 60, "skipped_variants": {},
+              "runs": runs, "mean_over_seeds": {
+                  "none": {"ap50_after": {"mean": 61.0, "std": 0.0}},
+                  "image_score": {"ap50_after": {"mean": 62.0, "std": 0.0},
+                                  "AP50_difference": {"mean": 1.0, "std": 0.0}}}}
+    if gains is not None:
+        result["gains"] = gains
+    return result
+
+
+def test_bench_quality_report_of_an_older_result_has_no_gain_table(tmp_path):
+    """A result without gains (written before them) renders as before; with gains, the
+    Markdown has the table and the PNG its share panel."""
+    bq = _bench_quality()
+    old = bq.markdown(_quality_result())
+    assert "Gain over `none`" not in old and "| image_score | 1 |" not in old
+    boot = _boot({"none": [50] * 4, "image_score": [51, 52, 53, 54]},
+                 {"none": [50], "image_score": [52.5]})
+    new = bq.markdown(_quality_result(bq.gain_summary(boot, ["image_score"])))
+    assert "Gain over `none`" in new and "| image_score | +2.50 |" in new
+    assert new.replace("\n".join(bq.gains_markdown(bq.gain_summary(
+        boot, ["image_score"]))) + "\n", "") == old
+    bq.plot(str(tmp_path / "q.png"), _quality_result(bq.gain_summary(boot, ["image_score"])))
+    assert (tmp_path / "q.png").stat().st_size > 0
+
+
+def test_bench_quality_measures_the_config_it_is_given(tmp_path, monkeypatch):
+    """--config reaches every run's train_net.py command; a config without a round, or an
+    unknown key in --opts, stops the benchmark before any run, naming it."""
+    bq = _bench_quality()
+    seen = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(bq.subprocess, "run", lambda cmd, **kw: seen.append(cmd) or Done())
+    other = os.path.join("configs", "synthetic", "other.yaml")
+    bq.train(str(tmp_path / "run"), ["K", "V"], 3, False, 1, ["X", "Y"], other)
+    cmd = seen[0]
+    assert cmd[cmd.index("--config-file") + 1] == os.path.join(REPO, other)
+    assert cmd[-4:] == ["K", "V", "X", "Y"]  # --opts after the variant's keys
+    assert bq.check_protocol(bq.CONFIG, []).IMAGE_SCORE.ENABLED
+    base = os.path.join("configs", "synthetic", "Base-V16tiny-synthetic.yaml")  # no round
+    with pytest.raises(SystemExit, match=rf"--config {base} does not load for bench_quality: "
+                                          r".*IMAGE_SCORE.ENABLED True.*Pass a config that"):
+        bq.check_protocol(base, [])
+    with pytest.raises(SystemExit, match=r"--opts IMAGE_SCORE.NO_SUCH 1 does not load.*NO_SUCH"):
+        bq.check_protocol(bq.CONFIG, ["IMAGE_SCORE.NO_SUCH", "1"])

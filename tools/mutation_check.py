@@ -415,6 +415,44 @@ CATALOGUE = (
         tests=("tests/test_per_box.py::test_bench_quality_correctness_aurocs_known_answers",),
     ),
     Mutation(
+        id="seed-bootstrap-seeds-not-resampled",
+        description="the two-level bootstrap keeps every seed once: no seed-to-seed spread",
+        file="imagescore_det/evaluation/bootstrap.py",
+        old="    return images, _draw_weights(rng, num_seeds, resamples)\n",
+        new="    return images, np.ones((resamples, num_seeds))\n",
+        tests=("tests/test_seed_bootstrap.py::test_brute_force_two_seeds_two_images",
+               "tests/test_seed_bootstrap.py::test_the_interval_widens_when_seeds_disagree"),
+    ),
+    Mutation(
+        id="share-of-oracle-defined-at-zero",
+        description="a share of the oracle's gain is given when the oracle's gain may be 0",
+        file="imagescore_det/evaluation/bootstrap.py",
+        old="    if not ref[\"ci\"][0] > 0:\n",
+        new="    if not ref[\"ci\"][1] > 0:\n",
+        tests=("tests/test_seed_bootstrap.py::"
+               "test_share_is_undefined_when_the_oracle_gain_is_not_above_zero",),
+    ),
+    Mutation(
+        id="share-of-oracle-wrong-baseline",
+        description="bench_quality's share of the oracle's gain is taken over image_score, "
+                    "not over none",
+        file="benchmarks/bench_quality.py",
+        old="seed_share_of_gain(boot, NONE, name, ORACLE,",
+        new="seed_share_of_gain(boot, BASE, name, ORACLE,",
+        tests=("tests/test_benchmarks_cli.py::"
+               "test_bench_quality_gain_and_share_of_the_oracle_known_answers",),
+    ),
+    Mutation(
+        id="bench-quality-none-from-the-base-run",
+        description="bench_quality's seeds x images gains take none from the image_score run "
+                    "instead of its supervised-only copy",
+        file="benchmarks/bench_quality.py",
+        old="        dirs = {NONE: os.path.join(base_dir, PAIRED_DIR)}\n",
+        new="        dirs = {NONE: base_dir}\n",
+        tests=("tests/test_benchmarks_cli.py::"
+               "test_bench_quality_seed_gains_reads_none_from_the_paired_copy",),
+    ),
+    Mutation(
         id="match-boxes-ignores-class",
         description="a pseudo-box matching a true box of another class counts as correct",
         file="imagescore_det/evaluation/pseudo_labels.py",

@@ -20,6 +20,13 @@ mean, as the evaluator's AP50 counts it: 0 with the VOC2007 11-point metric; wit
 metric 0 when no detection of the class is drawn, else NaN (``voc_eval``'s recall 0/0, which
 makes the evaluator's own mean NaN too; such a resample is left out of the interval).
 
+Over several seeds (:func:`seed_image_bootstrap`, for benchmarks): each seed's arms (e.g.
+supervised-only, a selector, the oracle, branched from one checkpoint) on one test set; each
+resample draws the seeds with replacement and the test images with replacement (one image
+draw shared by the seeds), and averages each arm's AP over the drawn seeds, so a contrast's
+interval (:func:`seed_gain`, :func:`seed_share_of_gain`) includes the seed-to-seed spread.
+With one seed it is the paired bootstrap above, resample for resample.
+
 Plain NumPy; no Detectron2 import.
 """
 import math
@@ -273,18 +280,28 @@ def check_same_test_set(a: Evaluation, b: Evaluation):
 
 def resample_weights(num_images, resamples=DEFAULT_RESAMPLES, seed=DEFAULT_SEED):
     """``(resamples, num_images)``: how often each image is drawn in each resample."""
-    rng = np.random.default_rng(seed)
-    weights = np.zeros((resamples, num_images))
+    return _draw_weights(np.random.default_rng(seed), num_images, resamples)
+
+
+def _draw_weights(rng, num_items, resamples):
+    weights = np.zeros((resamples, num_items))
     for r in range(resamples):
-        weights[r] = np.bincount(rng.integers(0, num_images, size=num_images),
-                                 minlength=num_images)
+        weights[r] = np.bincount(rng.integers(0, num_items, size=num_items),
+                                 minlength=num_items)
     return weights
+
+
+def _interval(values, confidence):
+    """The central ``confidence`` percentile interval of ``values`` (NaN when empty)."""
+    if not len(values):
+        return math.nan, math.nan
+    lo, hi = np.percentile(values, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(lo), float(hi)
 
 
 def _summary(a_value, b_value, differences, confidence):
     differences = differences[~np.isnan(differences)]
-    lo, hi = (np.percentile(differences, [50 * (1 - confidence), 50 * (1 + confidence)])
-              if len(differences) else (math.nan, math.nan))
+    lo, hi = _interval(differences, confidence)
     p = ((np.sum(differences < 0) + 0.5 * np.sum(differences == 0)) / len(differences)
          if len(differences) else math.nan)
     return {"a": float(a_value), "b": float(b_value), "difference": float(b_value - a_value),
@@ -334,6 +351,120 @@ def compare(a: Evaluation, b: Evaluation, resamples=DEFAULT_RESAMPLES, seed=DEFA
         }
     result["per_class"] = per_class
     return result
+
+
+# --------------------------------------------------------------------------- over seeds
+def seed_image_weights(num_seeds, num_images, resamples=DEFAULT_RESAMPLES, seed=DEFAULT_SEED):
+    """The two-level resamples: ``(image_weights, seed_weights)``, ``(resamples, num_images)``
+    and ``(resamples, num_seeds)``, how often each test image and each seed is drawn in each
+    resample (both with replacement).
+
+    One image draw serves every seed drawn in a resample: the seeds' runs are evaluated on
+    the same test images, so an image's effect on them is shared and is drawn once, as it was
+    measured once (independent draws per seed would average it away, as if each seed had its
+    own test set). The image draws come first from the random stream, so with one seed they
+    are :func:`resample_weights`' rows exactly and the seed level is a no-op."""
+    rng = np.random.default_rng(seed)
+    images = _draw_weights(rng, num_images, resamples)
+    return images, _draw_weights(rng, num_seeds, resamples)
+
+
+def mean_over_drawn_seeds(per_seed, seed_weights):
+    """``(resamples,)``: per resample, the mean of ``per_seed`` ``(num_seeds, resamples)``
+    over the seeds drawn (a seed drawn k times counts k times). NaN where a drawn seed's
+    value is NaN; an undrawn seed's value is not looked at."""
+    per_seed = np.asarray(per_seed, dtype=float)
+    drawn = seed_weights.T > 0
+    total = np.sum(np.where(drawn, per_seed, 0.0) * seed_weights.T, axis=0)
+    total[np.any(drawn & np.isnan(per_seed), axis=0)] = np.nan
+    return total / seed_weights.shape[1]
+
+
+def seed_image_bootstrap(runs, resamples=DEFAULT_RESAMPLES, seed=DEFAULT_SEED):
+    """Two-level bootstrap of several arms over seeds and test images.
+
+    ``runs``: one ``{arm name: Evaluation}`` per seed (the same arms for every seed: a
+    seed's arms are paired, e.g. branched from one round checkpoint), all evaluated on one
+    test set. Each resample draws the seeds with replacement and the test images with
+    replacement (:func:`seed_image_weights`), recomputes every drawn run's VOC AP on the
+    drawn images and averages over the drawn seeds, every arm on the same draws: any
+    contrast of arms (a difference, a share of a gain) computed resample by resample then
+    varies with the seed-to-seed spread as well as with the test-image sampling.
+
+    Returns ``{"arms", "num_seeds", "test_set", "full", "boot", "resamples", "seed"}``:
+    ``full[arm][key]`` the ``(num_seeds,)`` full-set AP of each seed's run (``key``: AP50,
+    AP), ``boot[arm][key]`` the ``(resamples,)`` mean over the drawn seeds.
+    """
+    if not runs:
+        raise ValueError("seed_image_bootstrap needs the runs of at least one seed.")
+    arms = list(runs[0])
+    for i, by_arm in enumerate(runs):
+        if list(by_arm) != arms:
+            raise ValueError(f"Seed #{i} has the arms {list(by_arm)}, seed #0 {arms}: every "
+                             "seed needs the same arms.")
+    first = runs[0][arms[0]]
+    for by_arm in runs:
+        for evaluation in by_arm.values():
+            check_same_test_set(first, evaluation)
+    image_weights, seed_weights = seed_image_weights(len(runs), len(first.image_ids),
+                                                     resamples, seed)
+    full = {arm: {"AP50": [], "AP": []} for arm in arms}
+    per_seed = {arm: {"AP50": [], "AP": []} for arm in arms}
+    for by_arm in runs:
+        for arm, evaluation in by_arm.items():
+            prepared = PreparedRun(evaluation)
+            whole, boot = full_set_mean_ap(prepared.full_set_ap()), mean_ap(
+                prepared.resampled_ap(image_weights))
+            for key in ("AP50", "AP"):
+                full[arm][key].append(whole[key])
+                per_seed[arm][key].append(boot[key])
+    return {"arms": arms, "num_seeds": len(runs), "resamples": int(resamples), "seed": int(seed),
+            "test_set": {"dataset": first.dataset, "num_images": len(first.image_ids),
+                         "metric": first.metric, "fingerprint": first.fingerprint},
+            "full": {arm: {k: np.array(v) for k, v in d.items()} for arm, d in full.items()},
+            "boot": {arm: {k: mean_over_drawn_seeds(v, seed_weights) for k, v in d.items()}
+                     for arm, d in per_seed.items()}}
+
+
+def seed_gain(result, base, arm, key="AP50", confidence=0.95):
+    """``arm`` - ``base`` from :func:`seed_image_bootstrap`'s ``result``: the mean over the
+    seeds of the full-set difference, its ``confidence`` interval over seeds and test images,
+    the one-sided p (share of resamples where ``arm`` does not beat ``base``, ties half) and
+    the per-seed differences."""
+    a, b = result["full"][base][key], result["full"][arm][key]
+    out = _summary(np.mean(a), np.mean(b), result["boot"][arm][key] - result["boot"][base][key],
+                   confidence)
+    out["per_seed"] = [float(v) for v in b - a]
+    return out
+
+
+def seed_share_of_gain(result, base, arm, reference, key="AP50", confidence=0.95):
+    """The share of ``reference``'s gain over ``base`` that ``arm`` recovers,
+    ``(arm - base) / (reference - base)`` of the means over seeds, with its ``confidence``
+    interval over seeds and test images (the ratio per resample).
+
+    Only defined when ``reference``'s gain is distinguishable from 0 and positive (its own
+    interval above 0): otherwise ``share`` and ``ci`` are None and ``undefined`` says why (a
+    ratio to a gain that may be 0 is any number, not a share). Resamples where the
+    reference's gain is exactly 0 are left out of the interval (``resamples_used``)."""
+    ref = seed_gain(result, base, reference, key, confidence)
+    out = {"reference_gain": ref["difference"], "reference_gain_ci": ref["ci"],
+           "share": None, "ci": None, "undefined": None}
+    if not ref["ci"][0] > 0:
+        out["undefined"] = (f"{reference}'s gain over {base} ({ref['difference']:+.2f} "
+                            f"{key}, {100 * confidence:g}% interval [{ref['ci'][0]:+.2f}, "
+                            f"{ref['ci'][1]:+.2f}]) is not distinguishable from 0 or is "
+                            "negative: there is no gain to take a share of")
+        return out
+    gain = seed_gain(result, base, arm, key, confidence)
+    numerator = result["boot"][arm][key] - result["boot"][base][key]
+    denominator = result["boot"][reference][key] - result["boot"][base][key]
+    usable = (denominator != 0) & ~np.isnan(numerator) & ~np.isnan(denominator)
+    ratios = numerator[usable] / denominator[usable]
+    out.update(share=gain["difference"] / ref["difference"], ci=list(_interval(ratios,
+                                                                                confidence)),
+               resamples_used=int(usable.sum()))
+    return out
 
 
 def compare_files(path_a, path_b, **kwargs):
