@@ -239,6 +239,10 @@ def test_teacher_follows_student_by_ema_and_checkpoints_round_trip(tiny_cfg, tmp
     assert _states_equal(predictor.model.state_dict(), teacher)
     report = json.loads((out / "report.json").read_text())
     assert report["teacher"]["evaluated"] == "teacher" and report["teacher"]["ema_steps"] == 1
+    # the unsupervised losses the step summed: classification only (UNSUP_REGRESSION False)
+    rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    logged = {k for r in rows for k in r if k.startswith("teacher/loss")}
+    assert logged == {"teacher/loss_rpn_cls", "teacher/loss_cls"}
 
     resumed = TeacherTrainer(tiny_cfg(*opts, max_iter=4))
     resumed.resume_or_load(resume=True)
@@ -261,3 +265,32 @@ def test_teacher_follows_student_by_ema_and_checkpoints_round_trip(tiny_cfg, tmp
     plain = TeacherTrainer(tiny_cfg(*opts, "OUTPUT_DIR", str(other), max_iter=4))
     with pytest.raises(CheckpointMismatchError, match="without a teacher.*MODEL.WEIGHTS"):
         plain.resume_or_load(resume=True)
+
+
+def test_train_net_end_to_end_and_eval_only_evaluates_the_teacher(tmp_path):
+    """tools/train_net.py with configs/synthetic/teacher_V16tiny_quick.yaml at tiny size:
+    2 burn-in iterations, 2 teacher steps; --eval-only on its checkpoint evaluates the teacher
+    (the AP of the run's final evaluation, which is the teacher's)."""
+    from imagescore_det.data import generate_synthetic_voc
+    from test_train_net import check, copypaste_ap, opts_for, run_train_net
+
+    generate_synthetic_voc(tmp_path / "synthetic_voc", seed=5, num_labeled=8, num_unlabeled=6,
+                           num_test=4, min_size=80, max_size=96, min_obj_size=30,
+                           max_obj_size=48, max_objects=2)
+    config = os.path.join(os.path.dirname(TINY_CONFIG), "teacher_V16tiny_quick.yaml")
+    out = tmp_path / "out"
+    teacher_opts = ["TEACHER.BURN_IN_ITER", "2", "TEACHER.SCORE_THRESH", "0.0"]
+    log = check(run_train_net(tmp_path, opts_for(out, *teacher_opts), config=config))
+    assert "end of the burn-in, the teacher is a copy of the student" in log
+    rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    unsup = [r["loss_unsup"] for r in rows if "loss_unsup" in r]
+    assert len(unsup) >= 1 and all(v == v for v in unsup)  # logged after the burn-in, finite
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher"]["evaluated"] == "teacher" and report["teacher"]["ema_steps"] == 2
+    assert report["teacher"]["refreshes"][0]["num_selected"] == 6  # SELECTOR none: whole pool
+    assert (out / "model_final_teacher.pth").is_file()
+    evaluated = check(run_train_net(tmp_path, opts_for(
+        tmp_path / "eval", *teacher_opts, "MODEL.WEIGHTS", str(out / "model_final.pth")),
+        flags=["--eval-only"], config=config))
+    assert "holds a teacher: evaluating the teacher" in evaluated
+    assert copypaste_ap(evaluated) == copypaste_ap(log)

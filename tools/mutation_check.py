@@ -46,6 +46,7 @@ DEFAULT_OUTPUT = os.path.join("benchmarks", "results", "mutation_check.json")
 KNOWN = "tests/test_known_answers.py"
 VARIANTS = "tests/test_selector_variants.py"
 AGREE = "tests/test_evaluator_agreement.py"
+TEACHER = "tests/test_teacher.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,6 +333,34 @@ CATALOGUE = (
         new="return True",
         tests=("tests/test_reliability.py::"
                "test_without_flock_the_pid_and_its_start_time_decide",),
+    ),
+    # issue 17: the online teacher-student mode (imagescore_det/teacher)
+    Mutation(
+        id="teacher-ignores-threshold",
+        description="the teacher's boxes become targets whatever TEACHER.SCORE_THRESH",
+        file="imagescore_det/teacher/targets.py",
+        old="keep = pred.scores >= score_thresh",
+        new='keep = pred.scores >= -float("inf")',
+        tests=(f"{TEACHER}::test_threshold_drops_boxes_below_it",
+               f"{TEACHER}::test_no_box_above_threshold_gives_exactly_zero_loss"),
+    ),
+    Mutation(
+        id="teacher-not-updated",
+        description="the teacher-student step skips the EMA update: the teacher stays the "
+                    "burn-in's copy",
+        file="imagescore_det/teacher/trainer.py",
+        old="ema_update(owner.teacher, self.model, settings.EMA_KEEP_RATE)",
+        new="None  # no EMA update",
+        tests=(f"{TEACHER}::test_teacher_follows_student_by_ema_and_checkpoints_round_trip",),
+    ),
+    Mutation(
+        id="teacher-regression-on",
+        description="the unsupervised loss includes the box regressions with "
+                    "TEACHER.UNSUP_REGRESSION False",
+        file="imagescore_det/teacher/trainer.py",
+        old="unsup_loss_names(settings.UNSUP_REGRESSION)",
+        new="unsup_loss_names(True)",
+        tests=(f"{TEACHER}::test_teacher_follows_student_by_ema_and_checkpoints_round_trip",),
     ),
 )
 
