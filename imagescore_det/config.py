@@ -212,6 +212,10 @@ def add_imagescore_config(cfg):
     # from the pseudo-boxes (RPN and ROI) only with this switch (Unbiased Teacher leaves it
     # off: the teacher's confidence says nothing about how well its box fits).
     _C.TEACHER.UNSUP_REGRESSION = False
+    # Focal loss in the student's ROI classifier (supervised and unsupervised):
+    # mean((1 - p_t) ** gamma * CE); 0.0 = off (Detectron2's cross entropy). Unbiased Teacher
+    # uses 1.5.
+    _C.TEACHER.FOCAL_GAMMA = 0.0
     # The teacher as a filter: every REFRESH iterations from BURN_IN_ITER on (0 = only at
     # BURN_IN_ITER) the teacher ranks the pool with this selector of the registry
     # (engine/selectors.py; "none" = the whole pool, plain Unbiased Teacher) and the

@@ -66,6 +66,7 @@ def test_keep_rate_scaling_keeps_the_time_constant_in_images(tiny_cfg):
     (["TEACHER.UNLABELED_PER_LABELED", "0.0"], "TEACHER.UNLABELED_PER_LABELED", "> 0"),
     (["TEACHER.TOP_FRACTION", "0.0"], "TEACHER.TOP_FRACTION", "(0, 1]"),
     (["TEACHER.SELECTOR", "imagescore"], "TEACHER.SELECTOR", "image_score"),
+    (["TEACHER.FOCAL_GAMMA", "-1.0"], "TEACHER.FOCAL_GAMMA", "use 0.0"),
     (["TEACHER.BURN_IN_ITER", "4"], "TEACHER.BURN_IN_ITER", "[0, SOLVER.MAX_ITER=4)"),
     (["IMAGE_SCORE.UNLABELED_DATASETS", "()"], "IMAGE_SCORE.UNLABELED_DATASETS",
      "name the registered"),
@@ -171,6 +172,46 @@ def test_images_without_a_box_are_left_out_of_the_loss(tiny_model):
     assert torch.isfinite(both) and both.item() > 0
     assert both.item() == pytest.approx(2.0 * (alone["loss_rpn_cls"] + alone["loss_cls"]).item(),
                                         rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ focal loss
+def test_focal_cross_entropy_known_values():
+    import math
+
+    from imagescore_det.teacher.focal import focal_cross_entropy
+
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0]])
+    targets = torch.tensor([1, 1])  # p_t = 0.75 and 0.25
+    ce = torch.tensor([-math.log(0.75), -math.log(0.25)])
+    expected = (0.25 ** 2 * ce[0] + 0.75 ** 2 * ce[1]) / 2
+    assert focal_cross_entropy(logits, targets, 2.0).item() == pytest.approx(expected.item(),
+                                                                            rel=1e-6)
+    assert focal_cross_entropy(logits, targets, 0.0).item() == pytest.approx(ce.mean().item(),
+                                                                            rel=1e-6)
+    assert focal_cross_entropy(logits[:0], targets[:0], 2.0).item() == 0.0
+
+
+def test_teacher_trainer_model_uses_focal_loss_when_configured(tiny_cfg):
+    from imagescore_det.teacher.focal import FocalFastRCNNOutputLayers, focal_cross_entropy
+    from imagescore_det.teacher.trainer import TeacherTrainer
+
+    assert type(TeacherTrainer.build_model(tiny_cfg(*TEACHER_OPTS)).roi_heads.box_predictor) \
+        is not FocalFastRCNNOutputLayers  # 0.0: off
+    model = TeacherTrainer.build_model(tiny_cfg(*TEACHER_OPTS, "TEACHER.FOCAL_GAMMA", "1.5"))
+    predictor = model.roi_heads.box_predictor
+    assert isinstance(predictor, FocalFastRCNNOutputLayers) and predictor.focal_gamma == 1.5
+    scores = torch.tensor([[2.0, 0.0, 0.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0, 3.0]])
+    proposals = Instances((50, 50), proposal_boxes=Boxes(torch.tensor([[0.0, 0, 9, 9]] * 2)),
+                          gt_boxes=Boxes(torch.tensor([[1.0, 1, 9, 9]] * 2)),
+                          gt_classes=torch.tensor([0, 4]))
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage():
+        losses = predictor.losses((scores, torch.zeros(2, 16)), [proposals])
+    expected = focal_cross_entropy(scores, torch.tensor([0, 4]), 1.5)
+    assert losses["loss_cls"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert losses["loss_cls"].item() < torch.nn.functional.cross_entropy(
+        scores, torch.tensor([0, 4])).item()
 
 
 # ------------------------------------------------------------------------------ views

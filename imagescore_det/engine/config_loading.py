@@ -179,6 +179,9 @@ def check_teacher_config(cfg, where="the config"):
     if settings.UNSUP_LOSS_WEIGHT < 0:
         raise ConfigError(f"TEACHER.UNSUP_LOSS_WEIGHT is {settings.UNSUP_LOSS_WEIGHT} in {where}; "
                           "use a weight >= 0 (Unbiased Teacher's VOC setting: 2.0).")
+    if settings.FOCAL_GAMMA < 0:
+        raise ConfigError(f"TEACHER.FOCAL_GAMMA is {settings.FOCAL_GAMMA} in {where}; use 0.0 for "
+                          "Detectron2's cross entropy or a gamma > 0 (Unbiased Teacher: 1.5).")
     if not 0 <= settings.BURN_IN_ITER < cfg.SOLVER.MAX_ITER:
         raise ConfigError(f"TEACHER.BURN_IN_ITER={settings.BURN_IN_ITER} must be in "
                           f"[0, SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}) in {where}: the teacher "

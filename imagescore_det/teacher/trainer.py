@@ -40,6 +40,7 @@ from ..engine.safe_load import FORMAT_KEY, FORMAT_VERSION, LAST_CHECKPOINT, atom
 from ..engine.selectors import NO_SELECTION, SelectorContext, rank_pool
 from ..engine.trainer import Trainer
 from .ema import copy_into, ema_update, make_teacher
+from .focal import use_focal_loss
 from .targets import pseudo_targets, unsup_loss_names, unsupervised_loss
 from .views import strong_view, view_seed
 
@@ -162,6 +163,16 @@ class TeacherTrainer(Trainer):
         self._unlabeled_iter = None
 
     # ------------------------------------------------------------------ building
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        if cfg.TEACHER.FOCAL_GAMMA > 0:
+            try:
+                use_focal_loss(model, cfg.TEACHER.FOCAL_GAMMA)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        return model
+
     def build_step(self, cfg, model, data_loader, optimizer):
         if cfg.SOLVER.AMP.ENABLED:
             raise ConfigError("TEACHER.ENABLED with SOLVER.AMP.ENABLED: mixed precision is not "
