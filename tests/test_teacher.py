@@ -335,3 +335,32 @@ def test_train_net_end_to_end_and_eval_only_evaluates_the_teacher(tmp_path):
         flags=["--eval-only"], config=config))
     assert "holds a teacher: evaluating the teacher" in evaluated
     assert copypaste_ap(evaluated) == copypaste_ap(log)
+
+
+def test_a_run_resumed_at_a_checkpoint_replays_the_uninterrupted_one(tiny_cfg, tmp_path):
+    """Killed after iteration 1 (the periodic checkpoint) and resumed: the burn-in's end, the
+    teacher's ranking, the unlabeled stream and the strong views replay, so the final
+    teacher and student equal the uninterrupted run's, bit for bit."""
+    import shutil
+
+    from imagescore_det.engine.safe_load import LAST_CHECKPOINT
+    from imagescore_det.teacher.trainer import TeacherTrainer
+
+    opts = TEACHER_OPTS + ["TEACHER.SELECTOR", "random", "TEACHER.TOP_FRACTION", "0.5"]
+    whole = TeacherTrainer(tiny_cfg(*opts, max_iter=4))
+    whole.resume_or_load(resume=False)
+    whole.train()
+    uninterrupted = _load(tmp_path / "out" / "model_final.pth")
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    shutil.copy(tmp_path / "out" / "model_0000001.pth", killed)  # what the kill leaves
+    (killed / LAST_CHECKPOINT).write_text("model_0000001.pth")
+    resumed = TeacherTrainer(tiny_cfg(*opts, "OUTPUT_DIR", str(killed), max_iter=4))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2 and not resumed.state.active
+    resumed.train()
+    replayed = _load(killed / "model_final.pth")
+    assert _states_equal(replayed["teacher"], uninterrupted["teacher"])
+    assert _states_equal(replayed["model"], uninterrupted["model"])
+    assert replayed["teacher_state"]["selection"] == uninterrupted["teacher_state"]["selection"]
+    assert not _states_equal(uninterrupted["teacher"], uninterrupted["model"])
