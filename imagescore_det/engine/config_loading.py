@@ -89,12 +89,8 @@ def load_config(config_file, opts=(), cfg=None):
 def check_config(cfg, where="the config"):
     """Checks that would otherwise fail late (after training time is spent) or silently."""
     settings = cfg.IMAGE_SCORE
-    if settings.SELECTOR not in config_selector_names():
-        raise ConfigError(f"IMAGE_SCORE.SELECTOR is '{settings.SELECTOR}' in {where}; use one of "
-                          f"{', '.join(config_selector_names())}.")
-    if not 0.0 < settings.TOP_FRACTION <= 1.0:
-        raise ConfigError(f"IMAGE_SCORE.TOP_FRACTION is {settings.TOP_FRACTION} in {where}; it is the "
-                          "fraction of the unlabeled pool to pseudo-label and must be in (0, 1].")
+    _check_selection("IMAGE_SCORE", settings, where, "",
+                     "fraction of the unlabeled pool to pseudo-label")
     if settings.ON_BAD_IMAGE not in ("skip", "error"):
         raise ConfigError(f"IMAGE_SCORE.ON_BAD_IMAGE is '{settings.ON_BAD_IMAGE}' in {where}; use "
                           "skip (leave unusable pool images out, listed in skipped.csv) or error.")
@@ -153,6 +149,16 @@ def check_config(cfg, where="the config"):
     check_class_count(cfg, where)
 
 
+def _check_selection(prefix, settings, where, none_means, fraction_means):
+    """``<prefix>.SELECTOR`` is registered and ``<prefix>.TOP_FRACTION`` in (0, 1]."""
+    if settings.SELECTOR not in config_selector_names():
+        raise ConfigError(f"{prefix}.SELECTOR is '{settings.SELECTOR}' in {where}; use one of "
+                          f"{', '.join(config_selector_names())}{none_means}.")
+    if not 0.0 < settings.TOP_FRACTION <= 1.0:
+        raise ConfigError(f"{prefix}.TOP_FRACTION is {settings.TOP_FRACTION} in {where}; it is the "
+                          f"{fraction_means} and must be in (0, 1].")
+
+
 def check_teacher_config(cfg, where="the config"):
     """The ``TEACHER`` keys (online teacher-student mode, ``imagescore_det/teacher``)."""
     settings = cfg.TEACHER
@@ -190,12 +196,8 @@ def check_teacher_config(cfg, where="the config"):
         raise ConfigError(f"TEACHER.REFRESH is {settings.REFRESH} in {where}; use 0 to rank the "
                           "pool once at the end of the burn-in, or N > 0 to rank it every N "
                           "iterations.")
-    if settings.SELECTOR not in config_selector_names():
-        raise ConfigError(f"TEACHER.SELECTOR is '{settings.SELECTOR}' in {where}; use one of "
-                          f"{', '.join(config_selector_names())} ('none' = the whole pool).")
-    if not 0.0 < settings.TOP_FRACTION <= 1.0:
-        raise ConfigError(f"TEACHER.TOP_FRACTION is {settings.TOP_FRACTION} in {where}; it is the "
-                          "fraction of the pool the unlabeled batches come from, in (0, 1].")
+    _check_selection("TEACHER", settings, where, " ('none' = the whole pool)",
+                     "fraction of the pool the unlabeled batches come from")
     if not cfg.IMAGE_SCORE.UNLABELED_DATASETS:
         raise ConfigError(f"TEACHER.ENABLED is on in {where} but IMAGE_SCORE.UNLABELED_DATASETS "
                           "(the unlabeled pool of both modes) is empty; name the registered "
