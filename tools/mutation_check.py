@@ -362,6 +362,25 @@ CATALOGUE = (
         new="unsup_loss_names(True)",
         tests=(f"{TEACHER}::test_teacher_follows_student_by_ema_and_checkpoints_round_trip",),
     ),
+    Mutation(
+        id="teacher-keep-rate-unscaled",
+        description="auto_scale_workers leaves TEACHER.EMA_KEEP_RATE as it is at another batch, "
+                    "so the EMA's time constant in images changes with the GPU count",
+        file="imagescore_det/engine/trainer.py",
+        old="teacher.EMA_KEEP_RATE = scaled_keep_rate(cfg.TEACHER.EMA_KEEP_RATE, factor)",
+        new="teacher.EMA_KEEP_RATE = cfg.TEACHER.EMA_KEEP_RATE",
+        tests=(f"{TEACHER}::test_keep_rate_scaling_keeps_the_time_constant_in_images",),
+    ),
+    Mutation(
+        id="teacher-trains-boxless-images",
+        description="unlabeled images without a teacher box stay in the unsupervised loss "
+                    "(trained as all background; a batch without boxes gives a loss > 0)",
+        file="imagescore_det/teacher/targets.py",
+        old="              if len(target) > 0]",
+        new="              ]",
+        tests=(f"{TEACHER}::test_no_box_above_threshold_gives_exactly_zero_loss",
+               f"{TEACHER}::test_images_without_a_box_are_left_out_of_the_loss"),
+    ),
 )
 
 
