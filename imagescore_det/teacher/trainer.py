@@ -200,6 +200,9 @@ class TeacherTrainer(Trainer):
     def build_hooks(self):
         ret = super().build_hooks()
         replay = next(h for h in ret if isinstance(h, ReplayHook))
+        # the burn-in's end and every refresh re-seed like the offline rounds do, so a run
+        # from a burn-in checkpoint shares the random stream from there on
+        replay.rounds.update(self.refresh_iterations())
         self.data_seed_hook = replay
         ret.insert(ret.index(replay) + 1, TeacherHook(weakref.proxy(self), replay))
         for i, h in enumerate(ret):  # evaluate the teacher once there is one
