@@ -9,7 +9,7 @@ import torch
 
 from detectron2.structures import Boxes, Instances
 
-from conftest import TINY_CONFIG, tiny_cfg_opts
+from conftest import TINY_CONFIG
 
 TEACHER_OPTS = ["TEACHER.ENABLED", "True", "TEACHER.BURN_IN_ITER", "2",
                 "TEACHER.EMA_KEEP_RATE", "0.5", "TEACHER.SCORE_THRESH", "0.0",

@@ -1,5 +1,4 @@
 """The teacher's boxes as the student's targets, and the unsupervised loss."""
-import torch
 
 from detectron2.structures import Instances
 
@@ -7,12 +6,10 @@ from detectron2.structures import Instances
 CLASSIFICATION_LOSSES = ("loss_rpn_cls", "loss_cls")
 REGRESSION_LOSSES = ("loss_rpn_loc", "loss_box_reg")
 
-
 def unsup_loss_names(regression):
     """The unsupervised losses that are on: objectness and ROI classification, and with
     ``TEACHER.UNSUP_REGRESSION`` the box regressions too."""
     return CLASSIFICATION_LOSSES + (REGRESSION_LOSSES if regression else ())
-
 
 def pseudo_targets(predictions, score_thresh):
     """Per image the teacher's boxes with score >= ``score_thresh`` as ``Instances`` with
@@ -26,7 +23,6 @@ def pseudo_targets(predictions, score_thresh):
         target.gt_classes = pred.pred_classes[keep].clone()
         targets.append(target)
     return targets
-
 
 def unsupervised_loss(student, strong_inputs, targets, names, weight):
     """``(weight * sum of the losses in names, the unweighted losses)`` of the student on the

@@ -25,8 +25,7 @@ import torch
 
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data.samplers import TrainingSampler
-from detectron2.engine import SimpleTrainer, hooks
-from detectron2.engine import HookBase
+from detectron2.engine import HookBase, SimpleTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
