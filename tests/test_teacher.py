@@ -335,6 +335,12 @@ def test_train_net_end_to_end_and_eval_only_evaluates_the_teacher(tmp_path):
         flags=["--eval-only"], config=config))
     assert "holds a teacher: evaluating the teacher" in evaluated
     assert copypaste_ap(evaluated) == copypaste_ap(log)
+    # the student is evaluated beside the teacher, into inference/student/
+    student = report["teacher"]["student_eval_after"]
+    student_file = out / "inference" / "student" / "voc_per_class_synthetic_voc_test.json"
+    assert json.loads(student_file.read_text())["mean"]["AP50"] == pytest.approx(
+        student["bbox"]["AP50"], abs=1e-4)
+    assert f"VOC AP50 at the end, student:  {student['bbox']['AP50']:.2f}" in log
 
 
 def test_a_run_resumed_at_a_checkpoint_replays_the_uninterrupted_one(tiny_cfg, tmp_path):

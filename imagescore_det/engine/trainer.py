@@ -198,10 +198,15 @@ class Trainer(DefaultTrainer):
             report["paired_baseline"] = paired.report_section(
                 self.cfg, self.paired_baseline, report["eval_before"], final_results)
         atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), json_plain(report))
-        _log_summary(report, getattr(self, "summary_title", "Image Score run summary:"))
+        _log_summary(report, getattr(self, "summary_title", "Image Score run summary:"),
+                     self.summary_lines(report))
+
+    def summary_lines(self, report):
+        """More lines of the printed summary (the teacher-student trainer's)."""
+        return []
 
 
-def _log_summary(report, title="Image Score run summary:"):
+def _log_summary(report, title="Image Score run summary:", extra=()):
     before, after = ap50_of(report["eval_before"]), ap50_of(report["eval_after"])
     lines = [title]
     if before is not None:
@@ -222,6 +227,7 @@ def _log_summary(report, title="Image Score run summary:"):
                      + (f", precision {precision:.3f}" if precision is not None else "")
                      + (f", {entry['num_skipped']} unusable pool images skipped (skipped.csv)"
                         if entry.get("num_skipped") else ""))
+    lines.extend(extra)
     logger.info("\n".join(lines))
 
 

@@ -38,6 +38,7 @@ from ..engine.resume import ReplayHook, derived_seed
 from ..engine.safe_load import FORMAT_KEY, FORMAT_VERSION, LAST_CHECKPOINT, atomic_torch_save
 from ..engine.selectors import NO_SELECTION, SelectorContext, rank_pool
 from ..engine.trainer import Trainer
+from ..evaluation import ap50_of
 from .ema import copy_into, ema_update, make_teacher
 from .focal import use_focal_loss
 from .targets import pseudo_targets, unsup_loss_names, unsupervised_loss
@@ -210,7 +211,16 @@ class TeacherTrainer(Trainer):
         return ret
 
     def _test_and_save(self):
+        """The evaluation hook's function: the teacher (the reported model, its files in
+        ``inference/``) and, once there is a teacher, the student beside it (in
+        ``inference/student/``, so that the teacher's detections files stay the ones
+        ``tools/compare_runs.py`` reads)."""
         self._last_eval_results = self.test(self.cfg, self.evaluated_model())
+        if self.state.active:
+            folder = os.path.join(self.cfg.OUTPUT_DIR, "inference", "student")
+            evaluators = [self.build_evaluator(self.cfg, name, folder)
+                          for name in self.cfg.DATASETS.TEST]
+            self.student_results = self.test(self.cfg, self.model, evaluators)
         return self._last_eval_results
 
     def evaluated_model(self):
@@ -307,7 +317,15 @@ class TeacherTrainer(Trainer):
             "unsup_regression": bool(settings.UNSUP_REGRESSION),
             "selector": settings.SELECTOR, "top_fraction": settings.TOP_FRACTION,
             "refreshes": self.state.history,
-            "export": TEACHER_EXPORT if self.state.active else None}}
+            "export": TEACHER_EXPORT if self.state.active else None,
+            "student_eval_after": getattr(self, "student_results", None)}}
+
+    def summary_lines(self, report):
+        student = ap50_of(report["teacher"]["student_eval_after"])
+        if student is None:
+            return []
+        return [f"  VOC AP50 at the end, student:  {student:.2f}  (the line above: the teacher; "
+                "its EMA of this student is the reported model)"]
 
 
 class TeacherWeightsCheckpointer(CheckedCheckpointer):
