@@ -210,3 +210,48 @@ def add_imagescore_config(cfg):
     _C.IMAGE_SCORE.SPLIT.COUNT = 0
     # Seed of the split (numpy default_rng(SEED).permutation): same seed, same split.
     _C.IMAGE_SCORE.SPLIT.SEED = 1
+
+    # ---------------------------------------------------------------------------------
+    # Online teacher-student training (issue 17, in progress; imagescore_det/teacher/)
+    # ---------------------------------------------------------------------------------
+    # A supervised burn-in, then every step: the teacher (an exponential moving average of
+    # the student) predicts on the weak view of unlabeled images, its boxes above
+    # SCORE_THRESH become the student's targets on the strong view (photometric changes
+    # only) of the same images. The pool is IMAGE_SCORE.UNLABELED_DATASETS; the selector
+    # settings (GRID, LAYERS, BOX_SCORE_THRESH, ...) are IMAGE_SCORE's. Exclusive with
+    # IMAGE_SCORE.ENABLED (the offline round). One process only for now.
+    _C.TEACHER = CN()
+    _C.TEACHER.ENABLED = False
+    # Supervised iterations before the teacher is created (a copy of the student at this
+    # iteration); scaled like SOLVER.MAX_ITER by Trainer.auto_scale_workers.
+    _C.TEACHER.BURN_IN_ITER = 1000
+    # Per-step EMA keep rate k: teacher = k * teacher + (1 - k) * student, in (0, 1).
+    # 0.9996: the value Unbiased Teacher is cited with (issue 17 quotes 0.999 for its VOC
+    # setting at its own batch; neither was checked against its repository here). Scaled to
+    # k ** (N / SOLVER.REFERENCE_WORLD_SIZE) with the batch, so the EMA's time constant in
+    # images stays the same.
+    _C.TEACHER.EMA_KEEP_RATE = 0.9996
+    # The teacher's boxes (after Detectron2's per-class NMS) with a score >= this are the
+    # student's targets, in [0, 1] (Unbiased Teacher: 0.7).
+    _C.TEACHER.SCORE_THRESH = 0.7
+    # Weight of the unsupervised loss against the supervised one (Unbiased Teacher's VOC
+    # setting: 2.0).
+    _C.TEACHER.UNSUP_LOSS_WEIGHT = 2.0
+    # Unlabeled images per labeled image in a step (> 0): the unlabeled batch is
+    # round(SOLVER.IMS_PER_BATCH * this) images, at least 1 (1.0 = 1:1).
+    _C.TEACHER.UNLABELED_PER_LABELED = 1.0
+    # The unsupervised losses: RPN objectness and ROI classification always; box regression
+    # from the pseudo-boxes (RPN and ROI) only with this switch (Unbiased Teacher leaves it
+    # off: the teacher's confidence says nothing about how well its box fits).
+    _C.TEACHER.UNSUP_REGRESSION = False
+    # Focal loss in the student's ROI classifier (supervised and unsupervised):
+    # mean((1 - p_t) ** gamma * CE); 0.0 = off (Detectron2's cross entropy). Unbiased Teacher
+    # uses 1.5.
+    _C.TEACHER.FOCAL_GAMMA = 0.0
+    # The teacher as a filter: every REFRESH iterations from BURN_IN_ITER on (0 = only at
+    # BURN_IN_ITER) the teacher ranks the pool with this selector of the registry
+    # (engine/selectors.py; "none" = the whole pool, plain Unbiased Teacher) and the
+    # unlabeled batches come from the top TOP_FRACTION of it. Scaled like MAX_ITER.
+    _C.TEACHER.SELECTOR = "none"
+    _C.TEACHER.TOP_FRACTION = 1.0
+    _C.TEACHER.REFRESH = 0

@@ -29,6 +29,12 @@ IMAGE_SCORE_DEFAULTS = {
     "ANALYZE_POOL": False, "ON_BAD_IMAGE": "skip", "PAIRED_BASELINE": False,
     "SPLIT.DATASET": "", "SPLIT.PERCENT": 0.0, "SPLIT.COUNT": 0, "SPLIT.SEED": 1,
 }
+TEACHER_DEFAULTS = {
+    "ENABLED": False, "BURN_IN_ITER": 1000, "EMA_KEEP_RATE": 0.9996, "SCORE_THRESH": 0.7,
+    "UNSUP_LOSS_WEIGHT": 2.0, "UNLABELED_PER_LABELED": 1.0, "UNSUP_REGRESSION": False,
+    "FOCAL_GAMMA": 0.0,
+    "SELECTOR": "none", "TOP_FRACTION": 1.0, "REFRESH": 0,
+}
 
 
 def flat(node, prefix=""):
@@ -66,13 +72,16 @@ def test_add_imagescore_config_defaults():
     for k, v in IMAGE_SCORE_DEFAULTS.items():
         assert image_score[k] == v, k
         assert type(image_score[k]) is type(v), k  # yacs type-checks overrides by this
+    for k, v in TEACHER_DEFAULTS.items():
+        assert cfg.TEACHER[k] == v and type(cfg.TEACHER[k]) is type(v), k
     assert cfg.MODEL.ROI_BOX_HEAD.DROPOUT == 0.0
     # Detectron2's own keys and defaults are untouched; only new keys are added
     assert all(after[k] == v for k, v in before.items())
     added = set(after) - set(before)
     # every added key has its default checked above: a key added without one fails here
     assert added == ({f"IMAGE_SCORE.{k}" for k in IMAGE_SCORE_DEFAULTS}
-                     | {f"MODEL.VGG.{k}" for k in VGG_DEFAULTS} | {"MODEL.ROI_BOX_HEAD.DROPOUT"})
+                     | {f"MODEL.VGG.{k}" for k in VGG_DEFAULTS} | {"MODEL.ROI_BOX_HEAD.DROPOUT"}
+                     | {f"TEACHER.{k}" for k in TEACHER_DEFAULTS})
     # the defaults pass the checks
     config_loading.check_config(cfg)
     assert flat(get_imagescore_cfg()) == after

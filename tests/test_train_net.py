@@ -15,12 +15,12 @@ from conftest import REPO, TINY_CONFIG, tiny_cfg_opts
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 
 
-def run_train_net(datasets_root, opts, flags=(), cwd=None, timeout=300):
+def run_train_net(datasets_root, opts, flags=(), cwd=None, timeout=300, config=TINY_CONFIG):
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root),
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("IMAGESCORE_VOC07REAL", None)
     # flags go before the KEY VALUE overrides (argparse.REMAINDER takes the rest)
-    cmd = [sys.executable, TRAIN_NET, "--config-file", TINY_CONFIG, *flags, *opts]
+    cmd = [sys.executable, TRAIN_NET, "--config-file", config, *flags, *opts]
     return subprocess.run(cmd, cwd=cwd or str(datasets_root), env=env, capture_output=True,
                           text=True, timeout=timeout)
 

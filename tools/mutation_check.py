@@ -46,6 +46,7 @@ DEFAULT_OUTPUT = os.path.join("benchmarks", "results", "mutation_check.json")
 KNOWN = "tests/test_known_answers.py"
 VARIANTS = "tests/test_selector_variants.py"
 AGREE = "tests/test_evaluator_agreement.py"
+TEACHER = "tests/test_teacher.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -496,9 +497,56 @@ CATALOGUE = (
         description="(issue 19.6) --eval-only loads MODEL.WEIGHTS non-strictly: a checkpoint "
                     "without roi_heads evaluates a random box predictor",
         file="tools/train_net.py",
-        old="CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True,",
-        new="CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=False,",
+        old="checkpointer_cls(model, save_dir=cfg.OUTPUT_DIR, strict=True,",
+        new="checkpointer_cls(model, save_dir=cfg.OUTPUT_DIR, strict=False,",
         tests=("tests/test_train_net.py::test_eval_only_refuses_weights_that_do_not_cover_the_model",),
+    ),
+    # issue 17: the online teacher-student mode (imagescore_det/teacher)
+    Mutation(
+        id="teacher-ignores-threshold",
+        description="the teacher's boxes become targets whatever TEACHER.SCORE_THRESH",
+        file="imagescore_det/teacher/targets.py",
+        old="keep = pred.scores >= score_thresh",
+        new='keep = pred.scores >= -float("inf")',
+        tests=(f"{TEACHER}::test_threshold_drops_boxes_below_it",
+               f"{TEACHER}::test_no_box_above_threshold_gives_exactly_zero_loss"),
+    ),
+    Mutation(
+        id="teacher-not-updated",
+        description="the teacher-student step skips the EMA update: the teacher stays the "
+                    "burn-in's copy",
+        file="imagescore_det/teacher/trainer.py",
+        old="ema_update(owner.teacher, self.model, settings.EMA_KEEP_RATE)",
+        new="None  # no EMA update",
+        tests=(f"{TEACHER}::test_teacher_follows_student_by_ema_and_checkpoints_round_trip",),
+    ),
+    Mutation(
+        id="teacher-regression-on",
+        description="the unsupervised loss includes the box regressions with "
+                    "TEACHER.UNSUP_REGRESSION False",
+        file="imagescore_det/teacher/trainer.py",
+        old="unsup_loss_names(settings.UNSUP_REGRESSION)",
+        new="unsup_loss_names(True)",
+        tests=(f"{TEACHER}::test_teacher_follows_student_by_ema_and_checkpoints_round_trip",),
+    ),
+    Mutation(
+        id="teacher-keep-rate-unscaled",
+        description="auto_scale_workers leaves TEACHER.EMA_KEEP_RATE as it is at another batch, "
+                    "so the EMA's time constant in images changes with the GPU count",
+        file="imagescore_det/engine/trainer.py",
+        old="teacher.EMA_KEEP_RATE = scaled_keep_rate(cfg.TEACHER.EMA_KEEP_RATE, factor)",
+        new="teacher.EMA_KEEP_RATE = cfg.TEACHER.EMA_KEEP_RATE",
+        tests=(f"{TEACHER}::test_keep_rate_scaling_keeps_the_time_constant_in_images",),
+    ),
+    Mutation(
+        id="teacher-trains-boxless-images",
+        description="unlabeled images without a teacher box stay in the unsupervised loss "
+                    "(trained as all background; a batch without boxes gives a loss > 0)",
+        file="imagescore_det/teacher/targets.py",
+        old="              if len(target) > 0]",
+        new="              ]",
+        tests=(f"{TEACHER}::test_no_box_above_threshold_gives_exactly_zero_loss",
+               f"{TEACHER}::test_images_without_a_box_are_left_out_of_the_loss"),
     ),
 )
 

@@ -44,14 +44,18 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
+    trainer_cls, checkpointer_cls = Trainer, CheckedCheckpointer
+    if cfg.TEACHER.ENABLED:  # online teacher-student mode (imagescore_det/teacher)
+        from imagescore_det.teacher.trainer import TeacherTrainer, TeacherWeightsCheckpointer
+        trainer_cls, checkpointer_cls = TeacherTrainer, TeacherWeightsCheckpointer
+    if args.eval_only:  # a teacher-student checkpoint: its teacher is evaluated
+        model = trainer_cls.build_model(cfg)
         # evaluation is strict: weights that miss part of the model stop, naming the keys
-        CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True,
-                            config_file=args.config_file).resume_or_load(
+        checkpointer_cls(model, save_dir=cfg.OUTPUT_DIR, strict=True,
+                         config_file=args.config_file).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
-        return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
+        return trainer_cls.test(cfg, model)
+    trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -89,12 +89,8 @@ def load_config(config_file, opts=(), cfg=None):
 def check_config(cfg, where="the config"):
     """Checks that would otherwise fail late (after training time is spent) or silently."""
     settings = cfg.IMAGE_SCORE
-    if settings.SELECTOR not in config_selector_names():
-        raise ConfigError(f"IMAGE_SCORE.SELECTOR is '{settings.SELECTOR}' in {where}; use one of "
-                          f"{', '.join(config_selector_names())}.")
-    if not 0.0 < settings.TOP_FRACTION <= 1.0:
-        raise ConfigError(f"IMAGE_SCORE.TOP_FRACTION is {settings.TOP_FRACTION} in {where}; it is the "
-                          "fraction of the unlabeled pool to pseudo-label and must be in (0, 1].")
+    _check_selection("IMAGE_SCORE", settings, where, "",
+                     "fraction of the unlabeled pool to pseudo-label")
     if settings.ON_BAD_IMAGE not in ("skip", "error"):
         raise ConfigError(f"IMAGE_SCORE.ON_BAD_IMAGE is '{settings.ON_BAD_IMAGE}' in {where}; use "
                           "skip (leave unusable pool images out, listed in skipped.csv) or error.")
@@ -153,6 +149,7 @@ def check_config(cfg, where="the config"):
             "confidence (a mean box score) a pool image needs to rank among the passing "
             "images of the hybrid selector, and must be in [0, 1] (e.g. 0.7).")
     check_split(cfg, where)
+    check_teacher_config(cfg, where)
     check_class_count(cfg, where)
 
 
@@ -185,6 +182,61 @@ def check_split(cfg, where="the config"):
             "of IMAGE_SCORE.SPLIT.DATASET must be in (0, 100), e.g. 10.0 (write the decimal "
             "point), or set IMAGE_SCORE.SPLIT.COUNT to a number of labeled images.")
     register_split(split.DATASET, split.PERCENT, split.COUNT, split.SEED)
+
+
+def _check_selection(prefix, settings, where, none_means, fraction_means):
+    """``<prefix>.SELECTOR`` is registered and ``<prefix>.TOP_FRACTION`` in (0, 1]."""
+    if settings.SELECTOR not in config_selector_names():
+        raise ConfigError(f"{prefix}.SELECTOR is '{settings.SELECTOR}' in {where}; use one of "
+                          f"{', '.join(config_selector_names())}{none_means}.")
+    if not 0.0 < settings.TOP_FRACTION <= 1.0:
+        raise ConfigError(f"{prefix}.TOP_FRACTION is {settings.TOP_FRACTION} in {where}; it is the "
+                          f"{fraction_means} and must be in (0, 1].")
+
+
+def check_teacher_config(cfg, where="the config"):
+    """The ``TEACHER`` keys (online teacher-student mode, ``imagescore_det/teacher``)."""
+    settings = cfg.TEACHER
+    if not settings.ENABLED:
+        return
+    if cfg.IMAGE_SCORE.ENABLED:
+        raise ConfigError(f"TEACHER.ENABLED and IMAGE_SCORE.ENABLED are both on in {where}: the "
+                          "online teacher-student mode and the offline selection round are two "
+                          "different runs. Turn one of them off.")
+    keep = settings.EMA_KEEP_RATE
+    if not (isinstance(keep, float) and 0.0 < keep < 1.0):
+        raise ConfigError(f"TEACHER.EMA_KEEP_RATE is {keep!r} in {where}; the teacher keeps this "
+                          "share of itself at every step (teacher = k * teacher + (1 - k) * "
+                          "student), so it must be in (0, 1), e.g. 0.9996.")
+    thresh = settings.SCORE_THRESH
+    if not (isinstance(thresh, (int, float)) and 0.0 <= thresh <= 1.0):
+        raise ConfigError(f"TEACHER.SCORE_THRESH is {thresh!r} in {where}; it is the score a "
+                          "teacher box needs to become a target and must be in [0, 1] (e.g. 0.7).")
+    if not settings.UNLABELED_PER_LABELED > 0:
+        raise ConfigError(f"TEACHER.UNLABELED_PER_LABELED is {settings.UNLABELED_PER_LABELED} in "
+                          f"{where}; the mode needs unlabeled images in every step: use a ratio "
+                          "> 0 (1.0 = one unlabeled image per labeled one), or TEACHER.ENABLED "
+                          "False for supervised training.")
+    if settings.UNSUP_LOSS_WEIGHT < 0:
+        raise ConfigError(f"TEACHER.UNSUP_LOSS_WEIGHT is {settings.UNSUP_LOSS_WEIGHT} in {where}; "
+                          "use a weight >= 0 (Unbiased Teacher's VOC setting: 2.0).")
+    if settings.FOCAL_GAMMA < 0:
+        raise ConfigError(f"TEACHER.FOCAL_GAMMA is {settings.FOCAL_GAMMA} in {where}; use 0.0 for "
+                          "Detectron2's cross entropy or a gamma > 0 (Unbiased Teacher: 1.5).")
+    if not 0 <= settings.BURN_IN_ITER < cfg.SOLVER.MAX_ITER:
+        raise ConfigError(f"TEACHER.BURN_IN_ITER={settings.BURN_IN_ITER} must be in "
+                          f"[0, SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}) in {where}: the teacher "
+                          "trains the student only after the burn-in.")
+    if settings.REFRESH < 0:
+        raise ConfigError(f"TEACHER.REFRESH is {settings.REFRESH} in {where}; use 0 to rank the "
+                          "pool once at the end of the burn-in, or N > 0 to rank it every N "
+                          "iterations.")
+    _check_selection("TEACHER", settings, where, " ('none' = the whole pool)",
+                     "fraction of the pool the unlabeled batches come from")
+    if not cfg.IMAGE_SCORE.UNLABELED_DATASETS:
+        raise ConfigError(f"TEACHER.ENABLED is on in {where} but IMAGE_SCORE.UNLABELED_DATASETS "
+                          "(the unlabeled pool of both modes) is empty; name the registered "
+                          "datasets of the pool, e.g. (\"voc_2012_trainval\",).")
 
 
 def _is_size(value):

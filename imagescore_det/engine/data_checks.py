@@ -54,7 +54,8 @@ def config_datasets(cfg, include_pool=True):
 
     add(cfg.DATASETS.TRAIN, "labeled", "DATASETS.TRAIN")
     add(cfg.IMAGE_SCORE.LABELED_DATASETS, "labeled", "IMAGE_SCORE.LABELED_DATASETS")
-    if include_pool and cfg.IMAGE_SCORE.ENABLED and cfg.IMAGE_SCORE.SELECTOR != NO_SELECTION:
+    selecting = cfg.IMAGE_SCORE.ENABLED and cfg.IMAGE_SCORE.SELECTOR != NO_SELECTION
+    if include_pool and (selecting or cfg.TEACHER.ENABLED):  # the teacher's pool too
         add(cfg.IMAGE_SCORE.UNLABELED_DATASETS, "unlabeled", "IMAGE_SCORE.UNLABELED_DATASETS")
     add(cfg.DATASETS.TEST, "test", "DATASETS.TEST")
     return [(name, role, ", ".join(keys)) for name, (role, keys) in out.items()]

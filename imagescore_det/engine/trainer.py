@@ -12,6 +12,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..evaluation import PerClassVOCEvaluator, ap50_of
+from ..teacher.ema import scaled_keep_rate
 from ..utils import atomic_write_json, json_plain
 from .checkpoint import CheckedCheckpointer
 from .config_loading import check_config
@@ -61,8 +62,7 @@ class Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer)
+        self._trainer = self.build_step(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = CheckedCheckpointer(model, cfg.OUTPUT_DIR,
                                                   trainer=weakref.proxy(self))
@@ -71,6 +71,12 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.image_score_hook = None
         self.register_hooks(self.build_hooks())
+
+    def build_step(self, cfg, model, data_loader, optimizer):
+        """The object whose ``run_step`` trains one iteration (Detectron2's SimpleTrainer, or
+        AMPTrainer with ``SOLVER.AMP.ENABLED``); the teacher-student trainer overrides it."""
+        return (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer)
 
     @staticmethod
     def auto_scale_workers(cfg, num_workers: int):
@@ -96,6 +102,17 @@ class Trainer(DefaultTrainer):
                     "(SOLVER.REFERENCE_WORLD_SIZE %d)", cfg.IMAGE_SCORE.START_ITER,
                     settings.START_ITER, cfg.IMAGE_SCORE.REFRESH_PERIOD, settings.REFRESH_PERIOD,
                     num_workers, reference)
+        teacher = scaled.TEACHER
+        teacher.BURN_IN_ITER = int(round(cfg.TEACHER.BURN_IN_ITER / factor))
+        if cfg.TEACHER.REFRESH > 0:
+            teacher.REFRESH = max(1, int(round(cfg.TEACHER.REFRESH / factor)))
+        # factor times the images a step: keep the EMA's time constant in images
+        teacher.EMA_KEEP_RATE = scaled_keep_rate(cfg.TEACHER.EMA_KEEP_RATE, factor)
+        if cfg.TEACHER.ENABLED:
+            logger.info("TEACHER.BURN_IN_ITER %d -> %d, REFRESH %d -> %d, EMA_KEEP_RATE %s -> %s "
+                        "for %d workers", cfg.TEACHER.BURN_IN_ITER, teacher.BURN_IN_ITER,
+                        cfg.TEACHER.REFRESH, teacher.REFRESH, cfg.TEACHER.EMA_KEEP_RATE,
+                        teacher.EMA_KEEP_RATE, num_workers)
         if frozen:
             scaled.freeze()
         return scaled
@@ -165,6 +182,10 @@ class Trainer(DefaultTrainer):
         finally:
             self._unlock()  # once; a trainer that never trains releases when collected
 
+    def report_sections(self):
+        """More top-level sections of report.json (the teacher-student trainer's)."""
+        return {}
+
     def write_report(self, final_results):
         """``OUTPUT_DIR/report.json``: what the run did and what it reached."""
         hook = self.image_score_hook
@@ -179,14 +200,20 @@ class Trainer(DefaultTrainer):
             "eval_after": final_results,
             "rounds": hook.history if hook else [],
         }
+        report.update(self.report_sections())
         if getattr(self, "paired_baseline", None):  # IMAGE_SCORE.PAIRED_BASELINE (paired.py)
             report["paired_baseline"] = paired.report_section(
                 self.cfg, self.paired_baseline, report["eval_before"], final_results)
         atomic_write_json(os.path.join(self.cfg.OUTPUT_DIR, "report.json"), json_plain(report))
-        _log_summary(report, getattr(self, "summary_title", "Image Score run summary:"))
+        _log_summary(report, getattr(self, "summary_title", "Image Score run summary:"),
+                     self.summary_lines(report))
+
+    def summary_lines(self, report):
+        """More lines of the printed summary (the teacher-student trainer's)."""
+        return []
 
 
-def _log_summary(report, title="Image Score run summary:"):
+def _log_summary(report, title="Image Score run summary:", extra=()):
     before, after = ap50_of(report["eval_before"]), ap50_of(report["eval_after"])
     lines = [title]
     if before is not None:
@@ -207,6 +234,7 @@ def _log_summary(report, title="Image Score run summary:"):
                      + (f", precision {precision:.3f}" if precision is not None else "")
                      + (f", {entry['num_skipped']} unusable pool images skipped (skipped.csv)"
                         if entry.get("num_skipped") else ""))
+    lines.extend(extra)
     logger.info("\n".join(lines))
 
 

@@ -1,0 +1,372 @@
+"""The online teacher-student mode (imagescore_det/teacher, issue 17): known answers for the
+EMA, the strong view, the threshold, the zero-box loss, the keep-rate scaling, the config
+errors, the teacher/student checkpoints and one tools/train_net.py run."""
+import json
+import os
+
+import pytest
+import torch
+
+from detectron2.structures import Boxes, Instances
+
+from conftest import TINY_CONFIG
+
+TEACHER_OPTS = ["TEACHER.ENABLED", "True", "TEACHER.BURN_IN_ITER", "2",
+                "TEACHER.EMA_KEEP_RATE", "0.5", "TEACHER.SCORE_THRESH", "0.0",
+                "IMAGE_SCORE.UNLABELED_DATASETS", "('tiny_voc_unlabeled',)",
+                "SOLVER.CHECKPOINT_PERIOD", "2"]
+
+
+# ------------------------------------------------------------------------------ EMA
+def test_ema_update_exact_values():
+    from imagescore_det.teacher.ema import copy_into, ema_update, make_teacher
+
+    student = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    with torch.no_grad():
+        student[0].weight.copy_(torch.tensor([[1.0, 2.0]]))
+        student[0].bias.fill_(-4.0)
+    teacher = make_teacher(student)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        student[0].weight.copy_(torch.tensor([[3.0, 6.0]]))
+        student[0].bias.fill_(4.0)
+        student[1].running_mean.fill_(8.0)
+        student[1].num_batches_tracked.fill_(5)
+    ema_update(teacher, student, 0.75)
+    assert teacher[0].weight.tolist() == [[1.5, 3.0]]  # 0.75 * [1, 2] + 0.25 * [3, 6]
+    assert teacher[0].bias.tolist() == [-2.0]          # 0.75 * -4 + 0.25 * 4
+    assert teacher[1].running_mean.tolist() == [2.0]   # float buffers follow the EMA too
+    assert int(teacher[1].num_batches_tracked) == 5    # integer buffers are copied
+    assert student[0].weight.tolist() == [[3.0, 6.0]]  # the student is untouched
+    copy_into(teacher, student)
+    assert teacher[0].weight.tolist() == [[3.0, 6.0]]
+
+
+def test_keep_rate_scaling_keeps_the_time_constant_in_images(tiny_cfg):
+    from imagescore_det.engine.trainer import Trainer
+
+    cfg = tiny_cfg(*TEACHER_OPTS, "SOLVER.REFERENCE_WORLD_SIZE", "2", "TEACHER.REFRESH", "40",
+                   "TEACHER.BURN_IN_ITER", "100", "TEACHER.EMA_KEEP_RATE", "0.99", max_iter=400)
+    scaled = Trainer.auto_scale_workers(cfg, 4)  # twice the images a step
+    assert scaled.SOLVER.IMS_PER_BATCH == 4 and scaled.SOLVER.MAX_ITER == 200
+    assert scaled.TEACHER.BURN_IN_ITER == 50 and scaled.TEACHER.REFRESH == 20
+    assert scaled.TEACHER.EMA_KEEP_RATE == pytest.approx(0.9801, abs=1e-12)  # 0.99 ** 2
+    # the weight of the student of 1000 images ago is the same at both batches
+    k, k2 = cfg.TEACHER.EMA_KEEP_RATE, scaled.TEACHER.EMA_KEEP_RATE
+    assert k2 ** (1000 / 4) == pytest.approx(k ** (1000 / 2), rel=1e-9)
+    assert Trainer.auto_scale_workers(cfg, 2) is cfg  # the reference size: nothing changes
+
+
+# ------------------------------------------------------------------------------ config
+@pytest.mark.parametrize("opts, key, fix", [
+    (["TEACHER.EMA_KEEP_RATE", "1.0"], "TEACHER.EMA_KEEP_RATE", "in (0, 1)"),
+    (["TEACHER.EMA_KEEP_RATE", "0.0"], "TEACHER.EMA_KEEP_RATE", "in (0, 1)"),
+    (["TEACHER.SCORE_THRESH", "1.5"], "TEACHER.SCORE_THRESH", "in [0, 1]"),
+    (["TEACHER.SCORE_THRESH", "-0.1"], "TEACHER.SCORE_THRESH", "in [0, 1]"),
+    (["TEACHER.UNLABELED_PER_LABELED", "0.0"], "TEACHER.UNLABELED_PER_LABELED", "> 0"),
+    (["TEACHER.TOP_FRACTION", "0.0"], "TEACHER.TOP_FRACTION", "(0, 1]"),
+    (["TEACHER.SELECTOR", "imagescore"], "TEACHER.SELECTOR", "image_score"),
+    (["TEACHER.FOCAL_GAMMA", "-1.0"], "TEACHER.FOCAL_GAMMA", "use 0.0"),
+    (["TEACHER.BURN_IN_ITER", "4"], "TEACHER.BURN_IN_ITER", "[0, SOLVER.MAX_ITER=4)"),
+    (["IMAGE_SCORE.UNLABELED_DATASETS", "()"], "IMAGE_SCORE.UNLABELED_DATASETS",
+     "name the registered"),
+    (["IMAGE_SCORE.ENABLED", "True", "IMAGE_SCORE.START_ITER", "2"], "IMAGE_SCORE.ENABLED",
+     "Turn one of them off"),
+])
+def test_bad_teacher_config_is_refused_naming_key_and_fix(tiny_cfg, opts, key, fix):
+    from imagescore_det.engine import ConfigError
+
+    tiny_cfg(*TEACHER_OPTS)  # the base of every case loads
+    with pytest.raises(ConfigError) as err:
+        tiny_cfg(*TEACHER_OPTS, *opts)
+    assert key in str(err.value) and fix in str(err.value)
+
+
+def test_a_pool_without_images_stops_before_training(tiny_cfg):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from imagescore_det.data import SYNTHETIC_CLASSES
+    from imagescore_det.engine import ConfigError
+    from imagescore_det.teacher.trainer import TeacherTrainer
+
+    if "tiny_voc_empty_pool" not in DatasetCatalog.list():
+        DatasetCatalog.register("tiny_voc_empty_pool", lambda: [])
+        MetadataCatalog.get("tiny_voc_empty_pool").set(thing_classes=list(SYNTHETIC_CLASSES))
+    cfg = tiny_cfg(*TEACHER_OPTS, "IMAGE_SCORE.UNLABELED_DATASETS", "('tiny_voc_empty_pool',)")
+    with pytest.raises(ConfigError, match=r"IMAGE_SCORE.UNLABELED_DATASETS=\('tiny_voc_empty_pool"
+                                          r"',\) has no images.*Check the datasets' split"):
+        TeacherTrainer(cfg)
+
+
+# ------------------------------------------------------------------------------ targets
+def _prediction(scores, size=(40, 50)):
+    pred = Instances(size)
+    n = len(scores)
+    pred.pred_boxes = Boxes(torch.tensor([[i, i, 10.0 + i, 12.0 + i] for i in range(n)]))
+    pred.scores = torch.tensor(scores)
+    pred.pred_classes = torch.arange(n) % 4
+    return pred
+
+
+def test_threshold_drops_boxes_below_it():
+    from imagescore_det.teacher.targets import pseudo_targets
+
+    [target] = pseudo_targets([_prediction([0.69, 0.7, 0.95, 0.1])], 0.7)
+    assert target.image_size == (40, 50)
+    assert target.gt_boxes.tensor.tolist() == [[1.0, 1.0, 11.0, 13.0], [2.0, 2.0, 12.0, 14.0]]
+    assert target.gt_classes.tolist() == [1, 2]
+    [none] = pseudo_targets([_prediction([0.69, 0.5])], 0.7)
+    assert len(none) == 0
+
+
+def test_unsupervised_losses_switched_on():
+    from imagescore_det.teacher.targets import unsup_loss_names
+
+    assert unsup_loss_names(False) == ("loss_rpn_cls", "loss_cls")
+    assert unsup_loss_names(True) == ("loss_rpn_cls", "loss_cls", "loss_rpn_loc", "loss_box_reg")
+
+
+@pytest.fixture
+def tiny_model(tiny_cfg):
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg())
+    model.train()
+    return model
+
+
+def _views(n, size=(80, 96)):
+    g = torch.Generator().manual_seed(1)
+    return [{"image": torch.randint(0, 256, (3, *size), generator=g, dtype=torch.uint8),
+             "height": size[0], "width": size[1]} for _ in range(n)]
+
+
+def test_no_box_above_threshold_gives_exactly_zero_loss(tiny_model):
+    from imagescore_det.teacher.targets import pseudo_targets, unsupervised_loss
+
+    views = _views(2)
+    targets = pseudo_targets([_prediction([0.5, 0.6], (80, 96)), _prediction([], (80, 96))], 0.7)
+    loss, parts = unsupervised_loss(tiny_model, views, targets, ("loss_rpn_cls", "loss_cls"), 2.0)
+    assert loss.item() == 0.0 and all(v.item() == 0.0 for v in parts.values())
+    loss.backward()
+    grads = [p.grad for p in tiny_model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.all(g == 0) for g in grads)
+
+
+def test_images_without_a_box_are_left_out_of_the_loss(tiny_model):
+    """A batch of one image with boxes and one without = the loss of the first alone."""
+    from imagescore_det.teacher.targets import pseudo_targets, unsupervised_loss
+
+    views = _views(2)
+    names = ("loss_rpn_cls", "loss_cls")
+    targets = pseudo_targets([_prediction([0.9, 0.8], (80, 96)), _prediction([0.2], (80, 96))],
+                             0.7)
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage():
+        torch.manual_seed(5)
+        both, _ = unsupervised_loss(tiny_model, views, targets, names, 2.0)
+        torch.manual_seed(5)
+        alone = tiny_model([dict(views[0], instances=targets[0])])
+    assert torch.isfinite(both) and both.item() > 0
+    assert both.item() == pytest.approx(2.0 * (alone["loss_rpn_cls"] + alone["loss_cls"]).item(),
+                                        rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ focal loss
+def test_focal_cross_entropy_known_values():
+    import math
+
+    from imagescore_det.teacher.focal import focal_cross_entropy
+
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0]])
+    targets = torch.tensor([1, 1])  # p_t = 0.75 and 0.25
+    ce = torch.tensor([-math.log(0.75), -math.log(0.25)])
+    expected = (0.25 ** 2 * ce[0] + 0.75 ** 2 * ce[1]) / 2
+    assert focal_cross_entropy(logits, targets, 2.0).item() == pytest.approx(expected.item(),
+                                                                            rel=1e-6)
+    assert focal_cross_entropy(logits, targets, 0.0).item() == pytest.approx(ce.mean().item(),
+                                                                            rel=1e-6)
+    assert focal_cross_entropy(logits[:0], targets[:0], 2.0).item() == 0.0
+
+
+def test_teacher_trainer_model_uses_focal_loss_when_configured(tiny_cfg):
+    from imagescore_det.teacher.focal import FocalFastRCNNOutputLayers, focal_cross_entropy
+    from imagescore_det.teacher.trainer import TeacherTrainer
+
+    assert type(TeacherTrainer.build_model(tiny_cfg(*TEACHER_OPTS)).roi_heads.box_predictor) \
+        is not FocalFastRCNNOutputLayers  # 0.0: off
+    model = TeacherTrainer.build_model(tiny_cfg(*TEACHER_OPTS, "TEACHER.FOCAL_GAMMA", "1.5"))
+    predictor = model.roi_heads.box_predictor
+    assert isinstance(predictor, FocalFastRCNNOutputLayers) and predictor.focal_gamma == 1.5
+    scores = torch.tensor([[2.0, 0.0, 0.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0, 3.0]])
+    proposals = Instances((50, 50), proposal_boxes=Boxes(torch.tensor([[0.0, 0, 9, 9]] * 2)),
+                          gt_boxes=Boxes(torch.tensor([[1.0, 1, 9, 9]] * 2)),
+                          gt_classes=torch.tensor([0, 4]))
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage():
+        losses = predictor.losses((scores, torch.zeros(2, 16)), [proposals])
+    expected = focal_cross_entropy(scores, torch.tensor([0, 4]), 1.5)
+    assert losses["loss_cls"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert losses["loss_cls"].item() < torch.nn.functional.cross_entropy(
+        scores, torch.tensor([0, 4])).item()
+
+
+# ------------------------------------------------------------------------------ views
+def test_strong_view_keeps_geometry_and_changes_pixels():
+    from imagescore_det.teacher.views import strong_view, view_seed
+
+    image = torch.zeros(3, 60, 80, dtype=torch.uint8)
+    image[:, :, :40] = 200  # left half bright
+    image[0, :, :40] = 120  # (blue in BGR: not gray)
+    strong = strong_view(image, view_seed(7, 100, 0))
+    assert strong.shape == image.shape and strong.dtype == torch.uint8
+    assert not torch.equal(strong, image)
+    assert torch.equal(strong, strong_view(image, view_seed(7, 100, 0)))  # same seed, same view
+    others = [strong_view(image, view_seed(7, it, 0)) for it in range(101, 121)]
+    assert not all(torch.equal(strong, o) for o in others)
+    # nothing moved: in every view the left half stays brighter than the right (a flip, crop
+    # or shift would swap or mix them); erasing covers at most 20% per patch
+    for view in [strong] + others:
+        assert view[:, :, :40].float().mean() > view[:, :, 40:].float().mean()
+    state = torch.random.get_rng_state()
+    strong_view(image, 3)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global stream is untouched
+
+
+# ------------------------------------------------------------------------------ training
+def _states_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_teacher_follows_student_by_ema_and_checkpoints_round_trip(tiny_cfg, tmp_path):
+    """Burn-in 2, then one teacher step at keep rate 0.5: the final teacher is exactly
+    0.5 x the student at the end of the burn-in + 0.5 x the final student; the checkpoint
+    holds both and the selection; --resume restores them; the export loads in
+    DefaultPredictor."""
+    from detectron2.engine import DefaultPredictor
+
+    from imagescore_det.engine import CheckpointMismatchError
+    from imagescore_det.engine.safe_load import FORMAT_KEY, LAST_CHECKPOINT
+    from imagescore_det.teacher.trainer import TEACHER_EXPORT, TeacherTrainer
+
+    opts = TEACHER_OPTS + ["TEACHER.SELECTOR", "random", "TEACHER.TOP_FRACTION", "0.5"]
+    trainer = TeacherTrainer(tiny_cfg(*opts, max_iter=3))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    out = tmp_path / "out"
+    burn_in, final = _load(out / "model_0000001.pth"), _load(out / "model_final.pth")
+    assert final["teacher_state"]["active"] and final["teacher_state"]["ema_steps"] == 1
+    selection = final["teacher_state"]["selection"]
+    assert selection["selector"] == "random" and selection["pool_size"] == 12
+    assert len(selection["indices"]) == 6  # ceil(0.5 * 12)
+    student_b, student_f, teacher = burn_in["model"], final["model"], final["teacher"]
+    assert not _states_equal(student_b, student_f)
+    for key, value in teacher.items():
+        if value.is_floating_point():
+            expected = 0.5 * student_b[key] + 0.5 * student_f[key]
+            assert torch.allclose(value, expected, atol=1e-6, rtol=0), key
+    export = _load(out / TEACHER_EXPORT)
+    assert _states_equal(export["model"], teacher)
+    assert set(export) == {"model", "iteration", FORMAT_KEY}  # a plain Detectron2 checkpoint
+    predictor_cfg = tiny_cfg(*opts, "MODEL.WEIGHTS", str(out / TEACHER_EXPORT), max_iter=3)
+    predictor = DefaultPredictor(predictor_cfg)
+    assert _states_equal(predictor.model.state_dict(), teacher)
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher"]["evaluated"] == "teacher" and report["teacher"]["ema_steps"] == 1
+    # the unsupervised losses the step summed: classification only (UNSUP_REGRESSION False)
+    rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    logged = {k for r in rows for k in r if k.startswith("teacher/loss")}
+    assert logged == {"teacher/loss_rpn_cls", "teacher/loss_cls"}
+
+    resumed = TeacherTrainer(tiny_cfg(*opts, max_iter=4))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 3
+    assert _states_equal(resumed.teacher.state_dict(), teacher)
+    assert resumed.state.ema_steps == 1 and resumed.state.selection == selection
+    resumed.train()
+    last = _load(out / "model_final.pth")
+    for key, value in last["teacher"].items():
+        if value.is_floating_point():
+            expected = 0.5 * teacher[key] + 0.5 * last["model"][key]
+            assert torch.allclose(value, expected, atol=1e-6, rtol=0), key
+
+    # a checkpoint of another mode (no teacher) past the burn-in: refused with the fix
+    other = tmp_path / "other"
+    other.mkdir()
+    supervised = {k: v for k, v in final.items() if k not in ("teacher", "teacher_state")}
+    torch.save(supervised, other / "model_0000002.pth")  # as the supervised Trainer writes
+    (other / LAST_CHECKPOINT).write_text("model_0000002.pth")
+    plain = TeacherTrainer(tiny_cfg(*opts, "OUTPUT_DIR", str(other), max_iter=4))
+    with pytest.raises(CheckpointMismatchError, match="without a teacher.*MODEL.WEIGHTS"):
+        plain.resume_or_load(resume=True)
+
+
+def test_train_net_end_to_end_and_eval_only_evaluates_the_teacher(tmp_path):
+    """tools/train_net.py with configs/synthetic/teacher_V16tiny_quick.yaml at tiny size:
+    2 burn-in iterations, 2 teacher steps; --eval-only on its checkpoint evaluates the teacher
+    (the AP of the run's final evaluation, which is the teacher's)."""
+    from imagescore_det.data import generate_synthetic_voc
+    from test_train_net import check, copypaste_ap, opts_for, run_train_net
+
+    generate_synthetic_voc(tmp_path / "synthetic_voc", seed=5, num_labeled=8, num_unlabeled=6,
+                           num_test=4, min_size=80, max_size=96, min_obj_size=30,
+                           max_obj_size=48, max_objects=2)
+    config = os.path.join(os.path.dirname(TINY_CONFIG), "teacher_V16tiny_quick.yaml")
+    out = tmp_path / "out"
+    teacher_opts = ["TEACHER.BURN_IN_ITER", "2", "TEACHER.SCORE_THRESH", "0.0"]
+    log = check(run_train_net(tmp_path, opts_for(out, *teacher_opts), config=config))
+    assert "end of the burn-in, the teacher is a copy of the student" in log
+    rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    unsup = [r["loss_unsup"] for r in rows if "loss_unsup" in r]
+    assert len(unsup) >= 1 and all(v == v for v in unsup)  # logged after the burn-in, finite
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher"]["evaluated"] == "teacher" and report["teacher"]["ema_steps"] == 2
+    assert report["teacher"]["refreshes"][0]["num_selected"] == 6  # SELECTOR none: whole pool
+    assert (out / "model_final_teacher.pth").is_file()
+    evaluated = check(run_train_net(tmp_path, opts_for(
+        tmp_path / "eval", *teacher_opts, "MODEL.WEIGHTS", str(out / "model_final.pth")),
+        flags=["--eval-only"], config=config))
+    assert "holds a teacher: evaluating the teacher" in evaluated
+    assert copypaste_ap(evaluated) == copypaste_ap(log)
+    # the student is evaluated beside the teacher, into inference/student/
+    student = report["teacher"]["student_eval_after"]
+    student_file = out / "inference" / "student" / "voc_per_class_synthetic_voc_test.json"
+    assert json.loads(student_file.read_text())["mean"]["AP50"] == pytest.approx(
+        student["bbox"]["AP50"], abs=1e-4)
+    assert f"VOC AP50 at the end, student:  {student['bbox']['AP50']:.2f}" in log
+
+
+def test_a_run_resumed_at_a_checkpoint_replays_the_uninterrupted_one(tiny_cfg, tmp_path):
+    """Killed after iteration 1 (the periodic checkpoint) and resumed: the burn-in's end, the
+    teacher's ranking, the unlabeled stream and the strong views replay, so the final
+    teacher and student equal the uninterrupted run's, bit for bit."""
+    import shutil
+
+    from imagescore_det.engine.safe_load import LAST_CHECKPOINT
+    from imagescore_det.teacher.trainer import TeacherTrainer
+
+    opts = TEACHER_OPTS + ["TEACHER.SELECTOR", "random", "TEACHER.TOP_FRACTION", "0.5"]
+    whole = TeacherTrainer(tiny_cfg(*opts, max_iter=4))
+    whole.resume_or_load(resume=False)
+    whole.train()
+    uninterrupted = _load(tmp_path / "out" / "model_final.pth")
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    shutil.copy(tmp_path / "out" / "model_0000001.pth", killed)  # what the kill leaves
+    (killed / LAST_CHECKPOINT).write_text("model_0000001.pth")
+    resumed = TeacherTrainer(tiny_cfg(*opts, "OUTPUT_DIR", str(killed), max_iter=4))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2 and not resumed.state.active
+    resumed.train()
+    replayed = _load(killed / "model_final.pth")
+    assert _states_equal(replayed["teacher"], uninterrupted["teacher"])
+    assert _states_equal(replayed["model"], uninterrupted["model"])
+    assert replayed["teacher_state"]["selection"] == uninterrupted["teacher_state"]["selection"]
+    assert not _states_equal(uninterrupted["teacher"], uninterrupted["model"])
