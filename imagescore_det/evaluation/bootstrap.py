@@ -290,7 +290,7 @@ def compare(a: Evaluation, b: Evaluation, resamples=DEFAULT_RESAMPLES, seed=DEFA
     dict with the full-set AP50 / AP of both runs, the difference, its ``confidence``
     interval and the one-sided p-value, overall and per class."""
     check_same_test_set(a, b)
-    run_a, run_b = PreparedRun(a), PreparedRun(b)
+    run_a, run_b = _prepare(a), _prepare(b)
     full_a, full_b = run_a.full_set_ap(), run_b.full_set_ap()
     weights = resample_weights(len(a.image_ids), resamples, seed)
     boot_a, boot_b = run_a.resampled_ap(weights), run_b.resampled_ap(weights)
@@ -327,8 +327,33 @@ def compare(a: Evaluation, b: Evaluation, resamples=DEFAULT_RESAMPLES, seed=DEFA
     return result
 
 
+def _prepare(evaluation):
+    from .coco_ap import CocoEvaluation, PreparedCocoRun
+
+    if isinstance(evaluation, CocoEvaluation):  # COCO AP (evaluation/coco_ap.py)
+        return PreparedCocoRun(evaluation)
+    return PreparedRun(evaluation)
+
+
+def load_evaluation(path):
+    """A detections file of either kind: VOC (:func:`load_detections`) or COCO
+    (``"kind": "coco"``, :func:`~imagescore_det.evaluation.coco_ap.load_coco_detections`)."""
+    import json
+
+    from .coco_ap import KIND, load_coco_detections
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        data = None  # load_detections says what is wrong
+    if isinstance(data, dict) and data.get("kind") == KIND:
+        return load_coco_detections(path, data)
+    return load_detections(path)
+
+
 def compare_files(path_a, path_b, **kwargs):
-    return compare(load_detections(path_a), load_detections(path_b), **kwargs)
+    return compare(load_evaluation(path_a), load_evaluation(path_b), **kwargs)
 
 
 def format_markdown(result, name_a="A", name_b="B"):

@@ -1,0 +1,243 @@
+"""Your own data (issue 18): COCO json / image-folder / VOC datasets from DATASETS.REGISTER."""
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import REPO, load_tool, tiny_cfg_opts
+
+CUSTOM_CONFIG = os.path.join(REPO, "configs", "custom", "imagescore_V16tiny_custom.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_coco(tmp_path_factory):
+    """tools/prepare_synthetic_coco.py's layout at tiny size under <tmp>/synthetic_coco."""
+    parent = str(tmp_path_factory.mktemp("coco_root"))
+    root = os.path.join(parent, "synthetic_coco")
+    tool = load_tool("prepare_synthetic_coco")
+    paths = tool.write_synthetic_coco(root, seed=3, num_labeled=10, num_unlabeled=12, num_test=6,
+                                      min_size=72, max_size=96, min_obj_size=16,
+                                      max_obj_size=36, max_objects=3)
+    return dict(paths, root=root, parent=parent)
+
+
+def entries(coco, pool="folder"):
+    out = [("my_labeled", "coco", coco["labeled"], coco["images"]),
+           ("my_test", "coco", coco["test"], coco["images"])]
+    if pool == "folder":
+        out.append(("my_photos", "folder", coco["unlabeled"]))
+    return out
+
+
+def load(*opts):
+    from imagescore_det.engine import load_config
+
+    return load_config(os.path.join(REPO, "configs", "synthetic", "Base-V16tiny-synthetic.yaml"),
+                       list(opts))
+
+
+def register_opts(items, train="my_labeled", test="my_test"):
+    return ["DATASETS.REGISTER", repr([list(e) for e in items]),
+            "DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{test}',)"]
+
+
+def test_coco_and_folder_datasets_from_the_config(tiny_coco, tiny_voc):
+    """Known answers: the COCO dicts equal the VOC split they were written from (boxes in
+    XYXY_ABS, classes in order), the folder lists the pool's images recursively."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from imagescore_det.data import SYNTHETIC_CLASSES, load_voc_dicts
+
+    load(*register_opts(entries(tiny_coco)))
+    meta = MetadataCatalog.get("my_labeled")
+    assert meta.evaluator_type == "coco" and meta.json_file == tiny_coco["labeled"]
+    assert list(meta.thing_classes) == list(SYNTHETIC_CLASSES)
+    assert meta.thing_dataset_id_to_contiguous_id == {1: 0, 2: 1, 3: 2, 4: 3}
+    voc = load_voc_dicts(os.path.join(tiny_coco["root"], "voc", "VOC2007"), "labeled",
+                         SYNTHETIC_CLASSES)
+    coco = DatasetCatalog.get("my_labeled")
+    assert len(coco) == len(voc) == 10
+    for c, v in zip(coco, voc):
+        assert os.path.basename(c["file_name"]) == os.path.basename(v["file_name"])
+        assert (c["width"], c["height"]) == (v["width"], v["height"])
+        assert [(a["category_id"], a["bbox"], int(a["bbox_mode"])) for a in c["annotations"]] == \
+            [(a["category_id"], [float(x) for x in a["bbox"]], int(a["bbox_mode"]))
+             for a in v["annotations"]]
+    photos = DatasetCatalog.get("my_photos")
+    assert [d["image_id"] for d in photos] == sorted(d["image_id"] for d in photos)
+    assert len(photos) == 12 and {d["image_id"][:2] for d in photos} == {"a/", "b/"}
+    assert all("annotations" not in d and d["width"] > 0 for d in photos)
+    assert list(MetadataCatalog.get("my_photos").thing_classes) == list(SYNTHETIC_CLASSES)
+    # loading the same config again is a no-op (the trainer and tools load it again)
+    load(*register_opts(entries(tiny_coco)))
+
+
+def _error(*opts):
+    from imagescore_det.engine import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load(*opts)
+    return str(info.value)
+
+
+def test_a_json_that_is_not_coco(tiny_coco, tmp_path):
+    bad = tmp_path / "export.json"
+    bad.write_text(json.dumps([{"image": "a.jpg", "label": "disc"}]))
+    message = _error(*register_opts([("x_lab", "coco", str(bad), tiny_coco["images"]),
+                                     ("my_test", "coco", tiny_coco["test"], tiny_coco["images"])],
+                                    train="x_lab"))
+    assert str(bad) in message and "not COCO" in message and "export it again" in message
+    bad.write_text(json.dumps({"images": [], "annotations": []}))
+    message = _error(*register_opts([("x_lab", "coco", str(bad), tiny_coco["images"])],
+                                    train="x_lab", test="x_lab"))
+    assert "no categories list" in message and str(bad) in message
+
+
+def test_a_folder_with_no_images(tiny_coco, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "notes.txt").write_text("x")
+    items = entries(tiny_coco, pool=None) + [("x_photos", "folder", str(tmp_path / "photos"))]
+    message = _error(*register_opts(items))
+    assert str(tmp_path / "photos") in message and "holds no images" in message
+
+
+def test_a_dataset_name_defined_twice(tiny_coco):
+    items = entries(tiny_coco) + [("my_labeled", "coco", tiny_coco["test"], tiny_coco["images"])]
+    message = _error(*register_opts(items))
+    assert "'my_labeled' is defined twice" in message and "#1 and #4" in message
+    message = _error(*register_opts([("synthetic_voc_test", "coco", tiny_coco["test"],
+                                      tiny_coco["images"])], train="synthetic_voc_test",
+                                    test="synthetic_voc_test"))
+    assert "already registered" in message and "pick another name" in message
+
+
+def test_class_lists_must_agree(tiny_coco, tmp_path):
+    data = json.load(open(tiny_coco["test"]))
+    data["categories"][2]["name"] = "star"
+    other = tmp_path / "test_star.json"
+    other.write_text(json.dumps(data))
+    items = [("my_labeled", "coco", tiny_coco["labeled"], tiny_coco["images"]),
+             ("star_test", "coco", str(other), tiny_coco["images"])]
+    message = _error(*register_opts(items, test="star_test"))
+    assert "'my_labeled' alone has ['triangle'], 'star_test' alone has ['star']" in message
+
+
+def test_a_folder_is_not_labeled_data(tiny_coco):
+    message = _error(*register_opts(entries(tiny_coco), train="my_photos"))
+    assert "'my_photos' is a folder of images without annotations" in message
+
+
+def _planted_detections(gt, seed=0):
+    """Detections around the ground truth: shifted true boxes, false positives, a wrong
+    class, tied scores, and one image with more than 100 detections (COCO's cap)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cats = [c["id"] for c in gt["categories"]]
+    out = []
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        for _ in range(int(rng.integers(0, 3))):
+            dx, dy = rng.normal(0, 0.15 * w), rng.normal(0, 0.15 * h)
+            cat = a["category_id"] if rng.random() < 0.8 else int(rng.choice(cats))
+            out.append({"image_id": a["image_id"], "category_id": cat,
+                        "bbox": [x + dx, y + dy, w * rng.uniform(0.8, 1.2), h],
+                        "score": float(rng.choice([0.9, 0.5, round(rng.random(), 3)]))})
+    first_cat = gt["annotations"][0]["category_id"]
+    for im in gt["images"]:
+        crowded = im["id"] == gt["annotations"][0]["image_id"]  # 130 misses, then its truth
+        for _ in range(130 if crowded else 3):
+            cat = first_cat if crowded else int(rng.choice(cats))  # the cap is per class
+            out.append({"image_id": im["id"], "category_id": cat,
+                        "bbox": [float(rng.uniform(50, 60)), float(rng.uniform(50, 60)),
+                                 float(rng.uniform(5, 10)), float(rng.uniform(5, 10))],
+                        "score": 0.95 if crowded else float(rng.choice([0.3, rng.random()]))})
+        if crowded:
+            out += [{"image_id": im["id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                     "score": 0.1} for a in gt["annotations"] if a["image_id"] == im["id"]]
+    return out
+
+
+def _cocoeval(gt_path, detections):
+    import contextlib
+    import io
+
+    import numpy as np
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(gt_path)
+        ev = COCOeval(gt, gt.loadRes(detections), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    precision = ev.eval["precision"]
+    per_class = {}
+    for k, cat in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        if (p > -1).any():
+            per_class[gt.cats[cat]["name"]] = {"AP": 100 * np.mean(p[p > -1]),
+                                               "AP50": 100 * np.mean(p[0]),
+                                               "AP75": 100 * np.mean(p[5])}
+    return {"AP": 100 * ev.stats[0], "AP50": 100 * ev.stats[1], "AP75": 100 * ev.stats[2],
+            "per_class": per_class}
+
+
+def test_coco_ap_from_the_detections_file_equals_cocoeval(tiny_coco, tmp_path):
+    """AP recomputed from the detections file = pycocotools' COCOeval, with a crowd box,
+    an image without objects and one with more than 100 detections planted."""
+    from imagescore_det.evaluation.bootstrap import load_evaluation
+    from imagescore_det.evaluation.coco_ap import coco_ap, detections_record
+
+    gt = json.load(open(tiny_coco["test"]))
+    crowd = dict(gt["annotations"][0], id=10_000, iscrowd=1)
+    crowd["bbox"] = [0.0, 0.0, 30.0, 30.0]
+    crowd["area"] = 900.0
+    gt["annotations"].append(crowd)
+    gt["images"].append(dict(gt["images"][0], id=99, file_name="empty.jpg"))
+    gt_path = tmp_path / "test.json"
+    gt_path.write_text(json.dumps(gt))
+    for seed in range(3):
+        detections = _planted_detections(gt, seed)
+        record = detections_record("t", gt, detections)
+        path = tmp_path / f"detections_{seed}.json"
+        path.write_text(json.dumps(record))
+        ours, reference = coco_ap(load_evaluation(str(path))), _cocoeval(str(gt_path), detections)
+        assert reference["AP50"] > 1.0  # a test that can tell
+        for key in ("AP", "AP50", "AP75"):
+            assert ours[key] == pytest.approx(reference[key], rel=1e-12, abs=1e-12), key
+        assert set(ours["per_class"]) == set(reference["per_class"])
+        for name, aps in reference["per_class"].items():
+            for key, value in aps.items():
+                assert ours["per_class"][name][key] == pytest.approx(value, abs=1e-10), (name, key)
+
+
+def test_compare_runs_on_coco_detections_files(tiny_coco, tmp_path, capsys):
+    """tools/compare_runs.py on two COCO detections files: the full-set numbers are COCOeval's,
+    a resample drawing every image once gives the full-set AP, a run against itself p = 0.5."""
+    import numpy as np
+    from imagescore_det.evaluation.bootstrap import load_evaluation
+    from imagescore_det.evaluation.coco_ap import PreparedCocoRun, detections_record
+
+    gt = json.load(open(tiny_coco["test"]))
+    paths = []
+    for seed in (1, 2):
+        path = tmp_path / f"run{seed}" / "inference" / "detections_t.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(detections_record("t", gt, _planted_detections(gt, seed))))
+        paths.append(str(path))
+    run = PreparedCocoRun(load_evaluation(paths[0]))
+    ones = np.ones((1, len(gt["images"])))
+    np.testing.assert_allclose(run.resampled_ap(ones)[0], run.full_set_ap(), rtol=0, atol=1e-12)
+    result = load_tool("compare_runs").main([str(tmp_path / "run1"), str(tmp_path / "run2"),
+                                             "--resamples", "50"])
+    reference = [_cocoeval(tiny_coco["test"], _planted_detections(gt, s)) for s in (1, 2)]
+    assert result["AP50"]["a"] == pytest.approx(reference[0]["AP50"], abs=1e-10)
+    assert result["AP"]["b"] == pytest.approx(reference[1]["AP"], abs=1e-10)
+    assert "COCO" in result["test_set"]["metric"] and "COCO" in capsys.readouterr().out
+    same = load_tool("compare_runs").main([paths[0], paths[0], "--resamples", "20"])
+    assert same["AP50"]["p_value"] == 0.5 and same["AP"]["difference"] == 0.0
+    other = json.loads(open(paths[1]).read())
+    other["ground_truth"][str(other["image_ids"][0])] = []
+    open(paths[1], "w").write(json.dumps(other))
+    with pytest.raises(SystemExit, match="different test sets"):
+        load_tool("compare_runs").main(paths)
