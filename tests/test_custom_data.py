@@ -241,3 +241,46 @@ def test_compare_runs_on_coco_detections_files(tiny_coco, tmp_path, capsys):
     open(paths[1], "w").write(json.dumps(other))
     with pytest.raises(SystemExit, match="different test sets"):
         load_tool("compare_runs").main(paths)
+
+
+def test_walkthrough_trains_selects_and_evaluates_on_coco_and_a_folder(tiny_coco, tmp_path,
+                                                                      monkeypatch):
+    """configs/custom at toy size: the labeled COCO json trains, the Image Score selects from
+    the folder (no truth: no precision), the COCO json test set is evaluated by COCOEvaluator,
+    and the detections file gives COCOeval's AP again."""
+    from imagescore_det.engine import Trainer, load_config
+    from imagescore_det.evaluation.bootstrap import load_evaluation
+    from imagescore_det.evaluation.coco_ap import coco_ap
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", tiny_coco["parent"])
+    opts = tiny_cfg_opts(tmp_path / "out", max_iter=6)
+    at = opts.index("DATASETS.TRAIN")
+    del opts[at:at + 4]  # the config's own datasets
+    cfg = load_config(CUSTOM_CONFIG, opts + ["IMAGE_SCORE.START_ITER", "3",
+                                             "IMAGE_SCORE.MIN_BOXES_PER_IMAGE", "0",
+                                             "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False"])
+    cfg.freeze()
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    report = json.load(open(tmp_path / "out" / "report.json"))
+    assert report["config"]["metric"] == "COCO"
+    assert set(report["eval_after"]["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl",
+                                                "AP-disc", "AP50-cross"}
+    (entry,) = report["rounds"]
+    assert entry["pool_size"] == 12 and entry["num_selected"] == 4
+    assert entry["num_pseudo_images"] == 4  # MIN_BOXES_PER_IMAGE 0: every selected image
+    assert entry.get("pseudo_precision") is None
+    scores = open(tmp_path / "out" / "image_score" / "round_1" / "scores.csv").read()
+    assert "a/" in scores and "b/" in scores and "true_positives" not in scores
+    inference = tmp_path / "out" / "inference"
+    per_class = json.load(open(inference / "coco_per_class_synthetic_coco_test.json"))
+    assert set(per_class["per_class"]) == {"disc", "square", "triangle", "cross"}
+    ours = coco_ap(load_evaluation(str(inference / "detections_synthetic_coco_test.json")))
+    bbox = report["eval_after"]["bbox"]
+    for key in ("AP", "AP50", "AP75"):
+        assert ours[key] == pytest.approx(bbox[key], abs=1e-9)
+        assert per_class["mean"][key] == pytest.approx(bbox[key], abs=1e-12)
+    for name, aps in per_class["per_class"].items():
+        assert aps["AP"] == pytest.approx(bbox[f"AP-{name}"], abs=1e-9)
+        assert ours["per_class"][name]["AP50"] == pytest.approx(aps["AP50"], abs=1e-9)
