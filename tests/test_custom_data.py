@@ -284,3 +284,118 @@ def test_walkthrough_trains_selects_and_evaluates_on_coco_and_a_folder(tiny_coco
     for name, aps in per_class["per_class"].items():
         assert aps["AP"] == pytest.approx(bbox[f"AP-{name}"], abs=1e-9)
         assert ours["per_class"][name]["AP50"] == pytest.approx(aps["AP50"], abs=1e-9)
+
+
+def _planted_coco(tiny_coco, tmp_path):
+    """A copy of the labeled json and its images with one of each COCO defect planted."""
+    images = tmp_path / "images"
+    shutil.copytree(tiny_coco["images"], images)
+    data = json.load(open(tiny_coco["labeled"]))
+    ims, anns = data["images"], data["annotations"]
+    os.remove(images / ims[0]["file_name"])                            # missing_image
+    (images / ims[1]["file_name"]).write_bytes(b"<html>404</html>")   # not_an_image
+    raw = (images / ims[2]["file_name"]).read_bytes()
+    (images / ims[2]["file_name"]).write_bytes(raw[: len(raw) // 2])  # truncated_image
+    first_of = {}
+    for a in anns:
+        first_of.setdefault(a["image_id"], a)
+    first_of[ims[3]["id"]]["bbox"] = [5.0, 5.0, 0.0, 10.0]             # zero_size_box
+    first_of[ims[4]["id"]]["bbox"] = [ims[4]["width"] - 5.0, 5.0, 30.0, 10.0]  # outside
+    first_of[ims[5]["id"]]["category_id"] = 77                         # unknown_category
+    first_of[ims[6]["id"]]["iscrowd"] = 1                              # crowd_objects (note)
+    ims.append(dict(ims[7], file_name=ims[8]["file_name"]))            # duplicate_image_id
+    anns.append(dict(anns[0], id=999, image_id=12345))                 # orphan_annotation
+    path = tmp_path / "planted.json"
+    path.write_text(json.dumps(data))
+    return path, images, ims
+
+
+def test_check_dataset_finds_each_planted_coco_defect(tiny_coco, tmp_path, capsys):
+    path, images, ims = _planted_coco(tiny_coco, tmp_path)
+    code = load_tool("check_dataset").main([str(path), "--image-root", str(images)])
+    out = capsys.readouterr().out
+    assert code == 1
+    expected = {"missing_image": ims[0]["file_name"], "not_an_image": ims[1]["file_name"],
+                "truncated_image": ims[2]["file_name"], "zero_size_box": f"(id {ims[3]['id']})",
+                "box_outside_json_size": f"(id {ims[4]['id']})",
+                "unknown_category": "category_id 77", "crowd_objects": "1 annotation(s)",
+                "duplicate_image_id": f"has id {ims[7]['id']}",
+                "orphan_annotation": "image_id 12345"}
+    lines = out.splitlines()
+    for kind, detail in expected.items():
+        hits = [line for line in lines if f": {kind}: " in line]
+        assert len(hits) == 1 and detail in hits[0], (kind, hits)
+    assert "How to fix:" in out and "iscrowd 1 objects are not trained on" in out
+    # the clean json: nothing found
+    assert load_tool("check_dataset").main([tiny_coco["labeled"], "--image-root",
+                                            tiny_coco["images"]]) == 0
+
+
+def test_check_dataset_finds_each_planted_folder_defect(tiny_coco, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    shutil.copytree(tiny_coco["unlabeled"], folder)
+    names = sorted(os.listdir(folder / "a"))
+    shutil.copyfile(folder / "a" / names[0], folder / "b" / "copy.jpg")       # duplicate_image
+    raw = (folder / "a" / names[1]).read_bytes()
+    (folder / "a" / names[1]).write_bytes(raw[: len(raw) // 3])              # truncated_image
+    (folder / "a" / names[2]).write_text("not a photo")                      # not_an_image
+    (folder / "a" / "notes.txt").write_text("shot on Monday")                # ignored_file (note)
+    from PIL import Image
+
+    png = folder / "b" / "cut.png"  # a PNG cut off: its header reads, it does not decode
+    Image.open(folder / "a" / names[3]).save(png)
+    png.write_bytes(png.read_bytes()[:-200])
+    code = load_tool("check_dataset").main([str(folder), "--deep"])
+    out = capsys.readouterr().out
+    assert code == 1
+    for kind, path in {"duplicate_image": folder / "b" / "copy.jpg",
+                       "truncated_image": folder / "a" / names[1],
+                       "not_an_image": folder / "a" / names[2],
+                       "ignored_file": folder / "a" / "notes.txt",
+                       "corrupt_image": png}.items():
+        hits = [line for line in out.splitlines() if f": {kind}: " in line]
+        assert len(hits) == 1 and str(path) in hits[0], (kind, out)
+    # only the note: exit 0
+    clean = tmp_path / "clean"
+    shutil.copytree(tiny_coco["unlabeled"], clean)
+    (clean / "README.txt").write_text("x")
+    assert load_tool("check_dataset").main([str(clean)]) == 0
+
+
+def test_trainer_start_checks_coco_and_folder_datasets(tiny_coco, tmp_path):
+    """At trainer start: a labeled json's defects stop the run (its crowd note does not); a
+    folder pool's bad images are skipped or stop it, per IMAGE_SCORE.ON_BAD_IMAGE."""
+    from imagescore_det.data.checks import DataCheckError
+    from imagescore_det.engine.data_checks import check_before_training
+
+    path, images, ims = _planted_coco(tiny_coco, tmp_path)
+    cfg = load(*register_opts([("bad_labeled", "coco", str(path), str(images)),
+                               ("my_test", "coco", tiny_coco["test"], tiny_coco["images"])],
+                              train="bad_labeled"))
+    with pytest.raises(DataCheckError) as info:
+        check_before_training(cfg, ("labeled", "test"))
+    message = str(info.value)
+    for kind in ("missing_image", "zero_size_box", "unknown_category", "duplicate_image_id"):
+        assert f": {kind}: " in message
+    assert "crowd_objects" not in message.split("How to fix:")[0]
+    # only a crowd object: no stop
+    data = json.load(open(tiny_coco["labeled"]))
+    data["annotations"][0]["iscrowd"] = 1
+    crowd = tmp_path / "crowd.json"
+    crowd.write_text(json.dumps(data))
+    cfg = load(*register_opts([("crowd_labeled", "coco", str(crowd), tiny_coco["images"]),
+                               ("my_test", "coco", tiny_coco["test"], tiny_coco["images"])],
+                              train="crowd_labeled"))
+    assert [f.kind for f in check_before_training(cfg, ("labeled",)).warnings] == ["crowd_objects"]
+
+    folder = tmp_path / "photos"
+    shutil.copytree(tiny_coco["unlabeled"], folder)
+    bad = folder / "a" / sorted(os.listdir(folder / "a"))[0]
+    bad.write_text("<html>")
+    items = entries(tiny_coco, pool=None) + [("bad_photos", "folder", str(folder))]
+    opts = register_opts(items) + ["IMAGE_SCORE.ENABLED", "True", "IMAGE_SCORE.START_ITER", "1",
+                                   "IMAGE_SCORE.UNLABELED_DATASETS", "('bad_photos',)"]
+    start = check_before_training(load(*opts), ("unlabeled",))
+    assert list(start.pool_skips) == [os.path.normpath(str(bad))]
+    with pytest.raises(DataCheckError, match="not_an_image"):
+        check_before_training(load(*opts, "IMAGE_SCORE.ON_BAD_IMAGE", "error"), ("unlabeled",))

@@ -22,7 +22,6 @@ config is loaded (``engine.config_loading.load_config``), before anything uses t
 Relative paths are relative to ``$DETECTRON2_DATASETS`` (default ``datasets``), as for the
 builtin datasets. Errors (:class:`DatasetConfigError`) name the entry or file and the fix.
 """
-import json
 import logging
 import os
 import threading
@@ -31,66 +30,23 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, register_coco_instances
 from detectron2.structures import BoxMode
 
+from .coco_format import (CONFIG_KEY, IMAGE_EXTENSIONS, DatasetConfigError, list_folder_images,
+                          read_coco_json)
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DatasetConfigError", "IMAGE_EXTENSIONS", "KINDS", "read_coco_categories",
            "register_coco", "register_folder", "list_folder_images", "load_folder_dicts",
            "register_config_datasets", "check_class_agreement"]
 
-# what PIL (Detectron2's read_image) decodes; matched case-insensitively
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 KINDS = ("coco", "folder", "voc")
-CONFIG_KEY = "DATASETS.REGISTER"
 
 # name -> (kind, normalized paths...) of what this module registered
 _REGISTERED = {}
 _LOCK = threading.Lock()
 
 
-class DatasetConfigError(ValueError):
-    """A dataset entry or file that cannot be registered; the message says how to fix it."""
-
-
 # --------------------------------------------------------------------------- COCO json
-def read_coco_json(json_file):
-    """The parsed json, checked to be a COCO instances file (a dict with ``images``,
-    ``annotations`` and ``categories`` lists, every category with an int ``id`` and a
-    ``name``); :class:`DatasetConfigError` naming the file otherwise."""
-    fix = ("A COCO instances json is an object with \"images\", \"annotations\" and "
-           "\"categories\" lists (what CVAT, Label Studio and most labeling tools export as "
-           "'COCO 1.0' / 'COCO'); export it again in that format or fix the path.")
-    if not os.path.isfile(json_file):
-        raise DatasetConfigError(f"COCO json {json_file} does not exist. Fix the path in "
-                                 f"{CONFIG_KEY} (relative paths are relative to "
-                                 "$DETECTRON2_DATASETS, default ./datasets).")
-    try:
-        with open(json_file, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DatasetConfigError(f"{json_file} is not a readable JSON file ({e}). {fix}") from e
-    if not isinstance(data, dict):
-        raise DatasetConfigError(f"{json_file} is not COCO: its top level is a "
-                                 f"{type(data).__name__}, not an object. {fix}")
-    missing = [k for k in ("images", "annotations", "categories")
-               if not isinstance(data.get(k), list)]
-    if missing:
-        raise DatasetConfigError(f"{json_file} is not COCO: it has no {' / '.join(missing)} "
-                                 f"list (keys found: {sorted(data)[:10]}). {fix}")
-    if not data["categories"]:
-        raise DatasetConfigError(f"{json_file} has an empty \"categories\" list: the classes "
-                                 f"are unknown. {fix}")
-    for k, c in enumerate(data["categories"]):
-        if not (isinstance(c, dict) and isinstance(c.get("id"), int)
-                and isinstance(c.get("name"), str)):
-            raise DatasetConfigError(f"{json_file}: category #{k + 1} {c!r} lacks an int \"id\" "
-                                     f"or a string \"name\". {fix}")
-    ids = [c["id"] for c in data["categories"]]
-    if len(set(ids)) != len(ids):
-        raise DatasetConfigError(f"{json_file}: category ids repeat ({sorted(ids)}); give each "
-                                 "category its own id.")
-    return data
-
-
 def read_coco_categories(json_file):
     """``(thing_classes, {dataset category id: contiguous id})`` as ``load_coco_json`` derives
     them (categories sorted by id)."""
@@ -118,18 +74,6 @@ def register_coco(name, json_file, image_root):
 
 
 # --------------------------------------------------------------------------- folders
-def list_folder_images(directory):
-    """Every file under ``directory`` (recursively) with an image extension, sorted; and the
-    other files (``(images, others)``, absolute paths)."""
-    images, others = [], []
-    for root, dirs, files in os.walk(directory):
-        dirs.sort()
-        for f in sorted(files):
-            path = os.path.join(root, f)
-            (images if f.lower().endswith(IMAGE_EXTENSIONS) else others).append(path)
-    return sorted(images), sorted(others)
-
-
 def _no_images_error(directory):
     return DatasetConfigError(
         f"Image folder {directory} holds no images (looked recursively for "
