@@ -67,7 +67,9 @@ def test_add_imagescore_config_defaults():
     added = set(after) - set(before)
     assert added >= {f"IMAGE_SCORE.{k}" for k in IMAGE_SCORE_DEFAULTS}
     assert added >= {f"MODEL.VGG.{k}" for k in VGG_DEFAULTS} | {"MODEL.ROI_BOX_HEAD.DROPOUT"}
-    assert all(k.startswith(("IMAGE_SCORE.", "MODEL.VGG.", "MODEL.ROI_BOX_HEAD.")) for k in added)
+    assert all(k.startswith(("IMAGE_SCORE.", "MODEL.VGG.", "MODEL.ROI_BOX_HEAD.")) for k in added
+               if k != "DATASETS.REGISTER")
+    assert cfg.DATASETS.REGISTER == []  # your own datasets (data/coco.py): none by default
     # the defaults pass the checks
     config_loading.check_config(cfg)
     assert flat(get_imagescore_cfg()) == after

@@ -399,3 +399,70 @@ def test_trainer_start_checks_coco_and_folder_datasets(tiny_coco, tmp_path):
     assert list(start.pool_skips) == [os.path.normpath(str(bad))]
     with pytest.raises(DataCheckError, match="not_an_image"):
         check_before_training(load(*opts, "IMAGE_SCORE.ON_BAD_IMAGE", "error"), ("unlabeled",))
+
+
+def test_export_pseudo_labels_to_coco_and_back(tiny_coco, tmp_path, monkeypatch):
+    """A round's pseudo-labels as COCO json: read by pycocotools with the labeled set's
+    categories and the scores, usable again as a labeled coco dataset; a missing round is
+    an error naming the rounds that exist."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from pycocotools.coco import COCO
+
+    from imagescore_det.engine import Trainer, load_config
+    from imagescore_det.engine.round_files import read_round, round_dir
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", tiny_coco["parent"])
+    # the labeled json with other category ids (10, 20, 30, 40): the export must keep them
+    data = json.load(open(tiny_coco["labeled"]))
+    for c in data["categories"]:
+        c["id"] *= 10
+    for a in data["annotations"]:
+        a["category_id"] *= 10
+    labeled = tmp_path / "labeled_ids.json"
+    labeled.write_text(json.dumps(data))
+    opts = tiny_cfg_opts(tmp_path / "out", max_iter=4)
+    at = opts.index("DATASETS.TRAIN")
+    del opts[at:at + 4]
+    items = [("ids_labeled", "coco", str(labeled), tiny_coco["images"]),
+             ("my_test", "coco", tiny_coco["test"], tiny_coco["images"]),
+             ("my_photos", "folder", tiny_coco["unlabeled"])]
+    cfg = load_config(CUSTOM_CONFIG, opts + [
+        "DATASETS.REGISTER", repr([list(e) for e in items]), "DATASETS.TRAIN", "('ids_labeled',)",
+        "DATASETS.TEST", "('my_test',)", "IMAGE_SCORE.UNLABELED_DATASETS", "('my_photos',)",
+        "IMAGE_SCORE.START_ITER", "2", "IMAGE_SCORE.MIN_BOXES_PER_IMAGE", "0",
+        "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False", "IMAGE_SCORE.BOX_SCORE_THRESH", "0.0",
+        "IMAGE_SCORE.EVAL_BEFORE", "False", "TEST.EVAL_PERIOD", "0"])
+    cfg.freeze()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text(cfg.dump())  # as tools/train_net.py's default_setup
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    tool = load_tool("export_pseudo_labels")
+    path = tool.main([str(out)])
+    assert path == os.path.join(round_dir(str(out), 1), "pseudo_labels_coco.json")
+    pseudo = read_round(round_dir(str(out), 1)).pseudo
+    coco = COCO(path)
+    assert [c["id"] for c in coco.dataset["categories"]] == [10, 20, 30, 40]
+    assert len(coco.imgs) == len(pseudo) == 4
+    boxes = sum(len(d["annotations"]) for d in pseudo)
+    assert boxes > 0 and len(coco.anns) == boxes
+    first = pseudo[0]["annotations"][0]
+    ann = coco.imgToAnns[1][0]
+    assert ann["score"] == pytest.approx(first["score"])
+    assert ann["category_id"] == 10 * (first["category_id"] + 1)
+    assert coco.imgs[1]["file_name"] == os.path.relpath(pseudo[0]["file_name"],
+                                                        tiny_coco["unlabeled"])
+    # back as labeled data
+    load(*register_opts([("reviewed", "coco", path, tiny_coco["unlabeled"]),
+                         ("my_test", "coco", tiny_coco["test"], tiny_coco["images"])],
+                        train="reviewed"))
+    back = DatasetCatalog.get("reviewed")
+    assert list(MetadataCatalog.get("reviewed").thing_classes) == \
+        list(MetadataCatalog.get("my_test").thing_classes)
+    assert [d["file_name"] for d in back] == [d["file_name"] for d in pseudo]
+    assert back[0]["annotations"][0]["category_id"] == first["category_id"]
+    assert back[0]["annotations"][0]["bbox"] == pytest.approx(first["bbox"], abs=0.01)
+    with pytest.raises(SystemExit, match=r"Round 3 does not exist.*Rounds of .*: \[1\]"):
+        tool.main([str(out), "--round", "3"])
