@@ -252,7 +252,8 @@ def check_class_agreement(names, where="the config"):
                       "(the order decides the class ids)")
             raise DatasetConfigError(
                 f"The datasets of {where} disagree on their classes: {first!r} has "
-                f"{reference}, {name!r} has {classes} ({detail}). All datasets of a run must "
+                f"{len(reference)} classes {reference}, {name!r} has {len(classes)} classes "
+                f"{classes} ({detail}). All datasets of a run must "
                 "have one class list: fix the categories of the json / the VOC class list, "
                 "or leave the dataset out.")
 
