@@ -185,7 +185,9 @@ def test_coco_ap_from_the_detections_file_equals_cocoeval(tiny_coco, tmp_path):
     gt_path = tmp_path / "test.json"
     gt_path.write_text(json.dumps(gt))
     for seed in range(3):
-        detections = _planted_detections(gt, seed)
+        detections = _planted_detections(gt, seed) + [  # two inside the crowd box: ignored
+            {"image_id": crowd["image_id"], "category_id": crowd["category_id"], "bbox": box,
+             "score": 0.99} for box in ([2.0, 2.0, 20.0, 20.0], [0.0, 0.0, 30.0, 30.0])]
         record = detections_record("t", gt, detections)
         path = tmp_path / f"detections_{seed}.json"
         path.write_text(json.dumps(record))
