@@ -251,6 +251,7 @@ def test_walkthrough_trains_selects_and_evaluates_on_coco_and_a_folder(tiny_coco
     seed_all_rng(7)  # the model's initialisation, whatever ran before
     cfg = load_config(CUSTOM_CONFIG, opts + ["IMAGE_SCORE.START_ITER", "3",
                                              "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+                                             "IMAGE_SCORE.PAIRED_BASELINE", "True",
                                              "IMAGE_SCORE.MIN_BOXES_PER_IMAGE", "0",
                                              "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False"])
     cfg.freeze()
@@ -259,6 +260,9 @@ def test_walkthrough_trains_selects_and_evaluates_on_coco_and_a_folder(tiny_coco
     trainer.train()
     report = json.load(open(tmp_path / "out" / "report.json"))
     assert report["config"]["metric"] == "COCO"
+    paired = report["paired_baseline"]  # the supervised-only copy, compared image by image
+    assert paired["summary"]["metric"] == "COCO" and "AP50_difference" in paired["summary"]
+    assert paired["comparisons"]["synthetic_coco_test"]["test_set"]["metric"].startswith("COCO")
     assert set(report["eval_after"]["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl",
                                                 "AP-disc", "AP50-cross"}
     (entry,) = report["rounds"]
