@@ -464,3 +464,23 @@ def test_export_pseudo_labels_to_coco_and_back(tiny_coco, tmp_path, monkeypatch)
     assert back[0]["annotations"][0]["bbox"] == pytest.approx(first["bbox"], abs=0.01)
     with pytest.raises(SystemExit, match=r"Round 3 does not exist.*Rounds of .*: \[1\]"):
         tool.main([str(out), "--round", "3"])
+
+
+def test_summary_names_the_metric_and_a_pool_without_truth(caplog):
+    import logging
+
+    from imagescore_det.engine.trainer import _log_summary
+
+    rounds = [{"round": 1, "iteration": 3, "selector": "random", "num_selected": 4,
+               "pool_size": 12, "num_pseudo_boxes": 5}]
+    report = {"config": {"metric": "COCO", "eval_pseudo_labels": True},
+              "eval_before": {"bbox": {"AP50": 1.5}}, "eval_after": {"bbox": {"AP50": 2.5}},
+              "rounds": rounds}
+    with caplog.at_level(logging.INFO, logger="imagescore_det"):
+        _log_summary(report)
+        _log_summary(dict(report, config={"metric": "VOC", "eval_pseudo_labels": True},
+                          rounds=[dict(rounds[0], pseudo_precision=0.5)]))
+    first, second = [r.getMessage() for r in caplog.records][-2:]
+    assert "COCO AP50 before pseudo-labels: 1.50" in first and "COCO AP50 at the end" in first
+    assert "the unlabeled pool has no truth to measure them against" in first
+    assert "VOC AP50 at the end" in second and "no truth" not in second
