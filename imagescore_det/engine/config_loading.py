@@ -84,7 +84,9 @@ def load_config(config_file, opts=(), cfg=None):
     try:  # DATASETS.REGISTER: before anything looks the datasets up
         register_config_datasets(cfg)
     except DatasetConfigError as e:
-        raise ConfigError(f"{e} (in {config_file or 'the command-line overrides'})") from None
+        source = ("the command-line overrides" if "DATASETS.REGISTER" in list(opts)[::2]
+                  else f"config file '{config_file}'")
+        raise ConfigError(f"{e} (DATASETS.REGISTER in {source})") from None
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"  # the default is "cuda"; a CPU-only machine runs on the CPU
     check_config(cfg, config_file)
