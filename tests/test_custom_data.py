@@ -484,3 +484,32 @@ def test_summary_names_the_metric_and_a_pool_without_truth(caplog):
     assert "COCO AP50 before pseudo-labels: 1.50" in first and "COCO AP50 at the end" in first
     assert "the unlabeled pool has no truth to measure them against" in first
     assert "VOC AP50 at the end" in second and "no truth" not in second
+
+
+def test_a_coco_json_pool_has_truth_and_precision(tiny_coco):
+    """A COCO json as the pool: its truth measures the pseudo-labels in the detector's XYXY
+    coordinates. Known answer: predictions that are the json's boxes ([x, y, w, h] ->
+    [x, y, x + w, y + h]) are all true positives, and find every object."""
+    from detectron2.data import DatasetCatalog
+
+    from imagescore_det.engine.round import has_truth, quality_rows
+
+    items = entries(tiny_coco, pool=None) + [("pool_json", "coco", tiny_coco["test"],
+                                              tiny_coco["images"])]
+    cfg = load(*register_opts(items))
+    pool = DatasetCatalog.get("pool_json")
+    assert has_truth(pool)
+    raw = json.load(open(tiny_coco["test"]))
+    by_image = {im["id"]: [] for im in raw["images"]}
+    for a in raw["annotations"]:
+        by_image[a["image_id"]].append(a)
+    predictions = []
+    for d in pool:
+        anns = by_image[d["image_id"]]
+        predictions.append({"boxes": [[x, y, x + w, y + h] for x, y, w, h in
+                                      (a["bbox"] for a in anns)],
+                            "scores": [0.9] * len(anns),
+                            "classes": [a["category_id"] - 1 for a in anns]})
+    rows = quality_rows(predictions, pool, cfg.IMAGE_SCORE)
+    assert sum(r[2] for r in rows) == len(raw["annotations"]) > 0
+    assert all(r[0] == r[2] and r[1] == 0 for r in rows)

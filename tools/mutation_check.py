@@ -212,7 +212,8 @@ CATALOGUE = (
         file="imagescore_det/data/coco.py",
         old="DatasetCatalog.register(name, lambda: _xyxy(load_coco_json(json_file, image_root, name)))",
         new="DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))",
-        tests=(f"{CUSTOM}::test_coco_and_folder_datasets_from_the_config",),
+        tests=(f"{CUSTOM}::test_coco_and_folder_datasets_from_the_config",
+               f"{CUSTOM}::test_a_coco_json_pool_has_truth_and_precision"),
     ),
     Mutation(
         id="folder-not-recursive",
