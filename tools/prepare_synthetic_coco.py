@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The synthetic shapes data as a user's own data: COCO json (labeled, test) + a folder of photos.
 
-    python tools/prepare_synthetic_coco.py                     # -> $DETECTRON2_DATASETS/synthetic_coco
+    python tools/prepare_synthetic_coco.py        # -> $DETECTRON2_DATASETS/synthetic_coco
     python tools/prepare_synthetic_coco.py --root /tmp/sc --num-labeled 50
 
 Generates the synthetic VOC set (datasets/prepare_synthetic_voc.py's generator, same seed

@@ -32,7 +32,8 @@ def _unknown_key_error(cfg, exc, where):
     close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     return ConfigError(f"Unknown config key '{key}' in {where}.{hint} "
-                       "(imagescore-det's own keys are under IMAGE_SCORE, MODEL.VGG and DATASETS.REGISTER; "
+                       "(imagescore-det's own keys are under IMAGE_SCORE, MODEL.VGG and "
+                       "DATASETS.REGISTER; "
                        "see imagescore_det/config.py.)")
 
 

@@ -102,14 +102,16 @@ def load_coco_detections(path, data):
 
 def box_iou(dt, gt, crowd):
     """pycocotools' ``bbIou`` (maskApi.c, the same operations): ``(len(dt), len(gt))``."""
-    dt, gt = np.asarray(dt, dtype=np.float64).reshape(-1, 4), np.asarray(gt, np.float64).reshape(-1, 4)
+    dt = np.asarray(dt, dtype=np.float64).reshape(-1, 4)
+    gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
     w = (np.minimum(dt[:, None, 2] + dt[:, None, 0], gt[None, :, 2] + gt[None, :, 0])
          - np.maximum(dt[:, None, 0], gt[None, :, 0]))
     h = (np.minimum(dt[:, None, 3] + dt[:, None, 1], gt[None, :, 3] + gt[None, :, 1])
          - np.maximum(dt[:, None, 1], gt[None, :, 1]))
     inter = np.where((w > 0) & (h > 0), w * h, 0.0)
     da, ga = dt[:, 2] * dt[:, 3], gt[:, 2] * gt[:, 3]
-    union = np.where(np.asarray(crowd, bool)[None, :], da[:, None], da[:, None] + ga[None, :] - inter)
+    union = np.where(np.asarray(crowd, bool)[None, :], da[:, None],
+                     da[:, None] + ga[None, :] - inter)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(inter > 0, inter / union, 0.0)
 
