@@ -11,6 +11,23 @@ def add_imagescore_config(cfg):
     _C = cfg
 
     # ---------------------------------------------------------------------------------
+    # Your own datasets, registered when the config is loaded (imagescore_det/data/coco.py;
+    # README "Your own data"). Each entry is a list of strings; the names can then be used
+    # in DATASETS.TRAIN, DATASETS.TEST, IMAGE_SCORE.UNLABELED_DATASETS / LABELED_DATASETS:
+    #   (name, "coco", json_file, image_root)  a COCO instances json (labeling tools'
+    #        export) via Detectron2's register_coco_instances; evaluated with COCOEvaluator
+    #   (name, "folder", directory)  every image under directory (recursive; jpg, jpeg, png,
+    #        webp, bmp, tif) as an unlabeled pool without annotations; its classes are
+    #        those of DATASETS.TRAIN
+    #   (name, "voc", directory, split[, "class1,class2,..."])  a Pascal VOC root and split
+    #        (default classes: its synthetic_meta.json ones, else the 20 VOC classes)
+    # Relative paths are relative to $DETECTRON2_DATASETS (default ./datasets). Every dataset
+    # of a run must have the same class list (checked when the config is loaded). E.g.
+    #   DATASETS.REGISTER "[('mine_train', 'coco', 'mine/train.json', 'mine/images'),
+    #                       ('mine_photos', 'folder', 'mine/unlabeled')]"
+    _C.DATASETS.REGISTER = []
+
+    # ---------------------------------------------------------------------------------
     # VGG16 backbone (py-faster-rcnn layout: 13 convs, conv5_3 at stride 16, no pool5)
     # ---------------------------------------------------------------------------------
     _C.MODEL.VGG = CN()

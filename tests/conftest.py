@@ -29,6 +29,18 @@ def tiny_voc(tmp_path_factory):
     return {"dirname": dirname, "meta": meta, "names": names, "root": root}
 
 
+@pytest.fixture(scope="session")
+def tiny_coco(tmp_path_factory):
+    """tools/prepare_synthetic_coco.py's layout at tiny size under <tmp>/synthetic_coco."""
+    parent = str(tmp_path_factory.mktemp("coco_root"))
+    root = os.path.join(parent, "synthetic_coco")
+    tool = load_tool("prepare_synthetic_coco")
+    paths = tool.write_synthetic_coco(root, seed=3, num_labeled=10, num_unlabeled=12, num_test=6,
+                                      min_size=72, max_size=96, min_obj_size=16,
+                                      max_obj_size=36, max_objects=3)
+    return dict(paths, root=root, parent=parent)
+
+
 def tiny_cfg_opts(output_dir, max_iter=4):
     """KEY VALUE overrides that make the quickstart model tiny and fast (seconds a run)."""
     return [

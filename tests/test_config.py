@@ -81,7 +81,8 @@ def test_add_imagescore_config_defaults():
     # every added key has its default checked above: a key added without one fails here
     assert added == ({f"IMAGE_SCORE.{k}" for k in IMAGE_SCORE_DEFAULTS}
                      | {f"MODEL.VGG.{k}" for k in VGG_DEFAULTS} | {"MODEL.ROI_BOX_HEAD.DROPOUT"}
-                     | {f"TEACHER.{k}" for k in TEACHER_DEFAULTS})
+                     | {f"TEACHER.{k}" for k in TEACHER_DEFAULTS} | {"DATASETS.REGISTER"})
+    assert cfg.DATASETS.REGISTER == []  # your own datasets (data/coco.py): none by default
     # the defaults pass the checks
     config_loading.check_config(cfg)
     assert flat(get_imagescore_cfg()) == after
@@ -132,7 +133,10 @@ def test_config_files_found():
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.relpath(p, REPO))
-def test_every_config_file_loads(path):
+def test_every_config_file_loads(path, request, monkeypatch):
+    if os.sep + os.path.join("configs", "custom") + os.sep in path:
+        # DATASETS.REGISTER reads the COCO jsons' categories when the config is loaded
+        monkeypatch.setenv("DETECTRON2_DATASETS", request.getfixturevalue("tiny_coco")["parent"])
     cfg = load_config(path)  # also registers nothing: every dataset named must exist already
     assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
     if cfg.MODEL.BACKBONE.NAME == "build_vgg16_backbone":

@@ -5,19 +5,24 @@
     python tools/check_dataset.py datasets/VOC2012 --split trainval           # a VOC directory
     python tools/check_dataset.py --config-file configs/voc07_voc12/faster_rcnn_V16_imagescore.yaml
     python tools/check_dataset.py --deep NAME                                 # decode every image
+    python tools/check_dataset.py mine/train.json --image-root mine/images   # a COCO json
+    python tools/check_dataset.py mine/unlabeled                              # a folder of images
 
 Finds missing, unreadable, empty, non-image, truncated (no JPEG end marker FF D9) and corrupt
 images, XML that does not parse, XML sizes that differ from the image's, unknown classes,
 degenerate and out-of-image boxes, duplicate ids and empty splits (see
-imagescore_det/data/checks.py). A test set (--as-test, or a DATASETS.TEST dataset of
---config-file) is also read with Detectron2's VOC evaluator's parser (parse_rec): an
-annotation it cannot read (no <pose>/<truncated>/<difficult>, a box of 156.5) or reads with
-another class name than the loader (<name>car </name>) is a finding, as at trainer start.
-Each problem is printed as ``file[:line]: kind: what`` with the split file's line that lists
-the id, then how to fix each kind. Header reads only, unless --deep (a full decode of every
-image, as the data loader will do).
+imagescore_det/data/checks.py); in a COCO json also unknown category ids, annotations of no
+image, duplicate image ids and iscrowd objects (a note), in a folder byte-identical copies
+and files that are not read (notes; data/coco_checks.py). A VOC test set (--as-test, or a
+DATASETS.TEST dataset of --config-file) is also read with Detectron2's VOC evaluator's
+parser (parse_rec): an annotation it cannot read (no <pose>/<truncated>/<difficult>, a box
+of 156.5) or reads with another class name than the loader (<name>car </name>) is a
+finding, as at trainer start. Each problem is printed as ``file[:line]: kind: what`` with
+the split file's line that lists the id, then how to fix each kind. Header reads only,
+unless --deep (a full decode of every image, as the data loader will do).
 
-Exit status: 0 nothing found, 1 problems found, 2 a name or path that cannot be checked.
+Exit status: 0 nothing found (notes aside), 1 problems found, 2 a name or path that cannot be
+checked.
 """
 import argparse
 import dataclasses
@@ -29,7 +34,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from imagescore_det.data.checks import check_voc, format_findings  # noqa: E402
+from imagescore_det.data.checks import NOTE_KINDS, check_voc, format_findings  # noqa: E402
+from imagescore_det.data.coco_checks import check_coco_json, check_image_folder  # noqa: E402
+from imagescore_det.data.coco_format import list_folder_images  # noqa: E402
 
 
 def _voc_dirs(path):
@@ -78,12 +85,23 @@ def _targets(args):
     """[(label, role or None, callable(shard) -> CheckReport)]; raises CannotCheck."""
     out = []
     for target in args.targets:
+        if target.lower().endswith(".json"):  # a COCO instances json
+            root = args.image_root or os.path.dirname(os.path.abspath(target))
+            out.append((f"{target} (COCO json, images in {root})", None,
+                        lambda t=target, r=root: check_coco_json(t, r, deep=args.deep,
+                                                                 workers=args.workers)))
+            continue
+        if os.path.isdir(target) and not _voc_dirs(target) and list_folder_images(target)[0]:
+            out.append((f"{target} (image folder)", None, lambda t=target: check_image_folder(
+                t, deep=args.deep, workers=args.workers)))
+            continue
         if os.path.isdir(target):
             dirs = _voc_dirs(target)
             if not dirs:
-                raise CannotCheck(f"{target} is not a Pascal VOC directory (no Annotations/) and "
-                         "holds none. Pass a VOC directory (e.g. datasets/VOC2012) or a "
-                         "registered dataset name.")
+                raise CannotCheck(f"{target} is not a Pascal VOC directory (no Annotations/), "
+                                  "holds none, and holds no images. Pass a VOC directory (e.g. "
+                                  "datasets/VOC2012), a folder of images, a COCO json or a "
+                                  "registered dataset name.")
             for dirname in dirs:
                 classes = _classes_for(dirname, args.classes)
                 splits = args.split or _splits(dirname, classes)
@@ -125,7 +143,10 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("targets", nargs="*", metavar="NAME_OR_ROOT",
-                   help="registered dataset names, or Pascal VOC directories")
+                   help="registered dataset names, Pascal VOC directories, COCO json files "
+                        "or folders of images")
+    p.add_argument("--image-root", help="the images of a COCO json target (default: the "
+                                        "json's directory)")
     p.add_argument("--config-file", help="check every dataset this config names, with the "
                                          "roles and IMAGE_SCORE.ON_BAD_IMAGE training would use")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
@@ -160,7 +181,7 @@ def main(argv=None):
     for label, role, run in targets:
         report = run()
         total_images += report.num_images
-        total_findings += len(report.findings)
+        total_findings += sum(f.kind not in NOTE_KINDS for f in report.findings)
         mode = "full decode" if args.deep else "header reads"
         print(f"{label}: {report.num_images} images, {report.num_objects} objects, "
               f"{len(report.findings)} problem(s) ({report.seconds:.2f} s, {mode})")

@@ -47,6 +47,7 @@ KNOWN = "tests/test_known_answers.py"
 VARIANTS = "tests/test_selector_variants.py"
 AGREE = "tests/test_evaluator_agreement.py"
 TEACHER = "tests/test_teacher.py"
+CUSTOM = "tests/test_custom_data.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -547,6 +548,72 @@ CATALOGUE = (
         new="              ]",
         tests=(f"{TEACHER}::test_no_box_above_threshold_gives_exactly_zero_loss",
                f"{TEACHER}::test_images_without_a_box_are_left_out_of_the_loss"),
+    ),
+    # your own data (issue 18): COCO json / folder datasets, COCO AP, checks, export
+    Mutation(
+        id="coco-boxes-xywh",
+        description="a COCO dataset's boxes are handed on in XYWH, not converted to XYXY_ABS",
+        file="imagescore_det/data/coco.py",
+        old="DatasetCatalog.register(name, lambda: _xyxy(load_coco_json(json_file, image_root, name)))",
+        new="DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))",
+        tests=(f"{CUSTOM}::test_coco_and_folder_datasets_from_the_config",
+               f"{CUSTOM}::test_a_coco_json_pool_has_truth_and_precision"),
+    ),
+    Mutation(
+        id="folder-not-recursive",
+        description="a folder dataset reads only the top folder, not its sub-folders",
+        file="imagescore_det/data/coco_format.py",
+        old="dirs.sort()",
+        new="dirs.clear()",
+        tests=(f"{CUSTOM}::test_coco_and_folder_datasets_from_the_config",),
+    ),
+    Mutation(
+        id="class-lists-unchecked",
+        description="datasets whose class lists differ are accepted together",
+        file="imagescore_det/data/coco.py",
+        old="if len({tuple(v) for v in lists.values()}) <= 1:",
+        new="if True:",
+        tests=(f"{CUSTOM}::test_class_lists_must_agree",),
+    ),
+    Mutation(
+        id="coco-ap-crowd-counted",
+        description="COCO AP counts a detection matched to a crowd box as a true positive",
+        file="imagescore_det/evaluation/coco_ap.py",
+        old="ignored[t, d] = crowd[m]",
+        new="ignored[t, d] = False",
+        tests=(f"{CUSTOM}::test_coco_ap_from_the_detections_file_equals_cocoeval",),
+    ),
+    Mutation(
+        id="coco-ap-no-detection-cap",
+        description="COCO AP keeps 150 detections per image and class, not COCOeval's 100",
+        file="imagescore_det/evaluation/coco_ap.py",
+        old='kind="mergesort")[:MAX_DETS]',
+        new='kind="mergesort")[:MAX_DETS + 50]',
+        tests=(f"{CUSTOM}::test_coco_ap_from_the_detections_file_equals_cocoeval",),
+    ),
+    Mutation(
+        id="coco-check-box-right-edge",
+        description="the COCO check tests a box's left edge against the image width",
+        file="imagescore_det/data/coco_checks.py",
+        old="or x + w > width + BOX_TOLERANCE",
+        new="or x > width + BOX_TOLERANCE",
+        tests=(f"{CUSTOM}::test_check_dataset_finds_each_planted_coco_defect",),
+    ),
+    Mutation(
+        id="crowd-note-stops-run",
+        description="an iscrowd note stops a run like a defect",
+        file="imagescore_det/engine/data_checks.py",
+        old="if finding.kind in NOTE_KINDS:",
+        new="if False:",
+        tests=(f"{CUSTOM}::test_trainer_start_checks_coco_and_folder_datasets",),
+    ),
+    Mutation(
+        id="export-category-ids",
+        description="the pseudo-label export numbers categories 1..K, not the labeled set's ids",
+        file="tools/export_pseudo_labels.py",
+        old="image_root, id_map=id_map, keep_scores=True)",
+        new="image_root, id_map=None, keep_scores=True)",
+        tests=(f"{CUSTOM}::test_export_pseudo_labels_to_coco_and_back",),
     ),
 )
 

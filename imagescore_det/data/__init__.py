@@ -24,6 +24,9 @@ itself (e.g. ``/work/shared/voc2007-real/VOC2007``).
 
 The synthetic set is created by ``python datasets/prepare_synthetic_voc.py`` (or
 :func:`generate_synthetic_voc`); see ``datasets/README.md``.
+
+Datasets of your own (a COCO json, a folder of images, a VOC root) are named in the config's
+``DATASETS.REGISTER`` and registered when it is loaded (:mod:`imagescore_det.data.coco`).
 """
 import os
 

@@ -67,8 +67,9 @@ from concurrent.futures import ProcessPoolExecutor
 from .voc_xml import VOCAnnotationError, evaluator_read_problem, parse_voc_xml, to_detectron2_box
 
 __all__ = [
-    "FIXES", "IMAGE_KINDS", "BOX_KINDS", "LOADER_KINDS", "EVALUATION_KINDS", "DataCheckError",
-    "Finding", "CheckReport", "inspect_image", "check_voc", "check_dataset_dicts", "merge_reports",
+    "FIXES", "IMAGE_KINDS", "BOX_KINDS", "NOTE_KINDS", "LOADER_KINDS", "EVALUATION_KINDS",
+    "DataCheckError", "Finding", "CheckReport", "inspect_image", "check_voc", "check_dataset_dicts",
+    "merge_reports",
     "format_findings",
 ]
 
@@ -121,7 +122,39 @@ IMAGE_KINDS = frozenset({"missing_image", "unreadable_image", "empty_image", "no
                          "truncated_image", "corrupt_image", "size_mismatch"})
 # what makes imagescore_det.data.load_voc_dicts (a registered VOC dataset's loader) raise
 LOADER_KINDS = (SPLIT_KINDS - {"duplicate_id"}) | ANNOTATION_KINDS
-assert set(FIXES) == SPLIT_KINDS | ANNOTATION_KINDS | BOX_KINDS | IMAGE_KINDS | EVALUATION_KINDS
+# COCO instances json and image folders (data/coco_checks.py)
+FIXES.update({
+    "not_coco": "export the annotations again as a COCO instances json (an object with "
+                "\"images\", \"annotations\" and \"categories\" lists) or fix the path",
+    "no_images": "list the images in the json's \"images\" / put images into the folder, or "
+                 "fix the path",
+    "bad_image_entry": "give the json's image entry an int \"id\", a \"file_name\" and int "
+                       "\"width\"/\"height\" (export again from the labeling tool)",
+    "duplicate_image_id": "give every entry of \"images\" its own \"id\" (a second entry with "
+                          "an id replaces the first in pycocotools)",
+    "unknown_category": "use a category id listed in \"categories\", or add the category",
+    "orphan_annotation": "point the annotation's \"image_id\" at an image of the json, or delete "
+                         "it (Detectron2 drops it)",
+    "bad_box": "write the annotation's \"bbox\" as four finite numbers [x, y, width, height]",
+    "zero_size_box": "fix the annotation's \"bbox\" (width and height must be > 0) or delete it",
+    "box_outside_json_size": "fix the \"bbox\" [x, y, width, height] (pixels from the top-left "
+                             "corner) or the image's \"width\"/\"height\"",
+    "crowd_objects": "nothing to do if intended: iscrowd 1 objects are not trained on "
+                     "(Detectron2's DatasetMapper drops them) and COCOeval ignores detections "
+                     "matched to them; set iscrowd 0 to train on them",
+    "duplicate_image": "delete one of the copies (the pool would score and pseudo-label the "
+                       "same photo twice)",
+    "ignored_file": "nothing to do if intended: only files with an image extension are read",
+})
+ANNOTATION_KINDS = ANNOTATION_KINDS | {"not_coco", "no_images", "bad_image_entry",
+                                       "duplicate_image_id", "unknown_category",
+                                       "orphan_annotation", "bad_box"}
+BOX_KINDS = BOX_KINDS | {"zero_size_box", "box_outside_json_size"}
+IMAGE_KINDS = IMAGE_KINDS | {"duplicate_image"}
+# how the data will be treated, not a problem: logged, never stop a run
+NOTE_KINDS = frozenset({"crowd_objects", "ignored_file"})
+assert set(FIXES) == (SPLIT_KINDS | ANNOTATION_KINDS | BOX_KINDS | IMAGE_KINDS
+                      | EVALUATION_KINDS | NOTE_KINDS)
 
 BOX_TOLERANCE = 1.0  # px outside the image a box may reach (off-by-one conventions)
 JPEG_SOI = b"\xff\xd8\xff"

@@ -9,6 +9,7 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 
 from ..config import add_imagescore_config
+from ..data.coco import DatasetConfigError, check_class_agreement, register_config_datasets
 from ..scoring.scorer import SIMILARITIES
 from .selectors import NO_SELECTION, config_selector_names
 
@@ -31,7 +32,8 @@ def _unknown_key_error(cfg, exc, where):
     close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     return ConfigError(f"Unknown config key '{key}' in {where}.{hint} "
-                       "(imagescore-det's own keys are under IMAGE_SCORE and MODEL.VGG; "
+                       "(imagescore-det's own keys are under IMAGE_SCORE, MODEL.VGG and "
+                       "DATASETS.REGISTER; "
                        "see imagescore_det/config.py.)")
 
 
@@ -80,6 +82,12 @@ def load_config(config_file, opts=(), cfg=None):
             raise _unknown_key_error(cfg, e, where) from None
         except ValueError as e:
             raise _bad_value_error(e, where) from None
+    try:  # DATASETS.REGISTER: before anything looks the datasets up
+        register_config_datasets(cfg)
+    except DatasetConfigError as e:
+        source = ("the command-line overrides" if "DATASETS.REGISTER" in list(opts)[::2]
+                  else f"config file '{config_file}'")
+        raise ConfigError(f"{e} (DATASETS.REGISTER in {source})") from None
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"  # the default is "cuda"; a CPU-only machine runs on the CPU
     check_config(cfg, config_file)
@@ -253,6 +261,10 @@ def check_class_count(cfg, where="the config"):
 
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) + list(
         cfg.IMAGE_SCORE.UNLABELED_DATASETS) + list(cfg.IMAGE_SCORE.LABELED_DATASETS)
+    try:  # before the count check, so that the message names every list that differs
+        check_class_agreement(names, where)
+    except DatasetConfigError as e:
+        raise ConfigError(str(e)) from None
     for name in names:
         if name not in DatasetCatalog.list():
             raise ConfigError(f"Dataset '{name}' named in {where} is not registered. Registered "

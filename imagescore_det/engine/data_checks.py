@@ -29,8 +29,9 @@ import time
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
-from ..data.checks import (BOX_KINDS, IMAGE_KINDS, DataCheckError, check_dataset_dicts, check_voc,
-                           format_findings, merge_reports)
+from ..data.checks import (BOX_KINDS, IMAGE_KINDS, NOTE_KINDS, DataCheckError, check_dataset_dicts,
+                           check_voc, format_findings, merge_reports)
+from ..data.coco_checks import check_coco_json, check_image_folder
 from .selectors import NO_SELECTION
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ def check_registered_dataset(name, deep=False, workers=None, shard=None, evaluat
     its files, any other from its dataset dicts. ``evaluation``: a VOC split is also read
     with Detectron2's ``PascalVOCDetectionEvaluator``'s parser, as a test set."""
     meta = MetadataCatalog.get(name)
+    if meta.get("unlabeled_folder", False):  # DATASETS.REGISTER (name, "folder", directory)
+        return check_image_folder(meta.image_root, name, deep=deep, workers=workers, shard=shard)
+    if meta.get("evaluator_type", None) == "coco" and meta.get("json_file", None):
+        return check_coco_json(meta.json_file, meta.image_root, name, deep=deep, workers=workers,
+                               shard=shard)
     dirname, split = meta.get("dirname", None), meta.get("split", None)
     classes = meta.get("thing_classes", None)
     if dirname and split and classes is not None:
@@ -87,6 +93,8 @@ def check_registered_dataset(name, deep=False, workers=None, shard=None, evaluat
 
 def classify(finding, role, on_bad_image):
     """What a finding does at trainer start: ``"error"``, ``"skip"`` or ``"warning"``."""
+    if finding.kind in NOTE_KINDS:  # how data is treated (iscrowd, ignored files): logged
+        return "warning"
     if role != "unlabeled":
         return "error"
     if finding.kind in IMAGE_KINDS:
@@ -171,8 +179,9 @@ def _log(reports, warnings, skips, seconds):
     logger.info("Data check (header reads) of %d datasets, %d images in %.1f s: %s",
                 len(reports), images, seconds, "; ".join(parts) or "none")
     if warnings:
-        logger.warning("Data check: %d box problem(s) in the unlabeled pool (they only affect the "
-                       "measured pseudo-label precision):\n%s", len(warnings),
+        logger.warning("Data check: %d warning(s): notes on how data is treated, and box "
+                       "problems in the unlabeled pool (they only affect the measured "
+                       "pseudo-label precision):\n%s", len(warnings),
                        format_findings(warnings, MAX_LISTED))
     if skips:
         shown = "\n".join(f"  {path}: {reason}" for path, reason in list(skips.items())[:MAX_LISTED])

@@ -285,11 +285,14 @@ def report_section(cfg, paired, eval_before, eval_after, resamples=DEFAULT_RESAM
         else:
             missing.append(dataset)
     if missing:
-        section["not_compared"] = (f"{missing}: no per-image detections (only Pascal VOC test "
-                                   "sets save them)")
+        section["not_compared"] = (f"{missing}: no per-image detections (Pascal VOC and COCO "
+                                   "json test sets save them)")
     first = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
     comparison = section["comparisons"].get(first)
-    summary = {"dataset": first, "AP50_before": ap50_of(eval_before),
+    from ..evaluation.coco import metric_name
+
+    summary = {"dataset": first, "metric": metric_name(first) if first else None,
+               "AP50_before": ap50_of(eval_before),
                "AP50_with_pseudo_labels": ap50_of(eval_after),
                "AP50_supervised_only": ap50_of(paired["eval_after"])}
     if comparison is not None:
@@ -321,7 +324,8 @@ def summary_lines(section):
     s = section["summary"]
     lines = []
     if s["AP50_supervised_only"] is not None:
-        lines.append(f"  VOC AP50 at the end:           {s['AP50_supervised_only']:.2f}  "
+        lines.append(f"  {s.get('metric') or 'VOC'} AP50 at the end:           "
+                     f"{s['AP50_supervised_only']:.2f}  "
                      f"supervised only: a paired copy from the same checkpoint at iteration "
                      f"{section['start_iteration']}, same {section['iterations']} iterations "
                      f"and random stream ({section['output_dir']}/)")

@@ -7,12 +7,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
-from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..evaluation import PerClassVOCEvaluator, ap50_of
 from ..teacher.ema import scaled_keep_rate
+from ..evaluation.coco import PerClassCOCOEvaluator, metric_name
 from ..utils import atomic_write_json, json_plain
 from .checkpoint import CheckedCheckpointer
 from .config_loading import check_config
@@ -161,7 +161,7 @@ class Trainer(DefaultTrainer):
         if kind == "pascal_voc":
             return PerClassVOCEvaluator(dataset_name, output_dir=output_folder)
         if kind == "coco":
-            return COCOEvaluator(dataset_name, output_dir=output_folder)
+            return PerClassCOCOEvaluator(dataset_name, output_dir=output_folder)
         raise NotImplementedError(f"No evaluator for dataset {dataset_name} (evaluator_type "
                                   f"{kind!r}); register it as a Pascal VOC or COCO dataset.")
 
@@ -195,7 +195,10 @@ class Trainer(DefaultTrainer):
                        "train": list(self.cfg.DATASETS.TRAIN),
                        "unlabeled": list(self.cfg.IMAGE_SCORE.UNLABELED_DATASETS),
                        "test": list(self.cfg.DATASETS.TEST), "max_iter": self.max_iter,
-                       "paired_baseline": bool(self.cfg.IMAGE_SCORE.PAIRED_BASELINE)},
+                       "metric": (metric_name(self.cfg.DATASETS.TEST[0])
+                                  if self.cfg.DATASETS.TEST else None),
+                       "paired_baseline": bool(self.cfg.IMAGE_SCORE.PAIRED_BASELINE),
+                       "eval_pseudo_labels": bool(self.cfg.IMAGE_SCORE.EVAL_PSEUDO_LABELS)},
             "eval_before": hook.eval_before if hook else None,
             "eval_after": final_results,
             "rounds": hook.history if hook else [],
@@ -215,11 +218,12 @@ class Trainer(DefaultTrainer):
 
 def _log_summary(report, title="Image Score run summary:", extra=()):
     before, after = ap50_of(report["eval_before"]), ap50_of(report["eval_after"])
+    metric = report["config"].get("metric") or "VOC"  # the first test set's evaluator
     lines = [title]
     if before is not None:
-        lines.append(f"  VOC AP50 before pseudo-labels: {before:.2f}")
+        lines.append(f"  {metric} AP50 before pseudo-labels: {before:.2f}")
     if after is not None:
-        lines.append(f"  VOC AP50 at the end:           {after:.2f}"
+        lines.append(f"  {metric} AP50 at the end:           {after:.2f}"
                      + ("  with pseudo-labels" if report.get("paired_baseline") else ""))
     if report.get("paired_baseline"):
         lines.extend(paired.summary_lines(report["paired_baseline"]))
@@ -234,6 +238,10 @@ def _log_summary(report, title="Image Score run summary:", extra=()):
                      + (f", precision {precision:.3f}" if precision is not None else "")
                      + (f", {entry['num_skipped']} unusable pool images skipped (skipped.csv)"
                         if entry.get("num_skipped") else ""))
+    if (report["rounds"] and report["config"].get("eval_pseudo_labels")
+            and all(e.get("pseudo_precision") is None for e in report["rounds"])):
+        lines.append("  (no pseudo-label precision/recall: the unlabeled pool has no truth to "
+                     "measure them against, e.g. a folder of images)")
     lines.extend(extra)
     logger.info("\n".join(lines))
 

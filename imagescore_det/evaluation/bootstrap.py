@@ -309,13 +309,22 @@ def _summary(a_value, b_value, differences, confidence):
             "resamples_used": int(len(differences))}
 
 
+def _without_truth(run, full):
+    """Indices of the classes without ground truth in the test set: from the VOC run's
+    positives, or (a COCO run) the classes COCOeval gives no AP (NaN)."""
+    npos = getattr(run, "npos", None)
+    if npos is None:
+        return [c for c in range(len(full)) if np.isnan(full[c, 0])]
+    return [c for c in range(len(npos)) if npos[c].sum() == 0]
+
+
 def compare(a: Evaluation, b: Evaluation, resamples=DEFAULT_RESAMPLES, seed=DEFAULT_SEED,
             confidence=0.95):
     """Paired bootstrap of B - A over test images (see the module docstring): a JSON-plain
     dict with the full-set AP50 / AP of both runs, the difference, its ``confidence``
     interval and the one-sided p-value, overall and per class."""
     check_same_test_set(a, b)
-    run_a, run_b = PreparedRun(a), PreparedRun(b)
+    run_a, run_b = _prepare(a), _prepare(b)
     full_a, full_b = run_a.full_set_ap(), run_b.full_set_ap()
     weights = resample_weights(len(a.image_ids), resamples, seed)
     boot_a, boot_b = run_a.resampled_ap(weights), run_b.resampled_ap(weights)
@@ -331,9 +340,9 @@ def compare(a: Evaluation, b: Evaluation, resamples=DEFAULT_RESAMPLES, seed=DEFA
                       "difference": "B - A (AP points)",
                       "p_value": "one-sided: share of resamples in which B does not beat A "
                                  "(ties count half); small p: B is better than A"},
-        # scored as voc_eval scores them (0 with the 11-point metric) and in the means
-        "classes_without_ground_truth": [name for c, name in enumerate(a.classes)
-                                         if run_a.npos[c].sum() == 0],
+        # VOC: scored as voc_eval scores them (0 with the 11-point metric) and in the means;
+        # COCO: left out of the means, as COCOeval leaves them out
+        "classes_without_ground_truth": [a.classes[c] for c in _without_truth(run_a, full_a)],
     }
     for key in ("AP50", "AP"):
         result[key] = _summary(mean_a[key], mean_b[key], boot_mean_b[key] - boot_mean_a[key],
@@ -351,6 +360,31 @@ def compare(a: Evaluation, b: Evaluation, resamples=DEFAULT_RESAMPLES, seed=DEFA
         }
     result["per_class"] = per_class
     return result
+
+
+def _prepare(evaluation):
+    from .coco_ap import CocoEvaluation, PreparedCocoRun
+
+    if isinstance(evaluation, CocoEvaluation):  # COCO AP (evaluation/coco_ap.py)
+        return PreparedCocoRun(evaluation)
+    return PreparedRun(evaluation)
+
+
+def load_evaluation(path):
+    """A detections file of either kind: VOC (:func:`load_detections`) or COCO
+    (``"kind": "coco"``, :func:`~imagescore_det.evaluation.coco_ap.load_coco_detections`)."""
+    import json
+
+    from .coco_ap import KIND, load_coco_detections
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        data = None  # load_detections says what is wrong
+    if isinstance(data, dict) and data.get("kind") == KIND:
+        return load_coco_detections(path, data)
+    return load_detections(path)
 
 
 # --------------------------------------------------------------------------- over seeds
@@ -468,7 +502,7 @@ def seed_share_of_gain(result, base, arm, reference, key="AP50", confidence=0.95
 
 
 def compare_files(path_a, path_b, **kwargs):
-    return compare(load_detections(path_a), load_detections(path_b), **kwargs)
+    return compare(load_evaluation(path_a), load_evaluation(path_b), **kwargs)
 
 
 def format_markdown(result, name_a="A", name_b="B"):
