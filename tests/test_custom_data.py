@@ -513,3 +513,28 @@ def test_a_coco_json_pool_has_truth_and_precision(tiny_coco):
     rows = quality_rows(predictions, pool, cfg.IMAGE_SCORE)
     assert sum(r[2] for r in rows) == len(raw["annotations"]) > 0
     assert all(r[0] == r[2] and r[1] == 0 for r in rows)
+
+
+def test_a_coco_dataset_from_the_config_splits_by_percent(tiny_coco):
+    """DATASETS.REGISTER and IMAGE_SCORE.SPLIT combine in one config: the COCO json named in
+    REGISTER is split by SPLIT (registered first, then split), into the seeded permutation's
+    first round(10 * 60 / 100) = 6 images and the other 4, in the json's order, with the COCO
+    metadata (classes, evaluator) on both parts."""
+    import numpy as np
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from imagescore_det.data.split import split_names
+
+    cfg = load(*register_opts(entries(tiny_coco)),
+               "IMAGE_SCORE.SPLIT.DATASET", "my_labeled", "IMAGE_SCORE.SPLIT.PERCENT", "60.0",
+               "IMAGE_SCORE.SPLIT.SEED", "0")
+    labeled_name, pool_name = split_names("my_labeled", 60.0, 0, 0)
+    assert cfg.IMAGE_SCORE.SPLIT.DATASET == "my_labeled"
+    source = [d["image_id"] for d in DatasetCatalog.get("my_labeled")]
+    chosen = set(np.random.default_rng(0).permutation(len(source))[:6].tolist())
+    assert [d["image_id"] for d in DatasetCatalog.get(labeled_name)] == \
+        [i for k, i in enumerate(source) if k in chosen]
+    assert [d["image_id"] for d in DatasetCatalog.get(pool_name)] == \
+        [i for k, i in enumerate(source) if k not in chosen]
+    for name in (labeled_name, pool_name):
+        assert list(MetadataCatalog.get(name).thing_classes) == \
+            list(MetadataCatalog.get("my_labeled").thing_classes)
