@@ -517,7 +517,7 @@ CATALOGUE = (
         description="the teacher-student step skips the EMA update: the teacher stays the "
                     "burn-in's copy",
         file="imagescore_det/teacher/trainer.py",
-        old="ema_update(owner.teacher, self.model, settings.EMA_KEEP_RATE)",
+        old="ema_update(owner.teacher, unwrap_model(self.model), settings.EMA_KEEP_RATE)",
         new="None  # no EMA update",
         tests=(f"{TEACHER}::test_teacher_follows_student_by_ema_and_checkpoints_round_trip",),
     ),
@@ -548,6 +548,25 @@ CATALOGUE = (
         new="              ]",
         tests=(f"{TEACHER}::test_no_box_above_threshold_gives_exactly_zero_loss",
                f"{TEACHER}::test_images_without_a_box_are_left_out_of_the_loss"),
+    ),
+    Mutation(
+        id="teacher-ddp-wrapped",
+        description="the teacher is a copy of the DistributedDataParallel-wrapped student, not "
+                    "of the bare model",
+        file="imagescore_det/teacher/trainer.py",
+        old="self.teacher = make_teacher(unwrap_model(model))",
+        new="self.teacher = make_teacher(model)",
+        tests=(f"{TEACHER}::test_two_processes_share_one_teacher_and_shard_the_unlabeled_batches",),
+    ),
+    Mutation(
+        id="teacher-unlabeled-per-rank-order",
+        description="each rank shuffles the unlabeled selection with its own seed, so the "
+                    "ranks' parts are not one permutation's shards (images repeat across ranks)",
+        file="imagescore_det/teacher/trainer.py",
+        old="sampler=TrainingSampler(len(dicts), seed=derived_seed(self.data_seed, iteration)),",
+        new="sampler=TrainingSampler(len(dicts), seed=derived_seed(self.data_seed, iteration) "
+            "+ comm.get_rank()),",
+        tests=(f"{TEACHER}::test_two_processes_share_one_teacher_and_shard_the_unlabeled_batches",),
     ),
     # your own data (issue 18): COCO json / folder datasets, COCO AP, checks, export
     Mutation(

@@ -35,6 +35,11 @@ def create_ddp_model(model, **kwargs):
     return DistributedDataParallel(model, **kwargs)
 
 
+def unwrap_model(model):
+    """The module inside a DistributedDataParallel wrapper (``model`` itself otherwise)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` that pseudo-labels unlabeled images when ``IMAGE_SCORE.ENABLED``.
 
@@ -246,4 +251,4 @@ def _log_summary(report, title="Image Score run summary:", extra=()):
     logger.info("\n".join(lines))
 
 
-__all__ = ["Trainer", "create_ddp_model"]
+__all__ = ["Trainer", "create_ddp_model", "unwrap_model"]

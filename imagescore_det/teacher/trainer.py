@@ -13,7 +13,10 @@ come from its top ``TEACHER.TOP_FRACTION``.
 Checkpoints (``DetectionCheckpointer`` checkpointables) hold the student (``model``), the
 teacher (``teacher``) and ``teacher_state`` (EMA steps, the current selection); the final
 teacher is also written as the plain Detectron2 checkpoint ``model_final_teacher.pth``.
-One process only for now (DDP of the student is issue 17's item 5, not done).
+Many processes (``--num-gpus``): only the student is wrapped in DistributedDataParallel;
+the teacher is made from and follows the unwrapped student, so it is the same on every rank;
+the unlabeled batches are sharded (Detectron2's ``TrainingSampler``: each rank its own part
+of one seeded permutation of the selection).
 """
 import logging
 import os
@@ -37,7 +40,7 @@ from ..engine.ranking import select_top
 from ..engine.resume import ReplayHook, derived_seed
 from ..engine.safe_load import FORMAT_KEY, FORMAT_VERSION, LAST_CHECKPOINT, atomic_torch_save
 from ..engine.selectors import NO_SELECTION, SelectorContext, rank_pool
-from ..engine.trainer import Trainer
+from ..engine.trainer import Trainer, unwrap_model
 from ..evaluation import ap50_of
 from .ema import copy_into, ema_update, make_teacher
 from .focal import use_focal_loss
@@ -102,8 +105,9 @@ class TeacherStudentStep(SimpleTrainer):
             predictions = owner.teacher.inference(weak, do_postprocess=False)
         targets = pseudo_targets(predictions, settings.SCORE_THRESH)
         input_format = owner.cfg.INPUT.FORMAT
+        first = comm.get_rank() * len(weak)  # the image's place in the global batch
         strong = [dict(view, image=strong_view(view["image"], view_seed(
-            owner.data_seed, self.iter, i), input_format)) for i, view in enumerate(weak)]
+            owner.data_seed, self.iter, first + i), input_format)) for i, view in enumerate(weak)]
         unsup, parts = unsupervised_loss(self.model, strong, targets,
                                          unsup_loss_names(settings.UNSUP_REGRESSION),
                                          settings.UNSUP_LOSS_WEIGHT)
@@ -118,7 +122,7 @@ class TeacherStudentStep(SimpleTrainer):
                             **{"teacher/pseudo_boxes_per_image":
                                float(np.mean([len(t) for t in targets]))})
         self.optimizer.step()
-        ema_update(owner.teacher, self.model, settings.EMA_KEEP_RATE)
+        ema_update(owner.teacher, unwrap_model(self.model), settings.EMA_KEEP_RATE)
         owner.state.ema_steps += 1
 
 
@@ -136,7 +140,7 @@ class TeacherHook(HookBase):
         if it < burn_in:
             return
         if it == burn_in and not owner.state.active:
-            copy_into(owner.teacher, owner.model)
+            copy_into(owner.teacher, unwrap_model(owner.model))
             owner.state.active = True
             logger.info("Iteration %d: end of the burn-in, the teacher is a copy of the student",
                         it)
@@ -152,10 +156,6 @@ class TeacherTrainer(Trainer):
     """See the module doc. ``cfg.TEACHER.ENABLED`` must be on."""
 
     def __init__(self, cfg):
-        if comm.get_world_size() > 1:
-            raise ConfigError("TEACHER.ENABLED: the teacher-student mode runs in one process for "
-                              "now (the student's DistributedDataParallel is not done); run "
-                              "without --num-gpus, or with --num-gpus 1.")
         self.state = TeacherState()
         super().__init__(cfg)
         self.checkpointer.add_checkpointable("teacher", self.teacher)
@@ -179,7 +179,14 @@ class TeacherTrainer(Trainer):
         if cfg.SOLVER.AMP.ENABLED:
             raise ConfigError("TEACHER.ENABLED with SOLVER.AMP.ENABLED: mixed precision is not "
                               "done for the teacher-student step; set SOLVER.AMP.ENABLED False.")
-        self.teacher = make_teacher(model)
+        self.teacher = make_teacher(unwrap_model(model))  # never wrapped in DDP
+        world, batch = comm.get_world_size(), self.unlabeled_batch_size(cfg)
+        if batch % world:
+            raise ConfigError(
+                f"TEACHER.UNLABELED_PER_LABELED={cfg.TEACHER.UNLABELED_PER_LABELED} gives an "
+                f"unlabeled batch of {batch} images (round(SOLVER.IMS_PER_BATCH="
+                f"{cfg.SOLVER.IMS_PER_BATCH} x ratio)), which {world} processes cannot share "
+                "equally; choose a ratio that makes it a multiple of the number of processes.")
         return TeacherStudentStep(model, data_loader, optimizer, weakref.proxy(self))
 
     def _load_pool(self, cfg):
@@ -266,13 +273,17 @@ class TeacherTrainer(Trainer):
         logger.info("Iteration %d: the teacher's filter %s keeps %d of %d pool images (%.1f s)",
                     iteration, settings.SELECTOR, len(indices), len(self.pool), seconds)
 
-    def unlabeled_batch_size(self):
-        ratio = self.cfg.TEACHER.UNLABELED_PER_LABELED
-        return max(1, int(round(self.cfg.SOLVER.IMS_PER_BATCH * ratio)))
+    def unlabeled_batch_size(self, cfg=None):
+        """All processes' unlabeled images a step (``build_detection_train_loader`` gives
+        each process its share)."""
+        cfg = cfg or self.cfg
+        ratio = cfg.TEACHER.UNLABELED_PER_LABELED
+        return max(1, int(round(cfg.SOLVER.IMS_PER_BATCH * ratio)))
 
     def rebuild_unlabeled(self, iteration):
         """The unlabeled loader over the current selection, its order seeded by the run's
-        data seed and ``iteration`` (as the replay hook seeds the labeled one)."""
+        data seed and ``iteration`` (as the replay hook seeds the labeled one); the same
+        permutation on every rank, of which ``TrainingSampler`` gives each rank its part."""
         selection = self.state.selection
         if len(selection["indices"]) and selection["pool_size"] != len(self.pool):
             raise CheckpointMismatchError(
