@@ -568,6 +568,25 @@ CATALOGUE = (
             "+ comm.get_rank()),",
         tests=(f"{TEACHER}::test_two_processes_share_one_teacher_and_shard_the_unlabeled_batches",),
     ),
+    Mutation(
+        id="teacher-unlabeled-not-reseeded",
+        description="the unlabeled loader is rebuilt only where a run starts, not at every "
+                    "checkpoint: a resumed run draws other unlabeled batches than the "
+                    "uninterrupted one",
+        file="imagescore_det/teacher/trainer.py",
+        old="elif it == self.trainer.start_iter or self._replay.is_resume_point(it):",
+        new="elif it == self.trainer.start_iter:",
+        tests=(f"{TEACHER}::test_resume_after_the_burn_in_and_at_a_refresh_replays_bit_for_bit",),
+    ),
+    Mutation(
+        id="teacher-selection-not-restored",
+        description="a resumed run forgets the checkpoint's selection and ranks the pool "
+                    "again where it restarts",
+        file="imagescore_det/teacher/trainer.py",
+        old='self.selection = state["selection"]',
+        new="self.selection = None",
+        tests=(f"{TEACHER}::test_resume_after_the_burn_in_and_at_a_refresh_replays_bit_for_bit",),
+    ),
     # your own data (issue 18): COCO json / folder datasets, COCO AP, checks, export
     Mutation(
         id="coco-boxes-xywh",
