@@ -72,6 +72,10 @@ def test_keep_rate_scaling_keeps_the_time_constant_in_images(tiny_cfg):
      "name the registered"),
     (["IMAGE_SCORE.ENABLED", "True", "IMAGE_SCORE.START_ITER", "2"], "IMAGE_SCORE.ENABLED",
      "Turn one of them off"),
+    (["TEACHER.PAIRED_BASELINE", "True", "TEACHER.SUPERVISED_ONLY", "True"],
+     "TEACHER.SUPERVISED_ONLY", "Turn TEACHER.SUPERVISED_ONLY off"),
+    (["TEACHER.PAIRED_BASELINE", "True", "TEACHER.BURN_IN_ITER", "0"], "TEACHER.BURN_IN_ITER",
+     "at least 1 iteration"),
 ])
 def test_bad_teacher_config_is_refused_naming_key_and_fix(tiny_cfg, opts, key, fix):
     from imagescore_det.engine import ConfigError
@@ -524,3 +528,67 @@ def test_resume_after_the_burn_in_and_at_a_refresh_replays_bit_for_bit(tiny_cfg,
     assert state["selection"]["indices"] == refreshes[4]
     assert _load(killed / "model_0000003.pth" if kill_after == 2 else out / "model_0000003.pth")[
         "teacher_state"]["selection"]["indices"] == refreshes[2]
+
+
+def test_paired_baseline_continues_supervised_with_strong_views_from_the_burn_in(tiny_cfg,
+                                                                                 tmp_path):
+    """TEACHER.PAIRED_BASELINE: the copy in paired_supervised/ starts from model_round1.pth
+    (the state before the burn-in's end), trains the same iterations on the same labeled
+    batches (same images, same flips) but on their strong views, exactly strong_view(the
+    main run's image, view_seed(SEED, iteration, place)), keeps an EMA teacher; report.json's
+    paired_baseline compares the two teachers' detections (difference = the two APs').
+    (The tiny VGG16 config reads images as RGB.)"""
+    import random
+
+    import numpy as np
+
+    from imagescore_det.engine.paired import PAIRED_DIR, ROUND_CHECKPOINT
+    from imagescore_det.teacher.trainer import TeacherTrainer
+    from imagescore_det.teacher.views import strong_view, view_seed
+
+    seen = {}
+
+    class Recording(TeacherTrainer):
+        def labeled_inputs(self, batch, iteration):
+            out = super().labeled_inputs(batch, iteration)
+            seen.setdefault(bool(self.cfg.TEACHER.SUPERVISED_ONLY), {})[iteration] = (
+                [d["file_name"] for d in batch], [d["image"].clone() for d in batch],
+                [d["image"].clone() for d in out], np.random.get_state()[1].tolist(),
+                random.getstate())
+            return out
+
+    trainer = Recording(tiny_cfg(*TEACHER_OPTS, "TEACHER.PAIRED_BASELINE", "True", max_iter=4))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    out = tmp_path / "out"
+    start = _load(out / f"{ROUND_CHECKPOINT}.pth")
+    assert start["iteration"] == 1 and not start["teacher_state"]["active"]
+    main, copy = seen[False], seen[True]
+    assert sorted(main) == sorted(copy) == [2, 3]
+    for it in (2, 3):
+        names, weak, trained, np_state, py_state = main[it]
+        copy_names, copy_weak, copy_trained, copy_np, copy_py = copy[it]
+        assert copy_names == names and len(names) == 2
+        # the same generators' states (the main run's unlabeled half draws from its own)
+        assert copy_np == np_state and copy_py == py_state
+        assert all(torch.equal(a, b) for a, b in zip(copy_weak, weak))  # same flips
+        assert all(torch.equal(a, b) for a, b in zip(trained, weak))  # main: as loaded
+        for i, (image, view) in enumerate(zip(weak, copy_trained)):
+            assert torch.equal(view, strong_view(image, view_seed(7, it, i), "RGB"))
+            assert not torch.equal(view, image)
+    final = _load(out / PAIRED_DIR / "model_final.pth")
+    assert final["teacher_state"]["ema_steps"] == 2 and final["teacher_state"]["active"]
+    assert final["teacher_state"]["selection"] is None  # no unlabeled images
+    assert not _states_equal(final["teacher"], _load(out / "model_final.pth")["teacher"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["paired_baseline"] is True
+    s = report["paired_baseline"]["summary"]
+    assert report["paired_baseline"]["start_iteration"] == 2
+    assert report["paired_baseline"]["iterations"] == 2
+    assert s["AP50_with_pseudo_labels"] == pytest.approx(report["eval_after"]["bbox"]["AP50"])
+    copy_report = json.loads((out / PAIRED_DIR / "report.json").read_text())
+    assert s["AP50_supervised_only"] == pytest.approx(copy_report["eval_after"]["bbox"]["AP50"])
+    assert s["AP50_difference"] == pytest.approx(
+        s["AP50_with_pseudo_labels"] - s["AP50_supervised_only"], abs=1e-6)
+    lo, hi = s["AP50_difference_ci95"]
+    assert lo <= s["AP50_difference"] <= hi

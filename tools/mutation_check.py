@@ -587,6 +587,26 @@ CATALOGUE = (
         new="self.selection = None",
         tests=(f"{TEACHER}::test_resume_after_the_burn_in_and_at_a_refresh_replays_bit_for_bit",),
     ),
+    Mutation(
+        id="teacher-paired-weak-labeled",
+        description="the paired supervised-only copy trains on the labeled images as loaded, "
+                    "not on their strong views: a gain could be the augmentation alone",
+        file="imagescore_det/teacher/trainer.py",
+        old="return self.strong_views(batch, iteration) if self.cfg.TEACHER.SUPERVISED_ONLY",
+        new="return self.strong_views(batch, iteration) if False",
+        tests=(f"{TEACHER}::test_paired_baseline_continues_supervised_with_strong_views_from_the_"
+               "burn_in",),
+    ),
+    Mutation(
+        id="teacher-unlabeled-shares-rng",
+        description="the unlabeled half of a step draws from the global generators, so the "
+                    "labeled stream (flips, sampling) is not the paired copy's",
+        file="imagescore_det/teacher/trainer.py",
+        old="            with preserved_rng():\n                seed_all_rng(derived_seed(",
+        new="            if True:\n                seed_all_rng(derived_seed(",
+        tests=(f"{TEACHER}::test_paired_baseline_continues_supervised_with_strong_views_from_the_"
+               "burn_in",),
+    ),
     # your own data (issue 18): COCO json / folder datasets, COCO AP, checks, export
     Mutation(
         id="coco-boxes-xywh",

@@ -30,12 +30,14 @@ from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import HookBase, SimpleTrainer, hooks
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import get_event_storage
 
 from ..engine.checkpoint import CheckedCheckpointer, CheckpointMismatchError
 from ..engine.config_loading import ConfigError
 from ..engine.consistency import load_datasets, run_seed
 from ..engine.hook import preserved_rng
+from ..engine.paired import save_round_checkpoint
 from ..engine.ranking import select_top
 from ..engine.resume import ReplayHook, derived_seed
 from ..engine.safe_load import FORMAT_KEY, FORMAT_VERSION, LAST_CHECKPOINT, atomic_torch_save
@@ -96,34 +98,43 @@ class TeacherStudentStep(SimpleTrainer):
         settings = owner.cfg.TEACHER
         assert self.model.training, "[TeacherStudentStep] the student was set to eval mode!"
         start = time.perf_counter()
-        labeled = next(self._data_loader_iter)
-        weak = owner.next_unlabeled()
+        labeled = owner.labeled_inputs(next(self._data_loader_iter), self.iter)
         data_time = time.perf_counter() - start
-
         loss_dict = self.model(labeled)
-        with torch.no_grad():
-            predictions = owner.teacher.inference(weak, do_postprocess=False)
-        targets = pseudo_targets(predictions, settings.SCORE_THRESH)
-        input_format = owner.cfg.INPUT.FORMAT
-        first = comm.get_rank() * len(weak)  # the image's place in the global batch
-        strong = [dict(view, image=strong_view(view["image"], view_seed(
-            owner.data_seed, self.iter, first + i), input_format)) for i, view in enumerate(weak)]
-        unsup, parts = unsupervised_loss(self.model, strong, targets,
-                                         unsup_loss_names(settings.UNSUP_REGRESSION),
-                                         settings.UNSUP_LOSS_WEIGHT)
-        loss_dict = dict(loss_dict, loss_unsup=unsup)
+        if not settings.SUPERVISED_ONLY:
+            # the unlabeled half draws from generators of its own (seeded by the data seed
+            # and the iteration), so the labeled half's random stream is the paired
+            # supervised-only copy's, and a resumed step draws what the original one did
+            with preserved_rng():
+                seed_all_rng(derived_seed(f"unlabeled/{owner.data_seed}", self.iter)
+                             + comm.get_rank())
+                unsup, parts, targets = self._unsupervised(owner, settings)
+            loss_dict = dict(loss_dict, loss_unsup=unsup)
         losses = sum(loss_dict.values())
         self.optimizer.zero_grad()
         losses.backward()
         self.after_backward()
         self._write_metrics(loss_dict, data_time)
-        storage = get_event_storage()
-        storage.put_scalars(**{f"teacher/{k}": float(v) for k, v in parts.items()},
-                            **{"teacher/pseudo_boxes_per_image":
-                               float(np.mean([len(t) for t in targets]))})
+        if not settings.SUPERVISED_ONLY:
+            get_event_storage().put_scalars(
+                **{f"teacher/{k}": float(v) for k, v in parts.items()},
+                **{"teacher/pseudo_boxes_per_image": float(np.mean([len(t) for t in targets]))})
         self.optimizer.step()
         ema_update(owner.teacher, unwrap_model(self.model), settings.EMA_KEEP_RATE)
         owner.state.ema_steps += 1
+
+    def _unsupervised(self, owner, settings):
+        """The teacher on the weak views of the next unlabeled batch, the student on their
+        strong views against its boxes: ``(weighted loss, unweighted parts, targets)``."""
+        weak = owner.next_unlabeled()
+        with torch.no_grad():
+            predictions = owner.teacher.inference(weak, do_postprocess=False)
+        targets = pseudo_targets(predictions, settings.SCORE_THRESH)
+        strong = owner.strong_views(weak, self.iter)
+        unsup, parts = unsupervised_loss(self.model, strong, targets,
+                                         unsup_loss_names(settings.UNSUP_REGRESSION),
+                                         settings.UNSUP_LOSS_WEIGHT)
+        return unsup, parts, targets
 
 
 class TeacherHook(HookBase):
@@ -139,17 +150,24 @@ class TeacherHook(HookBase):
         burn_in = owner.cfg.TEACHER.BURN_IN_ITER
         if it < burn_in:
             return
+        if it == burn_in and owner.cfg.TEACHER.PAIRED_BASELINE and not owner.state.active:
+            save_round_checkpoint(self.trainer)  # the paired copy's start (engine/paired.py)
         if it == burn_in and not owner.state.active:
             copy_into(owner.teacher, unwrap_model(owner.model))
             owner.state.active = True
             logger.info("Iteration %d: end of the burn-in, the teacher is a copy of the student",
                         it)
+        if owner.cfg.TEACHER.SUPERVISED_ONLY:
+            return  # no unlabeled images
         if it in owner.refresh_iterations() or owner.state.selection is None:
             with preserved_rng():  # the ranking's draws leave the training stream as it was
                 owner.refresh_selection(it)
             owner.rebuild_unlabeled(it)
         elif it == self.trainer.start_iter or self._replay.is_resume_point(it):
             owner.rebuild_unlabeled(it)
+
+    def after_train(self):
+        self._owner._unlabeled_iter = None  # its workers end before a paired copy starts
 
 
 class TeacherTrainer(Trainer):
@@ -161,7 +179,7 @@ class TeacherTrainer(Trainer):
         self.checkpointer.add_checkpointable("teacher", self.teacher)
         self.checkpointer.add_checkpointable("teacher_state", self.state)
         self.summary_title = "Teacher-student run summary (the teacher is evaluated):"
-        self.pool = self._load_pool(self.cfg)
+        self.pool = [] if self.cfg.TEACHER.SUPERVISED_ONLY else self._load_pool(self.cfg)
         self._unlabeled_iter = None
 
     # ------------------------------------------------------------------ building
@@ -302,6 +320,21 @@ class TeacherTrainer(Trainer):
 
     def next_unlabeled(self):
         return next(self._unlabeled_iter)
+
+    def strong_views(self, batch, iteration):
+        """The strong views of this process's part of a batch (seeded by the data seed, the
+        iteration and each image's place in the batch of all processes)."""
+        first = comm.get_rank() * len(batch)
+        return [dict(d, image=strong_view(d["image"], view_seed(self.data_seed, iteration,
+                                                                first + i), self.cfg.INPUT.FORMAT))
+                for i, d in enumerate(batch)]
+
+    def labeled_inputs(self, batch, iteration):
+        """The labeled batch a step trains on after the burn-in: as loaded, or with
+        ``TEACHER.SUPERVISED_ONLY`` (the paired baseline's copy) its strong views, drawn
+        like the unlabeled images' of the main run at the same iteration."""
+        return self.strong_views(batch, iteration) if self.cfg.TEACHER.SUPERVISED_ONLY \
+            else batch
 
     # ------------------------------------------------------------------ checkpoints, report
     def resume_or_load(self, resume=True):
