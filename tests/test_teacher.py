@@ -345,6 +345,13 @@ def test_train_net_end_to_end_and_eval_only_evaluates_the_teacher(tmp_path):
     assert json.loads(student_file.read_text())["mean"]["AP50"] == pytest.approx(
         student["bbox"]["AP50"], abs=1e-4)
     assert f"VOC AP50 at the end, student:  {student['bbox']['AP50']:.2f}" in log
+    # the quick config's fair baseline (TEACHER.PAIRED_BASELINE), in the summary and report
+    summary = log[log.rindex("Teacher-student run summary"):]
+    assert "supervised only: a paired copy from the same checkpoint at iteration 2" in summary
+    assert "pseudo-labels - supervised:" in summary and "95% interval [" in summary
+    paired = report["paired_baseline"]["summary"]
+    assert paired["AP50_with_pseudo_labels"] == pytest.approx(report["eval_after"]["bbox"]["AP50"])
+    assert (out / "paired_supervised" / "model_final.pth").is_file()
 
 
 def test_a_run_resumed_at_a_checkpoint_replays_the_uninterrupted_one(tiny_cfg, tmp_path):
