@@ -285,3 +285,8 @@ def add_imagescore_config(cfg):
     # supervised run with strong augmentation and an EMA): after BURN_IN_ITER no unlabeled
     # images, the labeled batch trained on its strong views, the EMA teacher kept.
     _C.TEACHER.SUPERVISED_ONLY = False
+    # The student's targets on the unlabeled images: "teacher" (the method: the teacher's
+    # boxes above SCORE_THRESH) or "truth" (the pool's own annotations, in the weak view's
+    # coordinates: the upper bound of any threshold or filter, bench_teacher.py's oracle
+    # arm; needs a pool with truth, e.g. the synthetic one).
+    _C.TEACHER.TARGETS = "teacher"

@@ -76,6 +76,7 @@ def test_keep_rate_scaling_keeps_the_time_constant_in_images(tiny_cfg):
      "TEACHER.SUPERVISED_ONLY", "Turn TEACHER.SUPERVISED_ONLY off"),
     (["TEACHER.PAIRED_BASELINE", "True", "TEACHER.BURN_IN_ITER", "0"], "TEACHER.BURN_IN_ITER",
      "at least 1 iteration"),
+    (["TEACHER.TARGETS", "gt"], "TEACHER.TARGETS", "or \"truth\""),
 ])
 def test_bad_teacher_config_is_refused_naming_key_and_fix(tiny_cfg, opts, key, fix):
     from imagescore_det.engine import ConfigError
@@ -599,3 +600,53 @@ def test_paired_baseline_continues_supervised_with_strong_views_from_the_burn_in
         s["AP50_with_pseudo_labels"] - s["AP50_supervised_only"], abs=1e-6)
     lo, hi = s["AP50_difference_ci95"]
     assert lo <= s["AP50_difference"] <= hi
+
+
+def test_truth_targets_are_the_pool_annotations_in_the_weak_view(tiny_cfg, tiny_voc,
+                                                                 monkeypatch):
+    """TEACHER.TARGETS truth (bench_teacher's oracle arm): the student's targets on each
+    unlabeled image are its own annotations (the same classes, as many boxes, each box's area
+    scaled by the resize's square), and the teacher is not asked; a pool without truth is
+    refused before training."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from imagescore_det.data import SYNTHETIC_CLASSES
+    from imagescore_det.engine import ConfigError
+    import imagescore_det.teacher.trainer as module
+
+    seen = []
+    original = module.unsupervised_loss
+
+    def recording(student, strong, targets, names, weight):
+        seen.append((strong, targets))
+        return original(student, strong, targets, names, weight)
+
+    monkeypatch.setattr(module, "unsupervised_loss", recording)
+    trainer = module.TeacherTrainer(tiny_cfg(*TEACHER_OPTS, "TEACHER.TARGETS", "truth",
+                                             "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()",
+                                             max_iter=3))
+    monkeypatch.setattr(trainer.teacher, "inference", None)  # never called
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    truth = {d["file_name"]: d for d in DatasetCatalog.get("tiny_voc_unlabeled")}
+    [(strong, targets)] = seen
+    assert len(targets) == 2
+    for view, target in zip(strong, targets):
+        record = truth[view["file_name"]]
+        scale = view["image"].shape[1] / record["height"]
+        boxes = sorted([a["category_id"], (a["bbox"][2] - a["bbox"][0]) *
+                        (a["bbox"][3] - a["bbox"][1]) * scale ** 2] for a in record["annotations"])
+        got = sorted([int(c), float(a)] for c, a in zip(target.gt_classes, target.gt_boxes.area()))
+        assert len(got) == len(boxes) > 0
+        for (c1, a1), (c2, a2) in zip(got, boxes):
+            assert c1 == c2 and a1 == pytest.approx(a2, rel=0.03)
+        assert "instances" not in view
+
+    if "tiny_voc_no_truth" not in DatasetCatalog.list():
+        DatasetCatalog.register("tiny_voc_no_truth", lambda: [
+            {k: v for k, v in d.items() if k != "annotations"}
+            for d in DatasetCatalog.get("tiny_voc_unlabeled")])
+        MetadataCatalog.get("tiny_voc_no_truth").set(thing_classes=list(SYNTHETIC_CLASSES))
+    with pytest.raises(ConfigError, match="TEACHER.TARGETS truth.*tiny_voc_no_truth.*Name a pool"):
+        module.TeacherTrainer(tiny_cfg(*TEACHER_OPTS, "TEACHER.TARGETS", "truth",
+                                       "IMAGE_SCORE.UNLABELED_DATASETS", "('tiny_voc_no_truth',)"))

@@ -607,6 +607,14 @@ CATALOGUE = (
         tests=(f"{TEACHER}::test_paired_baseline_continues_supervised_with_strong_views_from_the_"
                "burn_in",),
     ),
+    Mutation(
+        id="teacher-truth-targets-ignored",
+        description="TEACHER.TARGETS truth (the oracle arm) still trains on the teacher's boxes",
+        file="imagescore_det/teacher/trainer.py",
+        old='if settings.TARGETS == "truth":  # the upper bound',
+        new='if False:  # the upper bound',
+        tests=(f"{TEACHER}::test_truth_targets_are_the_pool_annotations_in_the_weak_view",),
+    ),
     # your own data (issue 18): COCO json / folder datasets, COCO AP, checks, export
     Mutation(
         id="coco-boxes-xywh",

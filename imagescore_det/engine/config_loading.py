@@ -239,6 +239,10 @@ def check_teacher_config(cfg, where="the config"):
         raise ConfigError(f"TEACHER.REFRESH is {settings.REFRESH} in {where}; use 0 to rank the "
                           "pool once at the end of the burn-in, or N > 0 to rank it every N "
                           "iterations.")
+    if settings.TARGETS not in ("teacher", "truth"):
+        raise ConfigError(f"TEACHER.TARGETS is {settings.TARGETS!r} in {where}; use \"teacher\" "
+                          "(the teacher's boxes, the method) or \"truth\" (the pool's own "
+                          "annotations: the upper bound).")
     if settings.PAIRED_BASELINE and settings.SUPERVISED_ONLY:
         raise ConfigError(f"TEACHER.PAIRED_BASELINE and TEACHER.SUPERVISED_ONLY are both on in "
                           f"{where}: the paired copy is itself the supervised-only run. Turn "

@@ -127,9 +127,13 @@ class TeacherStudentStep(SimpleTrainer):
         """The teacher on the weak views of the next unlabeled batch, the student on their
         strong views against its boxes: ``(weighted loss, unweighted parts, targets)``."""
         weak = owner.next_unlabeled()
-        with torch.no_grad():
-            predictions = owner.teacher.inference(weak, do_postprocess=False)
-        targets = pseudo_targets(predictions, settings.SCORE_THRESH)
+        if settings.TARGETS == "truth":  # the upper bound: the pool's truth, weak-view coords
+            targets = [d["instances"] for d in weak]
+            weak = [{k: v for k, v in d.items() if k != "instances"} for d in weak]
+        else:
+            with torch.no_grad():
+                predictions = owner.teacher.inference(weak, do_postprocess=False)
+            targets = pseudo_targets(predictions, settings.SCORE_THRESH)
         strong = owner.strong_views(weak, self.iter)
         unsup, parts = unsupervised_loss(self.model, strong, targets,
                                          unsup_loss_names(settings.UNSUP_REGRESSION),
@@ -216,8 +220,17 @@ class TeacherTrainer(Trainer):
                               "has no images; the teacher-student mode needs some. Check the "
                               "datasets' split files, or name other datasets.") from None
         bad = self.check_data(cfg, ("unlabeled",)).pool_skips
-        # never train on the pool's annotations: strip them (kept only for analysis)
-        pool = [{k: v for k, v in d.items() if k != "annotations"} for d in pool
+        truth = cfg.TEACHER.TARGETS == "truth"
+        if truth:
+            lacking = [d["file_name"] for d in pool if "annotations" not in d]
+            if lacking:
+                raise ConfigError(
+                    f"TEACHER.TARGETS truth trains on the pool's own annotations, but "
+                    f"{len(lacking)} image(s) of IMAGE_SCORE.UNLABELED_DATASETS={tuple(names)} "
+                    f"have none (e.g. {lacking[0]}). Name a pool with truth, or use "
+                    "TEACHER.TARGETS teacher.")
+        # never train on the pool's annotations (but TARGETS truth, the upper bound): strip them
+        pool = [d if truth else {k: v for k, v in d.items() if k != "annotations"} for d in pool
                 if os.path.normpath(d["file_name"]) not in bad]
         if not pool:
             raise ConfigError(f"Every image of the unlabeled pool {tuple(names)} is unusable "
