@@ -615,6 +615,23 @@ CATALOGUE = (
         new='if False:  # the upper bound',
         tests=(f"{TEACHER}::test_truth_targets_are_the_pool_annotations_in_the_weak_view",),
     ),
+    Mutation(
+        id="bench-teacher-gain-base",
+        description="bench_teacher measures every arm's gain over online none instead of the "
+                    "paired supervised copy",
+        file="benchmarks/bench_teacher.py",
+        old="row = {key: seed_gain(boot, SUPERVISED, name, key, confidence) for key in (\"AP50\", \"AP\")}",
+        new="row = {key: seed_gain(boot, NONE, name, key, confidence) for key in (\"AP50\", \"AP\")}",
+        tests=("tests/test_benchmarks_cli.py::test_bench_teacher_gains_on_known_input",),
+    ),
+    Mutation(
+        id="bench-teacher-burn-in-times",
+        description="bench_teacher's seconds per iteration include the burn-in's supervised steps",
+        file="benchmarks/bench_teacher.py",
+        old='if "time" in r and r.get("iteration", -1) >= first_iteration]',
+        new='if "time" in r]',
+        tests=("tests/test_benchmarks_cli.py::test_bench_teacher_step_seconds_and_cost_on_known_input",),
+    ),
     # your own data (issue 18): COCO json / folder datasets, COCO AP, checks, export
     Mutation(
         id="coco-boxes-xywh",
