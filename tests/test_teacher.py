@@ -650,3 +650,20 @@ def test_truth_targets_are_the_pool_annotations_in_the_weak_view(tiny_cfg, tiny_
     with pytest.raises(ConfigError, match="TEACHER.TARGETS truth.*tiny_voc_no_truth.*Name a pool"):
         module.TeacherTrainer(tiny_cfg(*TEACHER_OPTS, "TEACHER.TARGETS", "truth",
                                        "IMAGE_SCORE.UNLABELED_DATASETS", "('tiny_voc_no_truth',)"))
+
+
+def test_an_unlabeled_batch_the_processes_cannot_share_is_refused(tiny_cfg, monkeypatch):
+    """IMS_PER_BATCH 2 x ratio 0.5 = 1 unlabeled image a step: 2 processes cannot share it
+    (1 process can); stopped before anything is built, naming the key and the fix."""
+    from detectron2.utils import comm
+
+    from imagescore_det.engine import ConfigError
+    from imagescore_det.teacher.trainer import TeacherTrainer
+
+    cfg = tiny_cfg(*TEACHER_OPTS, "TEACHER.UNLABELED_PER_LABELED", "0.5")
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    with pytest.raises(ConfigError, match=r"UNLABELED_PER_LABELED=0.5 gives an unlabeled batch "
+                                          r"of 1 images.*2 processes.*multiple of the number"):
+        TeacherTrainer(cfg)
+    monkeypatch.setattr(comm, "get_world_size", lambda: 1)
+    TeacherTrainer(cfg)  # one process: fine

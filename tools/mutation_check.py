@@ -632,6 +632,14 @@ CATALOGUE = (
         new='if "time" in r]',
         tests=("tests/test_benchmarks_cli.py::test_bench_teacher_step_seconds_and_cost_on_known_input",),
     ),
+    Mutation(
+        id="teacher-unshareable-batch-allowed",
+        description="an unlabeled batch that the processes cannot share equally is not refused",
+        file="imagescore_det/teacher/trainer.py",
+        old="        if batch % world:",
+        new="        if False:",
+        tests=(f"{TEACHER}::test_an_unlabeled_batch_the_processes_cannot_share_is_refused",),
+    ),
     # your own data (issue 18): COCO json / folder datasets, COCO AP, checks, export
     Mutation(
         id="coco-boxes-xywh",

@@ -178,6 +178,16 @@ class TeacherTrainer(Trainer):
     """See the module doc. ``cfg.TEACHER.ENABLED`` must be on."""
 
     def __init__(self, cfg):
+        world = comm.get_world_size()
+        scaled = self.auto_scale_workers(cfg, world)
+        batch = self.unlabeled_batch_size(scaled)
+        if batch % world:
+            raise ConfigError(
+                f"TEACHER.UNLABELED_PER_LABELED={cfg.TEACHER.UNLABELED_PER_LABELED} gives an "
+                f"unlabeled batch of {batch} images (round(SOLVER.IMS_PER_BATCH="
+                f"{scaled.SOLVER.IMS_PER_BATCH} x ratio)), which {world} processes cannot "
+                "share equally; choose a ratio that makes it a multiple of the number of "
+                "processes.")
         self.state = TeacherState()
         super().__init__(cfg)
         self.checkpointer.add_checkpointable("teacher", self.teacher)
@@ -202,13 +212,6 @@ class TeacherTrainer(Trainer):
             raise ConfigError("TEACHER.ENABLED with SOLVER.AMP.ENABLED: mixed precision is not "
                               "done for the teacher-student step; set SOLVER.AMP.ENABLED False.")
         self.teacher = make_teacher(unwrap_model(model))  # never wrapped in DDP
-        world, batch = comm.get_world_size(), self.unlabeled_batch_size(cfg)
-        if batch % world:
-            raise ConfigError(
-                f"TEACHER.UNLABELED_PER_LABELED={cfg.TEACHER.UNLABELED_PER_LABELED} gives an "
-                f"unlabeled batch of {batch} images (round(SOLVER.IMS_PER_BATCH="
-                f"{cfg.SOLVER.IMS_PER_BATCH} x ratio)), which {world} processes cannot share "
-                "equally; choose a ratio that makes it a multiple of the number of processes.")
         return TeacherStudentStep(model, data_loader, optimizer, weakref.proxy(self))
 
     def _load_pool(self, cfg):
