@@ -396,7 +396,7 @@ def markdown(result):
              f"({gains['bootstrap']['resamples']} resamples); share: (arm − supervised) / "
              "(oracle − supervised).", "",
              f"| arm | AP50 | AP | AP50 gain over supervised [{pct}] | p | share of oracle's "
-             "gain | s/iter | pseudo-boxes/image |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "gain | s/iter | pseudo-boxes/image |", "|" + " --- |" * 8]
     for name in result["arms"]:
         rows = result["runs"][name]
         g = gains["over_supervised"].get(name)

@@ -630,7 +630,8 @@ CATALOGUE = (
         file="benchmarks/bench_teacher.py",
         old='if "time" in r and r.get("iteration", -1) >= first_iteration]',
         new='if "time" in r]',
-        tests=("tests/test_benchmarks_cli.py::test_bench_teacher_step_seconds_and_cost_on_known_input",),
+        tests=("tests/test_benchmarks_cli.py::"
+               "test_bench_teacher_step_seconds_and_cost_on_known_input",),
     ),
     Mutation(
         id="teacher-unshareable-batch-allowed",
