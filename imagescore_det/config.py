@@ -272,3 +272,21 @@ def add_imagescore_config(cfg):
     _C.TEACHER.SELECTOR = "none"
     _C.TEACHER.TOP_FRACTION = 1.0
     _C.TEACHER.REFRESH = 0
+    # The fair baseline (issue 17 item 7): after training, a supervised-only copy continued
+    # from the checkpoint at BURN_IN_ITER (OUTPUT_DIR/model_round1.pth) for the same
+    # iterations, with the same labeled batches and seeds, training on the labeled images'
+    # strong views (the augmentation the student sees on unlabeled images) and keeping its
+    # own EMA teacher (the copy's reported model, like the main run's). Written to
+    # OUTPUT_DIR/paired_supervised/, compared image by image (95% paired bootstrap) in
+    # report.json "paired_baseline" and the summary, as IMAGE_SCORE.PAIRED_BASELINE does.
+    # Cost: everything after BURN_IN_ITER runs twice (the copy without unlabeled images).
+    _C.TEACHER.PAIRED_BASELINE = False
+    # The copy's mode (PAIRED_BASELINE sets it in paired_supervised/; usable alone as a
+    # supervised run with strong augmentation and an EMA): after BURN_IN_ITER no unlabeled
+    # images, the labeled batch trained on its strong views, the EMA teacher kept.
+    _C.TEACHER.SUPERVISED_ONLY = False
+    # The student's targets on the unlabeled images: "teacher" (the method: the teacher's
+    # boxes above SCORE_THRESH) or "truth" (the pool's own annotations, in the weak view's
+    # coordinates: the upper bound of any threshold or filter, bench_teacher.py's oracle
+    # arm; needs a pool with truth, e.g. the synthetic one).
+    _C.TEACHER.TARGETS = "teacher"

@@ -443,3 +443,110 @@ def test_bench_quality_measures_the_config_it_is_given(tmp_path, monkeypatch):
         bq.check_protocol(base, [])
     with pytest.raises(SystemExit, match=r"--opts IMAGE_SCORE.NO_SUCH 1 does not load.*NO_SUCH"):
         bq.check_protocol(bq.CONFIG, ["IMAGE_SCORE.NO_SUCH", "1"])
+
+
+# --------------------------------------------------------------------------- bench_teacher
+def test_bench_teacher_arguments_and_overrides(tmp_path):
+    teacher = _import("bench_teacher")
+    args = teacher.parse_args(["--seeds", "3", "4", "--arms", "random", "oracle",
+                               "--opts", "SOLVER.MAX_ITER", "10"])
+    assert args.seeds == [3, 4] and args.opts == ["SOLVER.MAX_ITER", "10"]
+    assert args.arms == ["supervised", "none", "random", "oracle"]  # the base run's arms first
+    assert teacher.parse_args([]).arms == list(teacher.ARMS) and teacher.parse_args(
+        []).config == os.path.join("configs", "synthetic", "teacher_V16tiny_quick.yaml")
+    assert teacher.arm_overrides("image_score", 0.25) == [
+        "TEACHER.SELECTOR", "image_score", "TEACHER.TOP_FRACTION", "0.25",
+        "TEACHER.PAIRED_BASELINE", "False"]
+    assert teacher.arm_overrides("oracle", 0.25) == [
+        "TEACHER.TARGETS", "truth", "TEACHER.PAIRED_BASELINE", "False"]
+    assert teacher.arm_dir("w", 1, "supervised") == os.path.join("w", "seed1", "none",
+                                                                 "paired_supervised")
+    assert teacher.arm_dir("w", 1, "none") == os.path.join("w", "seed1", "none")
+    assert teacher.arm_dir("w", 1, "random") == os.path.join("w", "seed1", "random")
+    for bad in (["--top-fraction", "0"], ["--opts", "SOLVER.MAX_ITER"]):
+        with pytest.raises(SystemExit):
+            teacher.parse_args(bad)
+
+
+def test_bench_teacher_step_seconds_and_cost_on_known_input(tmp_path):
+    teacher = _import("bench_teacher")
+    metrics = tmp_path / "metrics.json"
+    rows = [{"iteration": 19, "time": 9.0}, {"iteration": 39, "time": 0.5},
+            {"iteration": 59, "time": 0.7}, {"iteration": 79, "time": 0.6},
+            {"iteration": 80, "bbox/AP50": 1.0}]
+    metrics.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert teacher.step_seconds(str(metrics), 20) == pytest.approx(0.6)  # burn-in row left out
+    assert teacher.step_seconds(str(metrics), 100) is None
+    per_arm = {"supervised": [{"seconds_per_iteration": 0.2}, {"seconds_per_iteration": 0.25}],
+               "none": [{"seconds_per_iteration": 0.5}, {"seconds_per_iteration": 0.5}],
+               "image_score": [{"seconds_per_iteration": 0.55}, {"seconds_per_iteration": 0.5}]}
+    c = teacher.cost(per_arm)
+    assert c["online_over_supervised"]["per_seed"] == pytest.approx([2.5, 2.0])
+    assert c["online_over_supervised"]["mean"] == pytest.approx(2.25)
+    assert c["image_score_over_none"]["mean"] == pytest.approx(1.05)
+    assert teacher.cost({"none": per_arm["none"]})["online_over_supervised"] is None
+
+
+def test_bench_teacher_gains_on_known_input():
+    """Hand-made bootstrap result: every resample equals the full-set mean, so the gains
+    and shares are exact and their intervals collapse onto them."""
+    teacher = _import("bench_teacher")
+    full = {"supervised": [50.0, 52.0], "none": [54.0, 56.0], "image_score": [55.0, 57.0],
+            "oracle": [58.0, 60.0]}
+    boot = {"resamples": 4, "seed": 0,
+            "full": {a: {"AP50": np.array(v), "AP": np.array(v) / 2} for a, v in full.items()},
+            "boot": {a: {"AP50": np.full(4, np.mean(v)), "AP": np.full(4, np.mean(v) / 2)}
+                     for a, v in full.items()}}
+    gains = teacher.summarize(boot, list(full))
+    none = gains["over_supervised"]["none"]
+    assert none["AP50"]["difference"] == pytest.approx(4.0)
+    assert none["AP50"]["ci"] == pytest.approx([4.0, 4.0])
+    assert none["AP"]["difference"] == pytest.approx(2.0)
+    assert none["share_of_oracle"]["share"] == pytest.approx(0.5)  # 4 of the oracle's 8
+    assert gains["over_supervised"]["image_score"]["share_of_oracle"]["share"] == \
+        pytest.approx(5 / 8)
+    assert "share_of_oracle" not in gains["over_supervised"]["oracle"]
+    assert "supervised" not in gains["over_supervised"]
+    assert gains["over_none"]["image_score"]["difference"] == pytest.approx(1.0)
+    assert set(gains["over_none"]) == {"image_score"}
+
+
+def test_bench_teacher_smoke_at_toy_size(tiny_voc, tmp_path):
+    """The whole benchmark on the tiny dataset, one seed, 2 burn-in + 2 online iterations:
+    every arm's files, the gains over the paired supervised copy and the cost written."""
+    from conftest import tiny_cfg_opts
+
+    teacher = _import("bench_teacher")
+    root = tmp_path / "datasets"
+    root.mkdir()
+    os.symlink(tiny_voc["root"], root / "synthetic_voc")
+    opts = [o.replace("tiny_voc_", "synthetic_voc_") for o in tiny_cfg_opts(tmp_path, 4)]
+    for key in ("OUTPUT_DIR", "SEED"):  # the benchmark sets them per run
+        i = opts.index(key)
+        del opts[i:i + 2]
+    opts += ["TEACHER.BURN_IN_ITER", "2", "TEACHER.SCORE_THRESH", "0.0"]
+    output = tmp_path / "teacher.json"
+    result = teacher.main(["--root", str(root), "--seeds", "0", "--arms", "random", "oracle",
+                           "--work-dir", str(tmp_path / "work"), "--output", str(output),
+                           "--resamples", "20", "--opts", *opts])
+    assert result["arms"] == ["supervised", "none", "random", "oracle"]
+    assert result["online_iterations"] == 2
+    for name in result["arms"]:
+        [row] = result["runs"][name]
+        assert row["ap50"] is not None and row["online_iterations"] == 2, name
+    assert set(result["gains"]["over_supervised"]) == {"none", "random", "oracle"}
+    assert result["runs"]["random"][0]["ranking_seconds"] > 0
+    assert result["runs"]["oracle"][0]["pseudo_boxes_per_image"] > 0
+    assert json.loads(output.read_text())["benchmark"] == "teacher"
+    assert (tmp_path / "teacher.md").is_file() and (tmp_path / "teacher.png").is_file()
+
+
+def test_bench_teacher_cost_phases_on_known_input():
+    teacher = _import("bench_teacher")
+    times = [(0, 9.0), (1, 1.0), (2, 2.0), (3, 7.0), (4, 3.0), (5, 5.0)]
+    assert teacher.phase_seconds(times, 3) == {
+        "supervised": 1.5, "online": 4.0, "iterations": {"supervised": 2, "online": 2}}
+    assert teacher.parse_args(["--cost", "30"]).output.endswith(
+        os.path.join("benchmarks", "results", "teacher_cost.json"))
+    with pytest.raises(SystemExit):
+        teacher.parse_args(["--cost", "1"])

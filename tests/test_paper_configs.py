@@ -20,7 +20,10 @@ from imagescore_det.engine.config_loading import check_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_DIR = os.path.join(REPO, "configs", "voc07_voc12")
 VARIANTS = sorted(p for p in glob.glob(os.path.join(PAPER_DIR, "*.yaml"))
-                  if not os.path.basename(p).startswith("Base-"))
+                  if not os.path.basename(p).startswith("Base-")
+                  and not p.endswith("_teacher.yaml"))
+# the online teacher-student mode (issue 17) on the same schedule, one per backbone
+TEACHER_VARIANTS = sorted(glob.glob(os.path.join(PAPER_DIR, "*_teacher.yaml")))
 SELECTORS = {"image_score", "softmax", "random", "none"}
 REFERENCE_WORLD_SIZE = 8
 WORLD_SIZES = (1, 4, 16)
@@ -271,3 +274,35 @@ def test_refresh_rounds_stay_at_their_fractions_synthetic(start, period, max_ite
     cfg.IMAGE_SCORE.START_ITER, cfg.IMAGE_SCORE.REFRESH_PERIOD = start, period
     rounds = _rounds_on_every_world_size(cfg, 4)  # periods >= 8: >= 2 iterations on 16
     assert rounds[4] == list(range(start, max_iter, period))
+
+
+def test_every_backbone_has_a_teacher_config():
+    assert sorted(_base_of(p) for p in TEACHER_VARIANTS) == sorted(GROUPS)
+
+
+@pytest.mark.parametrize("path", TEACHER_VARIANTS, ids=name)
+def test_teacher_config_runs_the_paper_schedule_online(path):
+    """The burn-in is the offline variants' warm-up (the supervised schedule, to its end), the
+    online phase the 1/6 after it, so every arm trains as long from the same detector;
+    Unbiased Teacher's settings with the keep rate at 16 + 16 images (0.999 at 32 + 32); on
+    N GPUs the burn-in stays at the same images seen and the time constant in images too."""
+    cfg = _load(path)
+    offline = _load(os.path.join(PAPER_DIR, os.path.basename(path).replace("_teacher",
+                                                                              "_imagescore")))
+    assert cfg.TEACHER.ENABLED and not cfg.IMAGE_SCORE.ENABLED
+    assert cfg.TEACHER.BURN_IN_ITER == offline.IMAGE_SCORE.START_ITER
+    assert cfg.SOLVER.MAX_ITER == offline.SOLVER.MAX_ITER
+    check_warmup(offline, _load(supervised_config(path)), name(path))
+    assert all(step < cfg.TEACHER.BURN_IN_ITER for step in cfg.SOLVER.STEPS)
+    assert abs(cfg.SOLVER.MAX_ITER - cfg.TEACHER.BURN_IN_ITER * 7 / 6) <= 1
+    assert (cfg.TEACHER.SCORE_THRESH, cfg.TEACHER.UNSUP_LOSS_WEIGHT) == (0.7, 2.0)
+    assert cfg.SOLVER.IMS_PER_BATCH == 16 and cfg.TEACHER.UNLABELED_PER_LABELED == 1.0
+    assert cfg.TEACHER.EMA_KEEP_RATE == pytest.approx(0.999 ** (16 / 32), abs=1e-6)
+    assert cfg.TEACHER.SELECTOR == "none" and cfg.SOLVER.REFERENCE_WORLD_SIZE == 8
+    check_config(cfg, name(path))
+    for world in WORLD_SIZES:
+        scaled = Trainer.auto_scale_workers(cfg, world)
+        images = scaled.SOLVER.IMS_PER_BATCH
+        assert scaled.TEACHER.BURN_IN_ITER * images == cfg.TEACHER.BURN_IN_ITER * 16
+        assert scaled.TEACHER.EMA_KEEP_RATE ** (1 / images) == pytest.approx(
+            cfg.TEACHER.EMA_KEEP_RATE ** (1 / 16), rel=1e-12)

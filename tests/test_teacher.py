@@ -72,6 +72,11 @@ def test_keep_rate_scaling_keeps_the_time_constant_in_images(tiny_cfg):
      "name the registered"),
     (["IMAGE_SCORE.ENABLED", "True", "IMAGE_SCORE.START_ITER", "2"], "IMAGE_SCORE.ENABLED",
      "Turn one of them off"),
+    (["TEACHER.PAIRED_BASELINE", "True", "TEACHER.SUPERVISED_ONLY", "True"],
+     "TEACHER.SUPERVISED_ONLY", "Turn TEACHER.SUPERVISED_ONLY off"),
+    (["TEACHER.PAIRED_BASELINE", "True", "TEACHER.BURN_IN_ITER", "0"], "TEACHER.BURN_IN_ITER",
+     "at least 1 iteration"),
+    (["TEACHER.TARGETS", "gt"], "TEACHER.TARGETS", "or \"truth\""),
 ])
 def test_bad_teacher_config_is_refused_naming_key_and_fix(tiny_cfg, opts, key, fix):
     from imagescore_det.engine import ConfigError
@@ -341,6 +346,13 @@ def test_train_net_end_to_end_and_eval_only_evaluates_the_teacher(tmp_path):
     assert json.loads(student_file.read_text())["mean"]["AP50"] == pytest.approx(
         student["bbox"]["AP50"], abs=1e-4)
     assert f"VOC AP50 at the end, student:  {student['bbox']['AP50']:.2f}" in log
+    # the quick config's fair baseline (TEACHER.PAIRED_BASELINE), in the summary and report
+    summary = log[log.rindex("Teacher-student run summary"):]
+    assert "supervised only: a paired copy from the same checkpoint at iteration 2" in summary
+    assert "pseudo-labels - supervised:" in summary and "95% interval [" in summary
+    paired = report["paired_baseline"]["summary"]
+    assert paired["AP50_with_pseudo_labels"] == pytest.approx(report["eval_after"]["bbox"]["AP50"])
+    assert (out / "paired_supervised" / "model_final.pth").is_file()
 
 
 def test_a_run_resumed_at_a_checkpoint_replays_the_uninterrupted_one(tiny_cfg, tmp_path):
@@ -370,3 +382,288 @@ def test_a_run_resumed_at_a_checkpoint_replays_the_uninterrupted_one(tiny_cfg, t
     assert _states_equal(replayed["model"], uninterrupted["model"])
     assert replayed["teacher_state"]["selection"] == uninterrupted["teacher_state"]["selection"]
     assert not _states_equal(uninterrupted["teacher"], uninterrupted["model"])
+
+
+# ------------------------------------------------------------------------------ two processes
+_TWO_RANKS = """
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, {tests!r})
+from conftest import TINY_CONFIG, tiny_cfg_opts  # noqa: E402
+from detectron2.engine import launch  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from imagescore_det.data import SYNTHETIC_CLASSES, register_voc  # noqa: E402
+from imagescore_det.engine import load_config  # noqa: E402
+from imagescore_det.teacher.trainer import TeacherTrainer  # noqa: E402
+
+
+class Recording(TeacherTrainer):
+    seen = []
+
+    def next_unlabeled(self):
+        batch = super().next_unlabeled()
+        self.seen.append([self.iter, [d["file_name"] for d in batch]])
+        return batch
+
+
+def main():
+    for split in ("labeled", "unlabeled", "test"):
+        register_voc(f"tiny_voc_{{split}}", {dirname!r}, split, 2007, SYNTHETIC_CLASSES)
+    cfg = load_config(TINY_CONFIG, tiny_cfg_opts({out!r}, 4) + {opts!r})
+    cfg.freeze()
+    trainer = Recording(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    student = trainer.model
+    torch.save({{"teacher": trainer.teacher.state_dict(), "seen": Recording.seen,
+                "ddp": type(student).__name__, "teacher_type": type(trainer.teacher).__name__,
+                "student": student.module.state_dict()}},
+               os.path.join({out!r}, f"rank{{comm.get_rank()}}.pt"))
+
+
+if __name__ == "__main__":
+    launch(main, 2, dist_url="auto")
+"""
+
+
+def test_two_processes_share_one_teacher_and_shard_the_unlabeled_batches(tiny_voc, tmp_path):
+    """gloo, 2 CPU processes (Detectron2's launch): only the student is wrapped in
+    DistributedDataParallel; the teacher is identical on both ranks and is the EMA of the
+    (identical) students of the checkpoints, exactly; each rank's unlabeled images are its
+    own part of the seeded permutation of the selection (TrainingSampler's rank::world)."""
+    import subprocess
+    import sys
+
+    from detectron2.data import DatasetCatalog
+
+    from imagescore_det.engine.resume import derived_seed
+
+    out = tmp_path / "out"
+    out.mkdir()
+    opts = TEACHER_OPTS + ["SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "0",
+                           "DATASETS.TEST", "()"]
+    script = tmp_path / "two_ranks.py"
+    script.write_text(_TWO_RANKS.format(tests=os.path.dirname(__file__), out=str(out),
+                                        dirname=tiny_voc["dirname"], opts=opts))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [_load(out / f"rank{r}.pt") for r in (0, 1)]
+    assert [r["ddp"] for r in ranks] == ["DistributedDataParallel"] * 2
+    assert [r["teacher_type"] for r in ranks] == ["GeneralizedRCNN"] * 2  # not wrapped
+    assert _states_equal(ranks[0]["teacher"], ranks[1]["teacher"])
+    assert _states_equal(ranks[0]["student"], ranks[1]["student"])
+    # keep rate 0.5, copy at iteration 2 (the student after iteration 1), steps 2 and 3
+    s1, s2 = (_load(out / f"model_000000{i}.pth")["model"] for i in (1, 2))
+    s3 = ranks[0]["student"]
+    assert _states_equal(_load(out / "model_final.pth")["model"], s3)
+    for key, value in ranks[0]["teacher"].items():
+        if value.is_floating_point():
+            expected = 0.5 * (0.5 * s1[key] + 0.5 * s2[key]) + 0.5 * s3[key]
+            assert torch.allclose(value, expected, atol=1e-6, rtol=0), key
+    assert not _states_equal(ranks[0]["teacher"], s3)
+    # the unlabeled batches: 1 image per rank a step (2 in all); at each re-seeded
+    # iteration the loader's permutation is torch.randperm under derived_seed(SEED 7, it)
+    pool = [d["file_name"] for d in DatasetCatalog.get("tiny_voc_unlabeled")]
+    for it in (2, 3):
+        g = torch.Generator()
+        g.manual_seed(derived_seed(7, it))
+        perm = torch.randperm(len(pool), generator=g).tolist()
+        for rank in (0, 1):
+            assert [names for i, names in ranks[rank]["seen"] if i == it] == [[pool[perm[rank]]]]
+    assert ranks[0]["seen"] != ranks[1]["seen"]
+
+
+@pytest.mark.parametrize("kill_after", [2, 3], ids=["mid-training", "at-a-refresh"])
+def test_resume_after_the_burn_in_and_at_a_refresh_replays_bit_for_bit(tiny_cfg, tmp_path,
+                                                                        kill_after):
+    """Burn-in 2, refreshes at 2 and 4 (REFRESH 2), 6 iterations, a checkpoint after every
+    one. Killed after iteration 2 (resumes mid-training, after the burn-in) or after 3
+    (resumes at the refresh of iteration 4): the final teacher, student, selection and the
+    refresh history equal the uninterrupted run's, bit for bit; and the known answers: the
+    teacher is the EMA (keep 0.5) of the checkpoints' students from the copy at iteration 2,
+    and each refresh keeps random's top half under seed SEED * 1000 + refresh number."""
+    import shutil
+
+    from imagescore_det.engine import selection as sel
+    from imagescore_det.engine.ranking import select_top
+    from imagescore_det.engine.safe_load import LAST_CHECKPOINT
+    from imagescore_det.teacher.trainer import TeacherTrainer
+
+    opts = TEACHER_OPTS + ["TEACHER.SELECTOR", "random", "TEACHER.TOP_FRACTION", "0.5",
+                           "TEACHER.REFRESH", "2", "SOLVER.CHECKPOINT_PERIOD", "1",
+                           "DATASETS.TEST", "()"]
+    whole = TeacherTrainer(tiny_cfg(*opts, max_iter=6))
+    whole.resume_or_load(resume=False)
+    whole.train()
+    out = tmp_path / "out"
+    uninterrupted = _load(out / "model_final.pth")
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    name = f"model_{kill_after:07d}.pth"
+    shutil.copy(out / name, killed)  # what the kill leaves
+    (killed / LAST_CHECKPOINT).write_text(name)
+    resumed = TeacherTrainer(tiny_cfg(*opts, "OUTPUT_DIR", str(killed), max_iter=6))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == kill_after + 1 and resumed.state.active
+    resumed.train()
+    replayed = _load(killed / "model_final.pth")
+    assert _states_equal(replayed["teacher"], uninterrupted["teacher"])
+    assert _states_equal(replayed["model"], uninterrupted["model"])
+    state, whole_state = replayed["teacher_state"], uninterrupted["teacher_state"]
+    assert state["selection"] == whole_state["selection"] and state["ema_steps"] == 4
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(state["history"]) == strip(whole_state["history"])
+    assert [e["iteration"] for e in state["history"]] == [2, 4]
+    # known answers
+    teacher = None
+    for it in range(1, 6):  # the student after iterations 1..5 (model_final: after 5)
+        student = _load(out / (f"model_{it:07d}.pth" if it < 5 else "model_final.pth"))["model"]
+        teacher = dict(student) if teacher is None else {
+            k: 0.5 * teacher[k] + 0.5 * v if v.is_floating_point() else v
+            for k, v in student.items()}
+    for key, value in replayed["teacher"].items():
+        assert torch.allclose(value.float(), teacher[key].float(), atol=1e-6, rtol=0), key
+    refreshes = {}
+    for number, it in ((1, 2), (2, 4)):
+        scores = sel.random_scores(12, 7 * 1000 + number)
+        refreshes[it] = sorted(int(i) for i in select_top(scores, 0.5))
+    assert refreshes[2] != refreshes[4]
+    assert state["selection"]["indices"] == refreshes[4]
+    assert _load(killed / "model_0000003.pth" if kill_after == 2 else out / "model_0000003.pth")[
+        "teacher_state"]["selection"]["indices"] == refreshes[2]
+
+
+def test_paired_baseline_continues_supervised_with_strong_views_from_the_burn_in(tiny_cfg,
+                                                                                 tmp_path):
+    """TEACHER.PAIRED_BASELINE: the copy in paired_supervised/ starts from model_round1.pth
+    (the state before the burn-in's end), trains the same iterations on the same labeled
+    batches (same images, same flips) but on their strong views, exactly strong_view(the
+    main run's image, view_seed(SEED, iteration, place)), keeps an EMA teacher; report.json's
+    paired_baseline compares the two teachers' detections (difference = the two APs').
+    (The tiny VGG16 config reads images as RGB.)"""
+    import random
+
+    import numpy as np
+
+    from imagescore_det.engine.paired import PAIRED_DIR, ROUND_CHECKPOINT
+    from imagescore_det.teacher.trainer import TeacherTrainer
+    from imagescore_det.teacher.views import strong_view, view_seed
+
+    seen = {}
+
+    class Recording(TeacherTrainer):
+        def labeled_inputs(self, batch, iteration):
+            out = super().labeled_inputs(batch, iteration)
+            seen.setdefault(bool(self.cfg.TEACHER.SUPERVISED_ONLY), {})[iteration] = (
+                [d["file_name"] for d in batch], [d["image"].clone() for d in batch],
+                [d["image"].clone() for d in out], np.random.get_state()[1].tolist(),
+                random.getstate())
+            return out
+
+    trainer = Recording(tiny_cfg(*TEACHER_OPTS, "TEACHER.PAIRED_BASELINE", "True", max_iter=4))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    out = tmp_path / "out"
+    start = _load(out / f"{ROUND_CHECKPOINT}.pth")
+    assert start["iteration"] == 1 and not start["teacher_state"]["active"]
+    main, copy = seen[False], seen[True]
+    assert sorted(main) == sorted(copy) == [2, 3]
+    for it in (2, 3):
+        names, weak, trained, np_state, py_state = main[it]
+        copy_names, copy_weak, copy_trained, copy_np, copy_py = copy[it]
+        assert copy_names == names and len(names) == 2
+        # the same generators' states (the main run's unlabeled half draws from its own)
+        assert copy_np == np_state and copy_py == py_state
+        assert all(torch.equal(a, b) for a, b in zip(copy_weak, weak))  # same flips
+        assert all(torch.equal(a, b) for a, b in zip(trained, weak))  # main: as loaded
+        for i, (image, view) in enumerate(zip(weak, copy_trained)):
+            assert torch.equal(view, strong_view(image, view_seed(7, it, i), "RGB"))
+            assert not torch.equal(view, image)
+    final = _load(out / PAIRED_DIR / "model_final.pth")
+    assert final["teacher_state"]["ema_steps"] == 2 and final["teacher_state"]["active"]
+    assert final["teacher_state"]["selection"] is None  # no unlabeled images
+    assert not _states_equal(final["teacher"], _load(out / "model_final.pth")["teacher"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["paired_baseline"] is True
+    s = report["paired_baseline"]["summary"]
+    assert report["paired_baseline"]["start_iteration"] == 2
+    assert report["paired_baseline"]["iterations"] == 2
+    assert s["AP50_with_pseudo_labels"] == pytest.approx(report["eval_after"]["bbox"]["AP50"])
+    copy_report = json.loads((out / PAIRED_DIR / "report.json").read_text())
+    assert s["AP50_supervised_only"] == pytest.approx(copy_report["eval_after"]["bbox"]["AP50"])
+    assert s["AP50_difference"] == pytest.approx(
+        s["AP50_with_pseudo_labels"] - s["AP50_supervised_only"], abs=1e-6)
+    lo, hi = s["AP50_difference_ci95"]
+    assert lo <= s["AP50_difference"] <= hi
+
+
+def test_truth_targets_are_the_pool_annotations_in_the_weak_view(tiny_cfg, tiny_voc,
+                                                                 monkeypatch):
+    """TEACHER.TARGETS truth (bench_teacher's oracle arm): the student's targets on each
+    unlabeled image are its own annotations (the same classes, as many boxes, each box's area
+    scaled by the resize's square), and the teacher is not asked; a pool without truth is
+    refused before training."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from imagescore_det.data import SYNTHETIC_CLASSES
+    from imagescore_det.engine import ConfigError
+    import imagescore_det.teacher.trainer as module
+
+    seen = []
+    original = module.unsupervised_loss
+
+    def recording(student, strong, targets, names, weight):
+        seen.append((strong, targets))
+        return original(student, strong, targets, names, weight)
+
+    monkeypatch.setattr(module, "unsupervised_loss", recording)
+    trainer = module.TeacherTrainer(tiny_cfg(*TEACHER_OPTS, "TEACHER.TARGETS", "truth",
+                                             "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()",
+                                             max_iter=3))
+    monkeypatch.setattr(trainer.teacher, "inference", None)  # never called
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    truth = {d["file_name"]: d for d in DatasetCatalog.get("tiny_voc_unlabeled")}
+    [(strong, targets)] = seen
+    assert len(targets) == 2
+    for view, target in zip(strong, targets):
+        record = truth[view["file_name"]]
+        scale = view["image"].shape[1] / record["height"]
+        boxes = sorted([a["category_id"], (a["bbox"][2] - a["bbox"][0]) *
+                        (a["bbox"][3] - a["bbox"][1]) * scale ** 2] for a in record["annotations"])
+        got = sorted([int(c), float(a)] for c, a in zip(target.gt_classes, target.gt_boxes.area()))
+        assert len(got) == len(boxes) > 0
+        for (c1, a1), (c2, a2) in zip(got, boxes):
+            assert c1 == c2 and a1 == pytest.approx(a2, rel=0.03)
+        assert "instances" not in view
+
+    if "tiny_voc_no_truth" not in DatasetCatalog.list():
+        DatasetCatalog.register("tiny_voc_no_truth", lambda: [
+            {k: v for k, v in d.items() if k != "annotations"}
+            for d in DatasetCatalog.get("tiny_voc_unlabeled")])
+        MetadataCatalog.get("tiny_voc_no_truth").set(thing_classes=list(SYNTHETIC_CLASSES))
+    with pytest.raises(ConfigError, match="TEACHER.TARGETS truth.*tiny_voc_no_truth.*Name a pool"):
+        module.TeacherTrainer(tiny_cfg(*TEACHER_OPTS, "TEACHER.TARGETS", "truth",
+                                       "IMAGE_SCORE.UNLABELED_DATASETS", "('tiny_voc_no_truth',)"))
+
+
+def test_an_unlabeled_batch_the_processes_cannot_share_is_refused(tiny_cfg, monkeypatch):
+    """IMS_PER_BATCH 2 x ratio 0.5 = 1 unlabeled image a step: 2 processes cannot share it
+    (1 process can); stopped before anything is built, naming the key and the fix."""
+    from detectron2.utils import comm
+
+    from imagescore_det.engine import ConfigError
+    from imagescore_det.teacher.trainer import TeacherTrainer
+
+    cfg = tiny_cfg(*TEACHER_OPTS, "TEACHER.UNLABELED_PER_LABELED", "0.5")
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    with pytest.raises(ConfigError, match=r"UNLABELED_PER_LABELED=0.5 gives an unlabeled batch "
+                                          r"of 1 images.*2 processes.*multiple of the number"):
+        TeacherTrainer(cfg)
+    monkeypatch.setattr(comm, "get_world_size", lambda: 1)
+    TeacherTrainer(cfg)  # one process: fine

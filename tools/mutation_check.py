@@ -517,7 +517,7 @@ CATALOGUE = (
         description="the teacher-student step skips the EMA update: the teacher stays the "
                     "burn-in's copy",
         file="imagescore_det/teacher/trainer.py",
-        old="ema_update(owner.teacher, self.model, settings.EMA_KEEP_RATE)",
+        old="ema_update(owner.teacher, unwrap_model(self.model), settings.EMA_KEEP_RATE)",
         new="None  # no EMA update",
         tests=(f"{TEACHER}::test_teacher_follows_student_by_ema_and_checkpoints_round_trip",),
     ),
@@ -548,6 +548,98 @@ CATALOGUE = (
         new="              ]",
         tests=(f"{TEACHER}::test_no_box_above_threshold_gives_exactly_zero_loss",
                f"{TEACHER}::test_images_without_a_box_are_left_out_of_the_loss"),
+    ),
+    Mutation(
+        id="teacher-ddp-wrapped",
+        description="the teacher is a copy of the DistributedDataParallel-wrapped student, not "
+                    "of the bare model",
+        file="imagescore_det/teacher/trainer.py",
+        old="self.teacher = make_teacher(unwrap_model(model))",
+        new="self.teacher = make_teacher(model)",
+        tests=(f"{TEACHER}::test_two_processes_share_one_teacher_and_shard_the_unlabeled_batches",),
+    ),
+    Mutation(
+        id="teacher-unlabeled-per-rank-order",
+        description="each rank shuffles the unlabeled selection with its own seed, so the "
+                    "ranks' parts are not one permutation's shards (images repeat across ranks)",
+        file="imagescore_det/teacher/trainer.py",
+        old="sampler=TrainingSampler(len(dicts), seed=derived_seed(self.data_seed, iteration)),",
+        new="sampler=TrainingSampler(len(dicts), seed=derived_seed(self.data_seed, iteration) "
+            "+ comm.get_rank()),",
+        tests=(f"{TEACHER}::test_two_processes_share_one_teacher_and_shard_the_unlabeled_batches",),
+    ),
+    Mutation(
+        id="teacher-unlabeled-not-reseeded",
+        description="the unlabeled loader is rebuilt only where a run starts, not at every "
+                    "checkpoint: a resumed run draws other unlabeled batches than the "
+                    "uninterrupted one",
+        file="imagescore_det/teacher/trainer.py",
+        old="elif it == self.trainer.start_iter or self._replay.is_resume_point(it):",
+        new="elif it == self.trainer.start_iter:",
+        tests=(f"{TEACHER}::test_resume_after_the_burn_in_and_at_a_refresh_replays_bit_for_bit",),
+    ),
+    Mutation(
+        id="teacher-selection-not-restored",
+        description="a resumed run forgets the checkpoint's selection and ranks the pool "
+                    "again where it restarts",
+        file="imagescore_det/teacher/trainer.py",
+        old='self.selection = state["selection"]',
+        new="self.selection = None",
+        tests=(f"{TEACHER}::test_resume_after_the_burn_in_and_at_a_refresh_replays_bit_for_bit",),
+    ),
+    Mutation(
+        id="teacher-paired-weak-labeled",
+        description="the paired supervised-only copy trains on the labeled images as loaded, "
+                    "not on their strong views: a gain could be the augmentation alone",
+        file="imagescore_det/teacher/trainer.py",
+        old="return self.strong_views(batch, iteration) if self.cfg.TEACHER.SUPERVISED_ONLY",
+        new="return self.strong_views(batch, iteration) if False",
+        tests=(f"{TEACHER}::test_paired_baseline_continues_supervised_with_strong_views_from_the_"
+               "burn_in",),
+    ),
+    Mutation(
+        id="teacher-unlabeled-shares-rng",
+        description="the unlabeled half of a step draws from the global generators, so the "
+                    "labeled stream (flips, sampling) is not the paired copy's",
+        file="imagescore_det/teacher/trainer.py",
+        old="            with preserved_rng():\n                seed_all_rng(derived_seed(",
+        new="            if True:\n                seed_all_rng(derived_seed(",
+        tests=(f"{TEACHER}::test_paired_baseline_continues_supervised_with_strong_views_from_the_"
+               "burn_in",),
+    ),
+    Mutation(
+        id="teacher-truth-targets-ignored",
+        description="TEACHER.TARGETS truth (the oracle arm) still trains on the teacher's boxes",
+        file="imagescore_det/teacher/trainer.py",
+        old='if settings.TARGETS == "truth":  # the upper bound',
+        new='if False:  # the upper bound',
+        tests=(f"{TEACHER}::test_truth_targets_are_the_pool_annotations_in_the_weak_view",),
+    ),
+    Mutation(
+        id="bench-teacher-gain-base",
+        description="bench_teacher measures every arm's gain over online none instead of the "
+                    "paired supervised copy",
+        file="benchmarks/bench_teacher.py",
+        old="row = {key: seed_gain(boot, SUPERVISED, name, key, confidence) for key in (\"AP50\", \"AP\")}",
+        new="row = {key: seed_gain(boot, NONE, name, key, confidence) for key in (\"AP50\", \"AP\")}",
+        tests=("tests/test_benchmarks_cli.py::test_bench_teacher_gains_on_known_input",),
+    ),
+    Mutation(
+        id="bench-teacher-burn-in-times",
+        description="bench_teacher's seconds per iteration include the burn-in's supervised steps",
+        file="benchmarks/bench_teacher.py",
+        old='if "time" in r and r.get("iteration", -1) >= first_iteration]',
+        new='if "time" in r]',
+        tests=("tests/test_benchmarks_cli.py::"
+               "test_bench_teacher_step_seconds_and_cost_on_known_input",),
+    ),
+    Mutation(
+        id="teacher-unshareable-batch-allowed",
+        description="an unlabeled batch that the processes cannot share equally is not refused",
+        file="imagescore_det/teacher/trainer.py",
+        old="        if batch % world:",
+        new="        if False:",
+        tests=(f"{TEACHER}::test_an_unlabeled_batch_the_processes_cannot_share_is_refused",),
     ),
     # your own data (issue 18): COCO json / folder datasets, COCO AP, checks, export
     Mutation(

@@ -4,6 +4,9 @@
 #   -> pseudo-labels -> continued training -> VOC mAP before/after + report.json and PNGs.
 # Extra arguments go to tools/train_net.py as KEY VALUE overrides, e.g.
 #   bash tools/quickstart.sh IMAGE_SCORE.SELECTOR softmax OUTPUT_DIR output/synthetic/softmax
+# CONFIG picks another config, e.g. the online teacher-student mode (its summary names the
+# teacher, the student and the paired supervised copy):
+#   CONFIG=configs/synthetic/teacher_V16tiny_quick.yaml bash tools/quickstart.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -239,6 +239,18 @@ def check_teacher_config(cfg, where="the config"):
         raise ConfigError(f"TEACHER.REFRESH is {settings.REFRESH} in {where}; use 0 to rank the "
                           "pool once at the end of the burn-in, or N > 0 to rank it every N "
                           "iterations.")
+    if settings.TARGETS not in ("teacher", "truth"):
+        raise ConfigError(f"TEACHER.TARGETS is {settings.TARGETS!r} in {where}; use \"teacher\" "
+                          "(the teacher's boxes, the method) or \"truth\" (the pool's own "
+                          "annotations: the upper bound).")
+    if settings.PAIRED_BASELINE and settings.SUPERVISED_ONLY:
+        raise ConfigError(f"TEACHER.PAIRED_BASELINE and TEACHER.SUPERVISED_ONLY are both on in "
+                          f"{where}: the paired copy is itself the supervised-only run. Turn "
+                          "TEACHER.SUPERVISED_ONLY off.")
+    if settings.PAIRED_BASELINE and settings.BURN_IN_ITER < 1:
+        raise ConfigError(f"TEACHER.PAIRED_BASELINE is on in {where} with TEACHER.BURN_IN_ITER="
+                          f"{settings.BURN_IN_ITER}: the supervised-only copy starts from the "
+                          "burn-in's checkpoint, so the burn-in needs at least 1 iteration.")
     _check_selection("TEACHER", settings, where, " ('none' = the whole pool)",
                      "fraction of the pool the unlabeled batches come from")
     if not cfg.IMAGE_SCORE.UNLABELED_DATASETS:

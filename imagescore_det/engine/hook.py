@@ -220,8 +220,9 @@ class ImageScoreHook(HookBase):
                                   self.eval_before)
 
     def _model(self):
-        model = self.trainer.model
-        return model.module if hasattr(model, "module") else model
+        from .trainer import unwrap_model
+
+        return unwrap_model(self.trainer.model)
 
     def _activate(self, manifest, pseudo):
         """Register the round's pseudo dataset and train on labeled + pseudo from now on."""

@@ -25,6 +25,10 @@ is the pseudo-labels' effect, with a paired bootstrap interval over the test ima
   (:mod:`imagescore_det.evaluation.bootstrap`): pseudo-labels minus supervised-only.
 
 Cost: the continuation after ``START_ITER`` runs twice.
+
+The teacher-student mode (``TEACHER.PAIRED_BASELINE``) uses the same machinery with the
+burn-in's end (``TEACHER.BURN_IN_ITER``) as its start (:func:`start_iteration`); its copy
+runs with ``TEACHER.SUPERVISED_ONLY`` (the labeled images' strong views, no unlabeled ones).
 """
 import hashlib
 import json
@@ -48,6 +52,22 @@ ROUND_CHECKPOINT = "model_round1"
 PAIRED_DIR = "paired_supervised"
 RESULT_FILE = "paired_result.json"
 RESULT_VERSION = 1
+
+
+def enabled(cfg):
+    """Whether the run continues a paired supervised-only copy after training."""
+    if cfg.TEACHER.ENABLED:
+        return bool(cfg.TEACHER.PAIRED_BASELINE)
+    return bool(cfg.IMAGE_SCORE.ENABLED and cfg.IMAGE_SCORE.PAIRED_BASELINE)
+
+
+def start_iteration(cfg):
+    """Where the copy branches off: the round, or the teacher's burn-in end."""
+    return cfg.TEACHER.BURN_IN_ITER if cfg.TEACHER.ENABLED else cfg.IMAGE_SCORE.START_ITER
+
+
+def _switch_name(cfg):
+    return "TEACHER.PAIRED_BASELINE" if cfg.TEACHER.ENABLED else "IMAGE_SCORE.PAIRED_BASELINE"
 
 
 # --------------------------------------------------------------------------- RNG states
@@ -143,6 +163,9 @@ def paired_config(cfg):
     paired.IMAGE_SCORE.PAIRED_BASELINE = False
     paired.IMAGE_SCORE.EVAL_BEFORE = False
     paired.IMAGE_SCORE.ANALYZE_POOL = False
+    if cfg.TEACHER.ENABLED:
+        paired.TEACHER.PAIRED_BASELINE = False
+        paired.TEACHER.SUPERVISED_ONLY = True
     paired.freeze()
     return paired
 
@@ -190,18 +213,19 @@ def check_resumable(trainer):
     """Before training: a run resumed after the round needs the round checkpoint, unless
     its paired copy has finished already."""
     cfg = trainer.cfg
-    if trainer.start_iter <= cfg.IMAGE_SCORE.START_ITER:
+    start = start_iteration(cfg)
+    if trainer.start_iter <= start:
         return
     directory = os.path.join(cfg.OUTPUT_DIR, PAIRED_DIR)
     ok = from_rank0(lambda: os.path.isfile(round_checkpoint_path(cfg))
                     or os.path.isfile(os.path.join(directory, RESULT_FILE)))
     if not ok:
         raise RuntimeError(
-            f"IMAGE_SCORE.PAIRED_BASELINE is on and this run resumes at iteration "
-            f"{trainer.start_iter}, after the round at iteration {cfg.IMAGE_SCORE.START_ITER}, "
+            f"{_switch_name(cfg)} is on and this run resumes at iteration "
+            f"{trainer.start_iter}, after the round at iteration {start}, "
             f"but {round_checkpoint_path(cfg)} (saved at the round when PAIRED_BASELINE is on) "
             "is missing, so there is nothing to continue a supervised-only copy from. Set "
-            "IMAGE_SCORE.PAIRED_BASELINE False to go on without it, or train again from "
+            f"{_switch_name(cfg)} False to go on without it, or train again from "
             "before the round.")
 
 
@@ -219,7 +243,7 @@ def run_paired_baseline(main):
         return done
     checkpoint = round_checkpoint_path(main.cfg)
     if not from_rank0(lambda: os.path.isfile(checkpoint)):
-        raise RuntimeError(f"IMAGE_SCORE.PAIRED_BASELINE: {checkpoint}, saved at the round, is "
+        raise RuntimeError(f"{_switch_name(main.cfg)}: {checkpoint}, saved at the round, is "
                            "missing; the supervised-only copy cannot start.")
     main._trainer._data_loader_iter_obj = None  # stop the main run's loader workers
     paired = type(main)(cfg)
@@ -231,7 +255,7 @@ def run_paired_baseline(main):
         paired.resume_or_load(resume=True)
     else:
         logger.info("Paired supervised-only baseline: continuing %s without pseudo-labels "
-                    "for iterations %d-%d into %s", checkpoint, cfg.IMAGE_SCORE.START_ITER,
+                    "for iterations %d-%d into %s", checkpoint, start_iteration(cfg),
                     cfg.SOLVER.MAX_ITER - 1, directory)
         extra = paired.checkpointer.load(checkpoint)
         paired.start_iter = paired.iter + 1
@@ -248,7 +272,7 @@ def run_paired_baseline(main):
         "fingerprint": _fingerprint(cfg),
         "settings": _settings(cfg),
         "checkpoint": os.path.basename(checkpoint),
-        "start_iteration": int(cfg.IMAGE_SCORE.START_ITER),
+        "start_iteration": int(start_iteration(cfg)),
         "max_iter": int(cfg.SOLVER.MAX_ITER),
         "output_dir": directory,
         "eval_after": json_plain(getattr(paired, "_last_eval_results", None)),
@@ -267,9 +291,14 @@ def report_section(cfg, paired, eval_before, eval_after, resamples=DEFAULT_RESAM
     the paired bootstrap of pseudo-labels (B) minus supervised-only (A)."""
     from ..evaluation import ap50_of
 
+    what = ("a supervised-only copy continued from the same checkpoint at the round, for "
+            "the same iterations, with the same random stream")
+    if cfg.TEACHER.ENABLED:
+        what = ("a supervised-only copy continued from the same checkpoint at the burn-in's "
+                "end, for the same iterations, with the same labeled batches and seeds, trained "
+                "on the labeled images' strong views, its EMA teacher evaluated")
     section = {
-        "what": "a supervised-only copy continued from the same checkpoint at the round, for "
-                "the same iterations, with the same random stream",
+        "what": what,
         "checkpoint": paired["checkpoint"], "output_dir": PAIRED_DIR,
         "start_iteration": paired["start_iteration"],
         "iterations": paired["max_iter"] - paired["start_iteration"],

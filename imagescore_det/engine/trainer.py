@@ -35,6 +35,11 @@ def create_ddp_model(model, **kwargs):
     return DistributedDataParallel(model, **kwargs)
 
 
+def unwrap_model(model):
+    """The module inside a DistributedDataParallel wrapper (``model`` itself otherwise)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` that pseudo-labels unlabeled images when ``IMAGE_SCORE.ENABLED``.
 
@@ -171,7 +176,7 @@ class Trainer(DefaultTrainer):
             check_and_write_split(self.cfg, self.data_split, resumed=self.start_iter > 0)
             if hook is not None and any(it >= self.start_iter for it in hook.rounds):
                 hook.bad_pool_files = self.check_data(self.cfg, ("unlabeled",)).pool_skips
-            paired_on = hook is not None and self.cfg.IMAGE_SCORE.PAIRED_BASELINE
+            paired_on = paired.enabled(self.cfg)
             if paired_on:
                 paired.check_resumable(self)
             results = super().train()
@@ -197,7 +202,7 @@ class Trainer(DefaultTrainer):
                        "test": list(self.cfg.DATASETS.TEST), "max_iter": self.max_iter,
                        "metric": (metric_name(self.cfg.DATASETS.TEST[0])
                                   if self.cfg.DATASETS.TEST else None),
-                       "paired_baseline": bool(self.cfg.IMAGE_SCORE.PAIRED_BASELINE),
+                       "paired_baseline": paired.enabled(self.cfg),
                        "eval_pseudo_labels": bool(self.cfg.IMAGE_SCORE.EVAL_PSEUDO_LABELS)},
             "eval_before": hook.eval_before if hook else None,
             "eval_after": final_results,
@@ -246,4 +251,4 @@ def _log_summary(report, title="Image Score run summary:", extra=()):
     logger.info("\n".join(lines))
 
 
-__all__ = ["Trainer", "create_ddp_model"]
+__all__ = ["Trainer", "create_ddp_model", "unwrap_model"]

@@ -13,7 +13,10 @@ come from its top ``TEACHER.TOP_FRACTION``.
 Checkpoints (``DetectionCheckpointer`` checkpointables) hold the student (``model``), the
 teacher (``teacher``) and ``teacher_state`` (EMA steps, the current selection); the final
 teacher is also written as the plain Detectron2 checkpoint ``model_final_teacher.pth``.
-One process only for now (DDP of the student is issue 17's item 5, not done).
+Many processes (``--num-gpus``): only the student is wrapped in DistributedDataParallel;
+the teacher is made from and follows the unwrapped student, so it is the same on every rank;
+the unlabeled batches are sharded (Detectron2's ``TrainingSampler``: each rank its own part
+of one seeded permutation of the selection).
 """
 import logging
 import os
@@ -27,17 +30,19 @@ from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import HookBase, SimpleTrainer, hooks
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import get_event_storage
 
 from ..engine.checkpoint import CheckedCheckpointer, CheckpointMismatchError
 from ..engine.config_loading import ConfigError
 from ..engine.consistency import load_datasets, run_seed
 from ..engine.hook import preserved_rng
+from ..engine.paired import save_round_checkpoint
 from ..engine.ranking import select_top
 from ..engine.resume import ReplayHook, derived_seed
 from ..engine.safe_load import FORMAT_KEY, FORMAT_VERSION, LAST_CHECKPOINT, atomic_torch_save
 from ..engine.selectors import NO_SELECTION, SelectorContext, rank_pool
-from ..engine.trainer import Trainer
+from ..engine.trainer import Trainer, unwrap_model
 from ..evaluation import ap50_of
 from .ema import copy_into, ema_update, make_teacher
 from .focal import use_focal_loss
@@ -93,33 +98,47 @@ class TeacherStudentStep(SimpleTrainer):
         settings = owner.cfg.TEACHER
         assert self.model.training, "[TeacherStudentStep] the student was set to eval mode!"
         start = time.perf_counter()
-        labeled = next(self._data_loader_iter)
-        weak = owner.next_unlabeled()
+        labeled = owner.labeled_inputs(next(self._data_loader_iter), self.iter)
         data_time = time.perf_counter() - start
-
         loss_dict = self.model(labeled)
-        with torch.no_grad():
-            predictions = owner.teacher.inference(weak, do_postprocess=False)
-        targets = pseudo_targets(predictions, settings.SCORE_THRESH)
-        input_format = owner.cfg.INPUT.FORMAT
-        strong = [dict(view, image=strong_view(view["image"], view_seed(
-            owner.data_seed, self.iter, i), input_format)) for i, view in enumerate(weak)]
-        unsup, parts = unsupervised_loss(self.model, strong, targets,
-                                         unsup_loss_names(settings.UNSUP_REGRESSION),
-                                         settings.UNSUP_LOSS_WEIGHT)
-        loss_dict = dict(loss_dict, loss_unsup=unsup)
+        if not settings.SUPERVISED_ONLY:
+            # the unlabeled half draws from generators of its own (seeded by the data seed
+            # and the iteration), so the labeled half's random stream is the paired
+            # supervised-only copy's, and a resumed step draws what the original one did
+            with preserved_rng():
+                seed_all_rng(derived_seed(f"unlabeled/{owner.data_seed}", self.iter)
+                             + comm.get_rank())
+                unsup, parts, targets = self._unsupervised(owner, settings)
+            loss_dict = dict(loss_dict, loss_unsup=unsup)
         losses = sum(loss_dict.values())
         self.optimizer.zero_grad()
         losses.backward()
         self.after_backward()
         self._write_metrics(loss_dict, data_time)
-        storage = get_event_storage()
-        storage.put_scalars(**{f"teacher/{k}": float(v) for k, v in parts.items()},
-                            **{"teacher/pseudo_boxes_per_image":
-                               float(np.mean([len(t) for t in targets]))})
+        if not settings.SUPERVISED_ONLY:
+            get_event_storage().put_scalars(
+                **{f"teacher/{k}": float(v) for k, v in parts.items()},
+                **{"teacher/pseudo_boxes_per_image": float(np.mean([len(t) for t in targets]))})
         self.optimizer.step()
-        ema_update(owner.teacher, self.model, settings.EMA_KEEP_RATE)
+        ema_update(owner.teacher, unwrap_model(self.model), settings.EMA_KEEP_RATE)
         owner.state.ema_steps += 1
+
+    def _unsupervised(self, owner, settings):
+        """The teacher on the weak views of the next unlabeled batch, the student on their
+        strong views against its boxes: ``(weighted loss, unweighted parts, targets)``."""
+        weak = owner.next_unlabeled()
+        if settings.TARGETS == "truth":  # the upper bound: the pool's truth, weak-view coords
+            targets = [d["instances"] for d in weak]
+            weak = [{k: v for k, v in d.items() if k != "instances"} for d in weak]
+        else:
+            with torch.no_grad():
+                predictions = owner.teacher.inference(weak, do_postprocess=False)
+            targets = pseudo_targets(predictions, settings.SCORE_THRESH)
+        strong = owner.strong_views(weak, self.iter)
+        unsup, parts = unsupervised_loss(self.model, strong, targets,
+                                         unsup_loss_names(settings.UNSUP_REGRESSION),
+                                         settings.UNSUP_LOSS_WEIGHT)
+        return unsup, parts, targets
 
 
 class TeacherHook(HookBase):
@@ -135,11 +154,15 @@ class TeacherHook(HookBase):
         burn_in = owner.cfg.TEACHER.BURN_IN_ITER
         if it < burn_in:
             return
+        if it == burn_in and owner.cfg.TEACHER.PAIRED_BASELINE and not owner.state.active:
+            save_round_checkpoint(self.trainer)  # the paired copy's start (engine/paired.py)
         if it == burn_in and not owner.state.active:
-            copy_into(owner.teacher, owner.model)
+            copy_into(owner.teacher, unwrap_model(owner.model))
             owner.state.active = True
             logger.info("Iteration %d: end of the burn-in, the teacher is a copy of the student",
                         it)
+        if owner.cfg.TEACHER.SUPERVISED_ONLY:
+            return  # no unlabeled images
         if it in owner.refresh_iterations() or owner.state.selection is None:
             with preserved_rng():  # the ranking's draws leave the training stream as it was
                 owner.refresh_selection(it)
@@ -147,21 +170,30 @@ class TeacherHook(HookBase):
         elif it == self.trainer.start_iter or self._replay.is_resume_point(it):
             owner.rebuild_unlabeled(it)
 
+    def after_train(self):
+        self._owner._unlabeled_iter = None  # its workers end before a paired copy starts
+
 
 class TeacherTrainer(Trainer):
     """See the module doc. ``cfg.TEACHER.ENABLED`` must be on."""
 
     def __init__(self, cfg):
-        if comm.get_world_size() > 1:
-            raise ConfigError("TEACHER.ENABLED: the teacher-student mode runs in one process for "
-                              "now (the student's DistributedDataParallel is not done); run "
-                              "without --num-gpus, or with --num-gpus 1.")
+        world = comm.get_world_size()
+        scaled = self.auto_scale_workers(cfg, world)
+        batch = self.unlabeled_batch_size(scaled)
+        if batch % world:
+            raise ConfigError(
+                f"TEACHER.UNLABELED_PER_LABELED={cfg.TEACHER.UNLABELED_PER_LABELED} gives an "
+                f"unlabeled batch of {batch} images (round(SOLVER.IMS_PER_BATCH="
+                f"{scaled.SOLVER.IMS_PER_BATCH} x ratio)), which {world} processes cannot "
+                "share equally; choose a ratio that makes it a multiple of the number of "
+                "processes.")
         self.state = TeacherState()
         super().__init__(cfg)
         self.checkpointer.add_checkpointable("teacher", self.teacher)
         self.checkpointer.add_checkpointable("teacher_state", self.state)
         self.summary_title = "Teacher-student run summary (the teacher is evaluated):"
-        self.pool = self._load_pool(self.cfg)
+        self.pool = [] if self.cfg.TEACHER.SUPERVISED_ONLY else self._load_pool(self.cfg)
         self._unlabeled_iter = None
 
     # ------------------------------------------------------------------ building
@@ -179,7 +211,7 @@ class TeacherTrainer(Trainer):
         if cfg.SOLVER.AMP.ENABLED:
             raise ConfigError("TEACHER.ENABLED with SOLVER.AMP.ENABLED: mixed precision is not "
                               "done for the teacher-student step; set SOLVER.AMP.ENABLED False.")
-        self.teacher = make_teacher(model)
+        self.teacher = make_teacher(unwrap_model(model))  # never wrapped in DDP
         return TeacherStudentStep(model, data_loader, optimizer, weakref.proxy(self))
 
     def _load_pool(self, cfg):
@@ -191,8 +223,17 @@ class TeacherTrainer(Trainer):
                               "has no images; the teacher-student mode needs some. Check the "
                               "datasets' split files, or name other datasets.") from None
         bad = self.check_data(cfg, ("unlabeled",)).pool_skips
-        # never train on the pool's annotations: strip them (kept only for analysis)
-        pool = [{k: v for k, v in d.items() if k != "annotations"} for d in pool
+        truth = cfg.TEACHER.TARGETS == "truth"
+        if truth:
+            lacking = [d["file_name"] for d in pool if "annotations" not in d]
+            if lacking:
+                raise ConfigError(
+                    f"TEACHER.TARGETS truth trains on the pool's own annotations, but "
+                    f"{len(lacking)} image(s) of IMAGE_SCORE.UNLABELED_DATASETS={tuple(names)} "
+                    f"have none (e.g. {lacking[0]}). Name a pool with truth, or use "
+                    "TEACHER.TARGETS teacher.")
+        # never train on the pool's annotations (but TARGETS truth, the upper bound): strip them
+        pool = [d if truth else {k: v for k, v in d.items() if k != "annotations"} for d in pool
                 if os.path.normpath(d["file_name"]) not in bad]
         if not pool:
             raise ConfigError(f"Every image of the unlabeled pool {tuple(names)} is unusable "
@@ -266,13 +307,17 @@ class TeacherTrainer(Trainer):
         logger.info("Iteration %d: the teacher's filter %s keeps %d of %d pool images (%.1f s)",
                     iteration, settings.SELECTOR, len(indices), len(self.pool), seconds)
 
-    def unlabeled_batch_size(self):
-        ratio = self.cfg.TEACHER.UNLABELED_PER_LABELED
-        return max(1, int(round(self.cfg.SOLVER.IMS_PER_BATCH * ratio)))
+    def unlabeled_batch_size(self, cfg=None):
+        """All processes' unlabeled images a step (``build_detection_train_loader`` gives
+        each process its share)."""
+        cfg = cfg or self.cfg
+        ratio = cfg.TEACHER.UNLABELED_PER_LABELED
+        return max(1, int(round(cfg.SOLVER.IMS_PER_BATCH * ratio)))
 
     def rebuild_unlabeled(self, iteration):
         """The unlabeled loader over the current selection, its order seeded by the run's
-        data seed and ``iteration`` (as the replay hook seeds the labeled one)."""
+        data seed and ``iteration`` (as the replay hook seeds the labeled one); the same
+        permutation on every rank, of which ``TrainingSampler`` gives each rank its part."""
         selection = self.state.selection
         if len(selection["indices"]) and selection["pool_size"] != len(self.pool):
             raise CheckpointMismatchError(
@@ -291,6 +336,21 @@ class TeacherTrainer(Trainer):
 
     def next_unlabeled(self):
         return next(self._unlabeled_iter)
+
+    def strong_views(self, batch, iteration):
+        """The strong views of this process's part of a batch (seeded by the data seed, the
+        iteration and each image's place in the batch of all processes)."""
+        first = comm.get_rank() * len(batch)
+        return [dict(d, image=strong_view(d["image"], view_seed(self.data_seed, iteration,
+                                                                first + i), self.cfg.INPUT.FORMAT))
+                for i, d in enumerate(batch)]
+
+    def labeled_inputs(self, batch, iteration):
+        """The labeled batch a step trains on after the burn-in: as loaded, or with
+        ``TEACHER.SUPERVISED_ONLY`` (the paired baseline's copy) its strong views, drawn
+        like the unlabeled images' of the main run at the same iteration."""
+        return self.strong_views(batch, iteration) if self.cfg.TEACHER.SUPERVISED_ONLY \
+            else batch
 
     # ------------------------------------------------------------------ checkpoints, report
     def resume_or_load(self, resume=True):
