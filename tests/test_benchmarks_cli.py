@@ -511,7 +511,7 @@ def test_bench_teacher_gains_on_known_input():
     assert set(gains["over_none"]) == {"image_score"}
 
 
-def test_bench_teacher_smoke_at_toy_size(tiny_voc, tmp_path):
+def test_bench_teacher_smoke_at_toy_size(tiny_voc, tmp_path, monkeypatch):
     """The whole benchmark on the tiny dataset, one seed, 2 burn-in + 2 online iterations:
     every arm's files, the gains over the paired supervised copy and the cost written."""
     from conftest import tiny_cfg_opts
@@ -519,6 +519,9 @@ def test_bench_teacher_smoke_at_toy_size(tiny_voc, tmp_path):
     teacher = _import("bench_teacher")
     root = tmp_path / "datasets"
     root.mkdir()
+    # main() points DETECTRON2_DATASETS at --root, as a script run does; restored after the
+    # test so that later tests see the session's datasets root
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
     os.symlink(tiny_voc["root"], root / "synthetic_voc")
     opts = [o.replace("tiny_voc_", "synthetic_voc_") for o in tiny_cfg_opts(tmp_path, 4)]
     for key in ("OUTPUT_DIR", "SEED"):  # the benchmark sets them per run
