@@ -85,8 +85,11 @@ def parse_args(argv=None):
     p.add_argument("--pools", nargs="+", default=list(POOLS), choices=list(POOLS),
                    help="pool variants, in the order they run (default: same shifted)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
-    p.add_argument("--no-plateau", action="store_true",
-                   help="skip the warm-up x2 run (the plateau check)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per run (default: the CPU cores / --jobs)")
+    p.add_argument("--plateau-seeds", type=int, nargs="*", default=None, metavar="SEED",
+                   help="the seeds whose warm-up also runs twice as long (the plateau check; "
+                        "default: every seed; none when given empty)")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="extra config overrides for every run (use another --work-dir: "
                         "finished runs are reused)")
@@ -96,6 +99,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if len(args.opts) % 2:
         p.error(f"--opts takes KEY VALUE pairs; got an odd number: {args.opts}")
+    if args.plateau_seeds is None:
+        args.plateau_seeds = list(args.seeds)
+    elif not set(args.plateau_seeds) <= set(args.seeds):
+        p.error(f"--plateau-seeds {args.plateau_seeds} must be among --seeds {args.seeds}")
     return args
 
 
@@ -341,23 +348,24 @@ def main(argv=None):
     os.environ["DETECTRON2_DATASETS"] = args.root
     generate_headroom_datasets(args.root)
     work_dir = os.path.abspath(args.work_dir)
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as executor:
         # base runs first (the long ones), branches as soon as their base ends; the
         # plateau runs (supervised, longest) after the seeds' base runs
         seeds = [executor.submit(run_seed, s, args.pools, work_dir, threads, args.opts,
                                  executor) for s in args.seeds]
-        plateaus = [] if args.no_plateau else [
-            executor.submit(plateau_run, s, work_dir, threads, args.opts) for s in args.seeds]
+        plateaus = [executor.submit(plateau_run, s, work_dir, threads, args.opts)
+                    for s in args.plateau_seeds]
         branches = [f for s in seeds for f in s.result()]
         for f in branches + plateaus:
             f.result()
-    per_seed = [measure_seed(s, args.pools, work_dir, not args.no_plateau, args.opts)
+    per_seed = [measure_seed(s, args.pools, work_dir, s in args.plateau_seeds, args.opts)
                 for s in args.seeds]
     cfg = load_config(os.path.join(ROOT, CONFIG), list(args.opts))
     result = {
         "benchmark": "headroom", "commit": commit(), "seeds": args.seeds, "pools": args.pools,
+        "plateau_seeds": args.plateau_seeds,
         "config": CONFIG, "overrides": args.opts,
         "warmup_iterations": int(cfg.IMAGE_SCORE.START_ITER),
         "continuation_iterations": int(cfg.SOLVER.MAX_ITER - cfg.IMAGE_SCORE.START_ITER),

@@ -242,9 +242,13 @@ def test_bench_headroom_arguments():
     bh = _bench_headroom()
     args = bh.parse_args([])
     assert args.seeds == [0, 1, 2] and args.pools == ["same", "shifted"] and args.jobs == 2
+    assert args.plateau_seeds == [0, 1, 2]  # every seed's warm-up is checked by default
     args = bh.parse_args(["--seeds", "4", "--pools", "shifted", "--opts", "SOLVER.BASE_LR", "0.1"])
     assert args.seeds == [4] and args.pools == ["shifted"] and args.opts == ["SOLVER.BASE_LR", "0.1"]
-    for bad in (["--pools", "other"], ["--opts", "SOLVER.BASE_LR"]):
+    assert bh.parse_args(["--seeds", "1", "2", "--plateau-seeds"]).plateau_seeds == []
+    assert bh.parse_args(["--seeds", "1", "2", "--plateau-seeds", "2"]).plateau_seeds == [2]
+    for bad in (["--pools", "other"], ["--opts", "SOLVER.BASE_LR"],
+                ["--seeds", "1", "--plateau-seeds", "0"]):
         with pytest.raises(SystemExit) as e:
             bh.parse_args(bad)
         assert e.value.code == 2
