@@ -18,7 +18,10 @@ headroom schedule (``configs/synthetic/*_V16tiny_headroom.yaml``), per seed:
    warm-up and one supervised continuation serve both);
 3. the plateau check: the warm-up stretched twice as long (``bench_plateau.py``'s
    ``overrides``, supervised only); the warm-up is at its plateau when that adds at most
-   ~2 AP50.
+   ~2 AP50. Then both oracle arms and their paired supervised copy continue from the end
+   of that longer warm-up too (``x2_same``: its final checkpoint is the round checkpoint;
+   ``--no-x2-arms`` skips them), which measures the room with a detector closer to its
+   plateau when the warm-up is not at it.
 
 Reported per pool variant, arm and seed: test AP50 at the end and the gain over the paired
 supervised continuation with its 95% paired bootstrap interval over the test images
@@ -65,6 +68,10 @@ ARMS = {
     "oracle_30": ("random's 30% of the pool with their true boxes (the selectors' image count)",
                   ["IMAGE_SCORE.TOP_FRACTION", "0.3"]),
 }
+# the same two arms continued from the warm-up x2 (the plateau check's run), same pool
+X2 = "x2_same"
+X2_WHAT = ("the same-distribution pool, both arms continued from the warm-up x2 (the plateau "
+           "check's final checkpoint), against their own paired supervised copy")
 BAR_GAIN = 10.0  # the issue's bar for the whole-pool oracle over supervised (AP50)
 _print_lock = threading.Lock()
 
@@ -90,6 +97,9 @@ def parse_args(argv=None):
     p.add_argument("--plateau-seeds", type=int, nargs="*", default=None, metavar="SEED",
                    help="the seeds whose warm-up also runs twice as long (the plateau check; "
                         "default: every seed; none when given empty)")
+    p.add_argument("--no-x2-arms", action="store_true",
+                   help="do not continue the oracle arms from the end of the warm-up x2 "
+                        "(they are run for every --plateau-seeds seed by default)")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="extra config overrides for every run (use another --work-dir: "
                         "finished runs are reused)")
@@ -161,13 +171,60 @@ def run_seed(seed, pools, work_dir, threads, extra, pool_executor):
     return futures
 
 
-def plateau_run(seed, work_dir, threads, extra):
-    """The warm-up x2 (supervised only) of ``seed``; returns its out_dir."""
+def plateau_run(seed, work_dir, threads, extra, x2_arms=True):
+    """The warm-up x2 (supervised only) of ``seed``, then (``x2_arms``) both oracle arms
+    continued from its end; returns its out_dir."""
     import bench_plateau
 
     out = os.path.join(work_dir, f"seed{seed}", "warmup_x2")
     bench_plateau.train(out, 2, seed, threads, list(extra), PLATEAU_CONFIG)
+    if x2_arms:
+        x2_run(seed, work_dir, threads, extra)
     return out
+
+
+def x2_overrides(extra=()):
+    """KEY VALUE pairs of the headroom schedule with its warm-up (START_ITER, its LR steps)
+    doubled as the plateau check doubles it, the continuation as long as before."""
+    from bench_plateau import warmup_schedule
+
+    from imagescore_det.engine import load_config
+
+    warmup, steps, _ = warmup_schedule(list(extra), PLATEAU_CONFIG)
+    cfg = load_config(os.path.join(ROOT, CONFIG), list(extra))
+    return ["IMAGE_SCORE.START_ITER", str(2 * warmup),
+            "SOLVER.MAX_ITER", str(2 * warmup + int(cfg.SOLVER.MAX_ITER) - warmup),
+            "SOLVER.STEPS", str(tuple(2 * s for s in steps))]
+
+
+def x2_run(seed, work_dir, threads, extra):
+    """Both oracle arms (and the paired supervised copy) continued from the end of the
+    seed's warm-up x2: its final checkpoint becomes the round checkpoint of a branch."""
+    import shutil
+
+    from imagescore_det.engine.paired import ROUND_CHECKPOINT, branch_from_round
+    from imagescore_det.engine.safe_load import LAST_CHECKPOINT
+    from imagescore_det.utils import atomic_write, atomic_write_text
+
+    source = os.path.join(work_dir, f"seed{seed}", "warmup_x2", "model_final.pth")
+    base = run_dir(work_dir, seed, X2, BASE_ARM)
+    if not os.path.exists(os.path.join(base, LAST_CHECKPOINT)):
+        os.makedirs(base, exist_ok=True)
+        with open(source, "rb") as f:
+            atomic_write(os.path.join(base, ROUND_CHECKPOINT + ".pth"),
+                         lambda out: shutil.copyfileobj(f, out))
+        atomic_write_text(os.path.join(base, LAST_CHECKPOINT), ROUND_CHECKPOINT + ".pth")
+    schedule = x2_overrides(extra)
+    train(base, CONFIG, arm_overrides(seed, BASE_POOL, BASE_ARM, base, [*schedule, *extra]),
+          True, threads)
+    for arm in ARMS:
+        if arm == BASE_ARM:
+            continue
+        out = run_dir(work_dir, seed, X2, arm)
+        if not os.path.exists(os.path.join(out, LAST_CHECKPOINT)):
+            branch_from_round(base, out)
+        train(out, CONFIG, arm_overrides(seed, BASE_POOL, arm, out, [*schedule, *extra]), True,
+              threads)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -193,13 +250,19 @@ def measure_seed(seed, pools, work_dir, with_plateau, extra=()):
                             2 * warmup))
         row["warmup_x2_ap50"] = points.get(2 * warmup)
         row["warmup_x2_curve"] = sorted(points.items())
+    x2_base = run_dir(work_dir, seed, X2, BASE_ARM)
+    if with_plateau and os.path.isfile(os.path.join(x2_base, "report.json")):
+        with open(os.path.join(x2_base, "report.json")) as f:
+            x2 = json.load(f)
+        row["x2_supervised_ap50"] = x2["paired_baseline"]["summary"]["AP50_supervised_only"]
+        pools = list(pools) + [X2]
     for pool in pools:
         row[pool] = {}
         for arm in ARMS:
             d = run_dir(work_dir, seed, pool, arm)
             with open(os.path.join(d, "report.json")) as f:
                 report = json.load(f)
-            v = versus(d, none_dir)
+            v = versus(d, os.path.join(x2_base, PAIRED_DIR) if pool == X2 else none_dir)
             row[pool][arm] = {"ap50": ap50_of(report["eval_after"]),
                               "pseudo_images": report["rounds"][0]["num_pseudo_images"],
                               "gain": v["AP50_difference"], "gain_ci95": v["AP50_ci95"],
@@ -226,10 +289,13 @@ def aggregate(per_seed, pools):
                [r["supervised_ap50"] - r["warmup_ap50"] for r in per_seed]),
            "warmup_x2_gain": stats([r["warmup_x2_ap50"] - r["warmup_ap50"] for r in per_seed
                                     if r.get("warmup_x2_ap50") is not None])}
+    if any(X2 in r for r in per_seed):
+        pools = list(pools) + [X2]
+        out["x2_supervised_ap50"] = stats([r.get("x2_supervised_ap50") for r in per_seed])
     for pool in pools:
         out[pool] = {}
         for arm in ARMS:
-            rows = [r[pool][arm] for r in per_seed]
+            rows = [r[pool][arm] for r in per_seed if pool in r]
             out[pool][arm] = {
                 "ap50": stats([x["ap50"] for x in rows]),
                 "gain": stats([x["gain"] for x in rows]),
@@ -255,9 +321,19 @@ def _ms(s, digits=1, signed=False):
             f"({s['min']:{sign}.{digits}f} to {s['max']:{sign}.{digits}f})")
 
 
+def shown_pools(result):
+    """The pool variants run, then the arms from the warm-up x2 where any seed has them."""
+    return list(result["pools"]) + ([X2] if X2 in result["mean_over_seeds"] else [])
+
+
+def _cell(r, pool, arm):
+    return f"{r[pool][arm]['ap50']:.2f}: {_ci(r[pool][arm])}" if pool in r else "-"
+
+
 def markdown(result):
     agg = result["mean_over_seeds"]
     seeds = result["seeds"]
+    pools = shown_pools(result)
     lines = [f"# bench_headroom: room for a selector to help ({len(seeds)} seed(s): "
              f"{', '.join(map(str, seeds))})", "",
              f"Command: `{result['command']}` at commit {result['commit']}  ",
@@ -273,31 +349,33 @@ def markdown(result):
              f"* warm-up x2 minus warm-up (plateau check, bar ~2): "
              f"{_ms(agg['warmup_x2_gain'], signed=True)}",
              f"* supervised continuation: {_ms(agg['supervised_ap50'])} "
-             f"(minus warm-up: {_ms(agg['supervised_gain_over_warmup'], signed=True)})", "",
+             f"(minus warm-up: {_ms(agg['supervised_gain_over_warmup'], signed=True)})"] + (
+                 [f"* supervised continuation from the warm-up x2: "
+                  f"{_ms(agg['x2_supervised_ap50'])}"] if X2 in agg else []) + ["",
              "| pool | arm | images added | AP50 | gain over supervised | seeds with interval "
              "above 0 |", "| --- | --- | --- | --- | --- | --- |"]
-    for pool in result["pools"]:
+    for pool in pools:
         for arm in ARMS:
             a = agg[pool][arm]
-            images = sorted({r[pool][arm]["pseudo_images"] for r in result["per_seed"]})
+            images = sorted({r[pool][arm]["pseudo_images"] for r in result["per_seed"]
+                             if pool in r})
             lines.append(f"| {pool} | {arm} | {'/'.join(map(str, images))} | {_ms(a['ap50'])} | "
                          f"{_ms(a['gain'], 1, True)} | {a['seeds_ci_above_0']}/{a['seeds']} |")
     lines += ["", "Bar (whole-pool oracle at least +10 AP50 over supervised, every seed's "
               "interval above 0): " + "; ".join(
                   f"{pool} pool {'met' if agg[pool]['bar_met'] else 'NOT met'}"
-                  for pool in result["pools"]) + ".", "",
+                  for pool in pools) + ".", "",
               "Per seed (gain [95% CI]):", "",
               "| seed | warm-up | warm-up x2 | supervised | " + " | ".join(
-                  f"{pool} {arm}" for pool in result["pools"] for arm in ARMS) + " |",
-              "| --- " * (4 + len(result["pools"]) * len(ARMS)) + "|"]
+                  f"{pool} {arm}" for pool in pools for arm in ARMS) + " |",
+              "| --- " * (4 + len(pools) * len(ARMS)) + "|"]
     for r in result["per_seed"]:
         x2 = r.get("warmup_x2_ap50")
         lines.append(f"| {r['seed']} | {r['warmup_ap50']:.2f} | "
                      f"{'-' if x2 is None else f'{x2:.2f}'} | {r['supervised_ap50']:.2f} | "
-                     + " | ".join(f"{r[pool][arm]['ap50']:.2f}: {_ci(r[pool][arm])}"
-                                  for pool in result["pools"] for arm in ARMS) + " |")
+                     + " | ".join(_cell(r, pool, arm) for pool in pools for arm in ARMS) + " |")
     lines += ["", "Arms:", ""] + [f"* `{k}`: {v[0]}" for k, v in ARMS.items()] + \
-        [f"* pool `{k}`: {POOLS[k][0]}" for k in result["pools"]]
+        [f"* pool `{k}`: {POOLS[k][0] if k in POOLS else X2_WHAT}" for k in pools]
     return "\n".join(lines) + "\n"
 
 
@@ -309,10 +387,11 @@ def plot(path, result):
 
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = []
-    for i, (pool, arm) in enumerate((p, a) for p in result["pools"] for a in ARMS):
-        rows = [r[pool][arm] for r in result["per_seed"]]
+    colors = {"same": "#9ecae1", "shifted": "#fdae6b", X2: "#a1d99b"}
+    for i, (pool, arm) in enumerate((p, a) for p in shown_pools(result) for a in ARMS):
+        rows = [r[pool][arm] for r in result["per_seed"] if pool in r]
         gains = [x["gain"] for x in rows]
-        ax.bar(i, np.mean(gains), color="#9ecae1" if pool == "same" else "#fdae6b")
+        ax.bar(i, np.mean(gains), color=colors[pool])
         for j, x in enumerate(rows):
             xo = i + (j - (len(rows) - 1) / 2) * 0.12
             ax.errorbar(xo, x["gain"], yerr=[[x["gain"] - x["gain_ci95"][0]],
@@ -355,8 +434,8 @@ def main(argv=None):
         # plateau runs (supervised, longest) after the seeds' base runs
         seeds = [executor.submit(run_seed, s, args.pools, work_dir, threads, args.opts,
                                  executor) for s in args.seeds]
-        plateaus = [executor.submit(plateau_run, s, work_dir, threads, args.opts)
-                    for s in args.plateau_seeds]
+        plateaus = [executor.submit(plateau_run, s, work_dir, threads, args.opts,
+                                    not args.no_x2_arms) for s in args.plateau_seeds]
         branches = [f for s in seeds for f in s.result()]
         for f in branches + plateaus:
             f.result()

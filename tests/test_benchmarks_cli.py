@@ -349,6 +349,37 @@ def test_bench_headroom_aggregates_a_known_input():
               "overrides": [], "machine": "m", "wall_seconds": 60,
               "mean_over_seeds": agg, "per_seed": rows}
     text = bh.markdown(result)
+    assert "x2_same" not in text  # no seed has the arms from the warm-up x2
     assert "| same | oracle_all | 460 | 75.0 ± 3.6 (72.0 to 79.0) | +12.0 ± 3.0 (+9.0 to " \
            "+15.0) | 3/3 |" in text
     assert "same pool met" in text and "at commit abc" in text
+    # arms from the warm-up x2 on one seed only: aggregated over that seed, "-" elsewhere
+    rows[0]["x2_same"] = {arm: dict(rows[0]["same"][arm], gain=2.0, gain_ci95=[-1.0, 5.0])
+                          for arm in bh.ARMS}
+    rows[0]["x2_supervised_ap50"] = 70.0
+    agg = bh.aggregate(rows, ["same"])
+    assert agg["x2_same"]["oracle_all"]["gain"]["n"] == 1 and not agg["x2_same"]["bar_met"]
+    assert agg["x2_supervised_ap50"]["mean"] == 70.0
+    text = bh.markdown(dict(result, mean_over_seeds=agg, per_seed=rows))
+    assert "x2_same pool NOT met" in text and "| x2_same | oracle_all | 460 |" in text
+    assert text.count("| - | - |") == 2  # seeds 1 and 2 have no x2 arms
+
+
+def test_bench_headroom_x2_arms_double_the_warmup_only(tmp_path):
+    """The arms continued from the warm-up x2 start where the plateau check's run ends
+    (START_ITER = its MAX_ITER, the same LR steps) and continue as long as the others."""
+    bh = _bench_headroom()
+    import bench_plateau
+
+    from imagescore_det.engine import load_config
+
+    base = load_config(os.path.join(REPO, bh.CONFIG), [])
+    x2_run = load_config(os.path.join(REPO, bh.PLATEAU_CONFIG), bench_plateau.overrides(
+        str(tmp_path / "x2"), 2, 0, [], bh.PLATEAU_CONFIG))
+    cfg = load_config(os.path.join(REPO, bh.CONFIG), bh.arm_overrides(
+        0, "same", "oracle_all", str(tmp_path / "a"), bh.x2_overrides()))
+    assert cfg.IMAGE_SCORE.START_ITER == x2_run.SOLVER.MAX_ITER == 2 * base.IMAGE_SCORE.START_ITER
+    assert list(cfg.SOLVER.STEPS) == list(x2_run.SOLVER.STEPS)
+    assert cfg.SOLVER.MAX_ITER - cfg.IMAGE_SCORE.START_ITER == \
+        base.SOLVER.MAX_ITER - base.IMAGE_SCORE.START_ITER
+    assert cfg.IMAGE_SCORE.PAIRED_BASELINE and cfg.IMAGE_SCORE.TOP_FRACTION == 1.0
