@@ -262,13 +262,27 @@ def measure_seed(seed, pools, work_dir, with_plateau, extra=()):
             d = run_dir(work_dir, seed, pool, arm)
             with open(os.path.join(d, "report.json")) as f:
                 report = json.load(f)
-            v = versus(d, os.path.join(x2_base, PAIRED_DIR) if pool == X2 else none_dir)
+            # versus(a, b): b minus a, with its paired bootstrap interval
+            v = versus(os.path.join(x2_base, PAIRED_DIR) if pool == X2 else none_dir, d)
+            sup = row["x2_supervised_ap50"] if pool == X2 else row["supervised_ap50"]
+            check_gain(ap50_of(report["eval_after"]) - sup, v["AP50_difference"], d)
             row[pool][arm] = {"ap50": ap50_of(report["eval_after"]),
                               "pseudo_images": report["rounds"][0]["num_pseudo_images"],
                               "gain": v["AP50_difference"], "gain_ci95": v["AP50_ci95"],
                               "p_value": v["p_value"], "test_images": v["test_images"],
                               "dir": os.path.relpath(d, ROOT)}
     return row
+
+
+def check_gain(evaluated, bootstrapped, run, tolerance=1.0):
+    """The paired bootstrap's AP50 difference (from the saved detections) must agree with the
+    evaluators' AP50s (arm minus supervised): a swapped order or a wrong baseline folder
+    shows here."""
+    if abs(evaluated - bootstrapped) > tolerance:
+        raise RuntimeError(
+            f"{run}: the bootstrap's AP50 difference {bootstrapped:+.2f} disagrees with the "
+            f"evaluated arm minus supervised {evaluated:+.2f}; the detections compared are not "
+            "this arm's and its paired supervised copy's. Delete the run folder and rerun.")
 
 
 def stats(values):

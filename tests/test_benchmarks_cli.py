@@ -383,3 +383,13 @@ def test_bench_headroom_x2_arms_double_the_warmup_only(tmp_path):
     assert cfg.SOLVER.MAX_ITER - cfg.IMAGE_SCORE.START_ITER == \
         base.SOLVER.MAX_ITER - base.IMAGE_SCORE.START_ITER
     assert cfg.IMAGE_SCORE.PAIRED_BASELINE and cfg.IMAGE_SCORE.TOP_FRACTION == 1.0
+
+
+def test_bench_headroom_refuses_a_gain_of_the_wrong_sign():
+    """The gain is the arm minus its paired supervised copy: a bootstrap of the swapped pair
+    (supervised minus arm) or of another baseline is refused, an agreeing one passes."""
+    bh = _bench_headroom()
+    bh.check_gain(73.57 - 56.85, 16.73, "run")
+    bh.check_gain(0.2, -0.3, "run")
+    with pytest.raises(RuntimeError, match="disagrees"):
+        bh.check_gain(73.57 - 56.85, -16.73, "run")
