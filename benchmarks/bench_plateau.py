@@ -2,7 +2,7 @@
 """Is the quickstart's warm-up at its plateau when the round selects? Measured.
 
 The paper selects with a detector trained to convergence on the labeled set. This trains the
-quickstart's warm-up (``configs/synthetic/imagescore_V16tiny_quick.yaml`` up to
+quickstart's warm-up (``configs/synthetic/imagescore_V16tiny_quick.yaml``, or ``--config``, up to
 ``IMAGE_SCORE.START_ITER``, its LR steps included, no pseudo-labels) and the same schedule
 stretched to twice as long (every iteration key x2), per seed, evaluating test AP50 along
 the way. The warm-up is at its plateau when doubling it gains little: the issue's bar is
@@ -12,8 +12,11 @@ AP50 within ~2 points.
     .venv/bin/python benchmarks/bench_plateau.py --seeds 0 --scales 1 2 4
     .venv/bin/python benchmarks/bench_plateau.py --seeds 0 --opts MODEL.VGG.NORM BN \
         --work-dir output/bench_plateau_bn --output /tmp/plateau_bn.json
+    .venv/bin/python benchmarks/bench_plateau.py --config \
+        configs/synthetic/imagescore_V16tiny_headroom.yaml --work-dir output/plateau_headroom
 
-``--root`` is the datasets root holding ``synthetic_voc/`` (generated if absent). Writes
+``--root`` is the datasets root holding ``synthetic_voc/`` and the headroom protocol's
+``synthetic_headroom*/`` (generated if absent). Writes
 ``--output`` (JSON) and, beside it, the learning curves (``.png``) and ``.md``. Finished
 runs are reused, so an interrupted benchmark resumes; ``--jobs`` runs at a time.
 """
@@ -34,21 +37,22 @@ from _bench_cli import recorded_path, save_figure, write_results  # noqa: E402 (
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 
 
-def warmup_schedule(extra=()):
-    """(warm-up iterations, LR steps inside it, LR warm-up) of the quickstart config with
-    the ``extra`` KEY VALUE overrides."""
+def warmup_schedule(extra=(), config=CONFIG):
+    """(warm-up iterations, LR steps inside it, LR warm-up) of ``config`` (default the
+    quickstart's) with the ``extra`` KEY VALUE overrides."""
     from imagescore_det.engine import load_config
 
-    cfg = load_config(os.path.join(ROOT, CONFIG), list(extra))
+    cfg = load_config(os.path.join(ROOT, config), list(extra))
     warmup = int(cfg.IMAGE_SCORE.START_ITER)
     steps = [int(s) for s in cfg.SOLVER.STEPS if s < warmup]
     return warmup, steps, int(cfg.SOLVER.WARMUP_ITERS)
 
 
-def overrides(out_dir, scale, seed, extra=()):
-    """train_net.py KEY VALUE pairs of the warm-up stretched ``scale`` times, supervised
-    only, after the ``extra`` ones (``--opts``: another model or data setting to measure)."""
-    warmup, steps, lr_warmup = warmup_schedule(extra)
+def overrides(out_dir, scale, seed, extra=(), config=CONFIG):
+    """train_net.py KEY VALUE pairs of ``config``'s warm-up stretched ``scale`` times,
+    supervised only, after the ``extra`` ones (``--opts``: another model or data setting to
+    measure)."""
+    warmup, steps, lr_warmup = warmup_schedule(extra, config)
     return list(extra) + [
         "IMAGE_SCORE.ENABLED", "False", "IMAGE_SCORE.PAIRED_BASELINE", "False",
         "SEED", str(seed),
@@ -59,14 +63,14 @@ def overrides(out_dir, scale, seed, extra=()):
         "SOLVER.CHECKPOINT_PERIOD", str(max(1, warmup // 6)), "OUTPUT_DIR", out_dir]
 
 
-def train(out_dir, scale, seed, threads, extra=()):
-    warmup, _, _ = warmup_schedule(extra)
+def train(out_dir, scale, seed, threads, extra=(), config=CONFIG):
+    warmup, _, _ = warmup_schedule(extra, config)
     metrics = os.path.join(out_dir, "metrics.json")
     final = os.path.join(out_dir, "model_final.pth")
     if not os.path.isfile(final):
         resume = os.path.isfile(os.path.join(out_dir, "last_checkpoint"))
-        cmd = [sys.executable, "tools/train_net.py", "--config-file", CONFIG] + (
-            ["--resume"] if resume else []) + overrides(out_dir, scale, seed, extra)
+        cmd = [sys.executable, "tools/train_net.py", "--config-file", config] + (
+            ["--resume"] if resume else []) + overrides(out_dir, scale, seed, extra, config)
         os.makedirs(os.path.dirname(out_dir), exist_ok=True)
         print(f"[{os.path.relpath(out_dir, ROOT)}] {' '.join(cmd[1:])}", flush=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -116,6 +120,11 @@ def main(argv=None):
     p.add_argument("--scales", type=int, nargs="+", default=[1, 2],
                    help="schedule lengths, in warm-ups (default 1 2)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--config", default=CONFIG,
+                   help="the config whose warm-up (up to IMAGE_SCORE.START_ITER) is measured, "
+                        "relative to the repository (default: the quickstart's; e.g. "
+                        "configs/synthetic/imagescore_V16tiny_headroom.yaml, whose datasets "
+                        "bench_headroom.py generates)")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="config overrides for every run, e.g. MODEL.VGG.NORM BN (use another "
                         "--work-dir: finished runs are reused)")
@@ -123,22 +132,23 @@ def main(argv=None):
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results",
                                                     "bench_plateau.json"))
     args = p.parse_args(argv)
-    from imagescore_det.data import generate_synthetic_voc
+    from imagescore_det.data import generate_headroom_datasets, generate_synthetic_voc
 
     os.environ["DETECTRON2_DATASETS"] = os.path.abspath(args.root)
     generate_synthetic_voc(os.path.join(os.environ["DETECTRON2_DATASETS"], "synthetic_voc"))
-    warmup, steps, _ = warmup_schedule(args.opts)
+    generate_headroom_datasets(os.environ["DETECTRON2_DATASETS"])
+    warmup, steps, _ = warmup_schedule(args.opts, args.config)
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     started = time.time()
     work = os.path.abspath(args.work_dir)
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         # longest first, so the two cores stay busy to the end
         jobs = {(s, m): pool.submit(train, os.path.join(work, f"seed{s}", f"x{m}"), m, s, threads,
-                                       args.opts)
+                                       args.opts, args.config)
                 for m in sorted(args.scales, reverse=True) for s in args.seeds}
         done = {key: f.result() for key, f in jobs.items()}
     per_seed, summary = aggregate(done, warmup, args.scales, args.seeds)
-    result = {"benchmark": "plateau", "config": CONFIG, "overrides": args.opts,
+    result = {"benchmark": "plateau", "config": args.config, "overrides": args.opts,
               "warmup_iterations": warmup,
               "lr_steps": steps, "seeds": args.seeds, "scales": args.scales,
               "root": recorded_path(os.environ["DETECTRON2_DATASETS"]),
@@ -187,7 +197,8 @@ def aggregate(done, warmup, scales, seeds):
 
 def markdown(result):
     lo = min(result["scales"])
-    lines = [f"# bench_plateau: is the quickstart's warm-up ({result['warmup_iterations']} "
+    lines = [f"# bench_plateau: is the warm-up of `{result.get('config', CONFIG)}` "
+             f"({result['warmup_iterations']} "
              f"iterations, LR steps {result['lr_steps']}) at its plateau?", "",
              f"Command: `{result['command']}`; machine: {result['machine']}; wall time "
              f"{result['wall_seconds'] / 60:.0f} min.", "",
@@ -204,7 +215,7 @@ def markdown(result):
         sec = "-" if sec is None else f"{sec:.3f}"
         lines.append(f"| x{m} | {s['iterations']} | {end} | {gain} | {sec} |")
     if result.get("overrides"):
-        lines += ["", "Overrides on top of the quickstart config: `"
+        lines += ["", "Overrides on top of the config: `"
                   + " ".join(result["overrides"]) + "`."]
     top = result["summary"][f"x{max(result['scales'])}"]
     if top["gain_mean"] is not None and len(result["scales"]) > 1:

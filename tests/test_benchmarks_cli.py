@@ -553,3 +553,167 @@ def test_bench_teacher_cost_phases_on_known_input():
         os.path.join("benchmarks", "results", "teacher_cost.json"))
     with pytest.raises(SystemExit):
         teacher.parse_args(["--cost", "1"])
+
+
+def _bench_headroom():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import bench_headroom
+
+    return bench_headroom
+
+
+def test_bench_headroom_arguments():
+    bh = _bench_headroom()
+    args = bh.parse_args([])
+    assert args.seeds == [0, 1, 2] and args.pools == ["same", "shifted"] and args.jobs == 2
+    assert args.plateau_seeds == [0, 1, 2]  # every seed's warm-up is checked by default
+    args = bh.parse_args(["--seeds", "4", "--pools", "shifted", "--opts", "SOLVER.BASE_LR", "0.1"])
+    assert args.seeds == [4] and args.pools == ["shifted"] and args.opts == ["SOLVER.BASE_LR", "0.1"]
+    assert bh.parse_args(["--seeds", "1", "2", "--plateau-seeds"]).plateau_seeds == []
+    assert bh.parse_args(["--seeds", "1", "2", "--plateau-seeds", "2"]).plateau_seeds == [2]
+    for bad in (["--pools", "other"], ["--opts", "SOLVER.BASE_LR"],
+                ["--seeds", "1", "--plateau-seeds", "0"]):
+        with pytest.raises(SystemExit) as e:
+            bh.parse_args(bad)
+        assert e.value.code == 2
+
+
+def test_bench_headroom_runs_load_and_branch_from_one_warmup(tmp_path):
+    """Every arm's overrides load on the headroom config; only the base run (same pool,
+    whole pool) keeps the paired supervised copy; the shifted arms change the pool only, so
+    they can branch from the same warm-up; the plateau run is that warm-up x2, supervised."""
+    bh = _bench_headroom()
+    import bench_plateau
+
+    from imagescore_det.engine import load_config
+
+    cfgs = {(pool, arm): load_config(os.path.join(REPO, bh.CONFIG), bh.arm_overrides(
+        7, pool, arm, str(tmp_path / pool / arm))) for pool in bh.POOLS for arm in bh.ARMS}
+    base = cfgs[("same", "oracle_all")]
+    assert base.IMAGE_SCORE.PAIRED_BASELINE and base.SEED == 7
+    assert base.IMAGE_SCORE.SELECTOR == "oracle" and base.IMAGE_SCORE.TOP_FRACTION == 1.0
+    assert list(base.IMAGE_SCORE.UNLABELED_DATASETS) == ["synthetic_headroom_unlabeled"]
+    assert cfgs[("same", "oracle_30")].IMAGE_SCORE.TOP_FRACTION == 0.3
+    for (pool, arm), cfg in cfgs.items():
+        assert cfg.IMAGE_SCORE.PAIRED_BASELINE == ((pool, arm) == ("same", "oracle_all"))
+        assert cfg.OUTPUT_DIR == str(tmp_path / pool / arm) and cfg.SEED == 7
+        assert cfg.DATASETS.TRAIN == base.DATASETS.TRAIN == ("synthetic_headroom_labeled",)
+        assert cfg.DATASETS.TEST == base.DATASETS.TEST
+        assert cfg.IMAGE_SCORE.START_ITER == base.IMAGE_SCORE.START_ITER
+        assert cfg.SOLVER.MAX_ITER == base.SOLVER.MAX_ITER
+        assert list(cfg.IMAGE_SCORE.UNLABELED_DATASETS) == [
+            f"synthetic_headroom{'_shifted' if pool == 'shifted' else ''}_unlabeled"]
+    warmup, steps, _ = bench_plateau.warmup_schedule([], bh.PLATEAU_CONFIG)
+    assert warmup == base.IMAGE_SCORE.START_ITER and steps == [s for s in base.SOLVER.STEPS
+                                                               if s < warmup]
+    x2 = load_config(os.path.join(REPO, bh.PLATEAU_CONFIG), bench_plateau.overrides(
+        str(tmp_path / "x2"), 2, 7, [], bh.PLATEAU_CONFIG))
+    assert not x2.IMAGE_SCORE.ENABLED and x2.SOLVER.MAX_ITER == 2 * warmup
+    assert list(x2.SOLVER.STEPS) == [2 * s for s in steps]
+    assert x2.DATASETS.TRAIN == base.DATASETS.TRAIN and x2.DATASETS.TEST == base.DATASETS.TEST
+
+
+def test_headroom_variants_share_labeled_and_test_images(tmp_path):
+    """The shifted arms reuse the same-pool warm-up: that holds only if the two variants'
+    labeled and test images (and boxes) are the same files, the pool alone differing."""
+    from imagescore_det.data import HEADROOM_DATASETS, generate_synthetic_voc
+
+    same, shifted = (dict(HEADROOM_DATASETS[n], num_labeled=3, num_unlabeled=5, num_test=2)
+                     for n in ("synthetic_headroom", "synthetic_headroom_shifted"))
+    assert same["shifted_fraction"] == 0.0 and shifted["shifted_fraction"] > 0
+    a = generate_synthetic_voc(tmp_path / "a", **same)["dirname"]
+    b = generate_synthetic_voc(tmp_path / "b", **shifted)["dirname"]
+
+    def files(root, split):
+        ids = open(os.path.join(root, "ImageSets", "Main", split + ".txt")).read().split()
+        return [(open(os.path.join(root, "Annotations", i + ".xml"), "rb").read(),
+                 open(os.path.join(root, "JPEGImages", i + ".jpg"), "rb").read()) for i in ids]
+
+    for split in ("labeled", "test"):
+        assert files(a, split) == files(b, split)
+    assert files(a, "unlabeled") != files(b, "unlabeled")
+
+
+def _headroom_seed(seed, warm, x2, sup, gains):
+    """A per-seed row: gains = {(pool, arm): (gain, lo, hi)}."""
+    row = {"seed": seed, "warmup_ap50": warm, "warmup_x2_ap50": x2, "supervised_ap50": sup}
+    for (pool, arm), (g, lo, hi) in gains.items():
+        row.setdefault(pool, {})[arm] = {"ap50": sup + g, "gain": g, "gain_ci95": [lo, hi],
+                                         "pseudo_images": 460 if arm == "oracle_all" else 138,
+                                         "p_value": 0.0}
+    return row
+
+
+def test_bench_headroom_aggregates_a_known_input():
+    bh = _bench_headroom()
+    rows = [_headroom_seed(0, 60.0, 61.0, 62.0, {("same", "oracle_all"): (12.0, 8.0, 16.0),
+                                                 ("same", "oracle_30"): (6.0, 2.0, 10.0)}),
+            _headroom_seed(1, 64.0, 67.0, 63.0, {("same", "oracle_all"): (9.0, 5.0, 13.0),
+                                                 ("same", "oracle_30"): (3.0, -1.0, 7.0)}),
+            _headroom_seed(2, 62.0, 62.0, 64.0, {("same", "oracle_all"): (15.0, 11.0, 19.0),
+                                                 ("same", "oracle_30"): (6.0, 1.0, 11.0)})]
+    agg = bh.aggregate(rows, ["same"])
+    whole, part = agg["same"]["oracle_all"], agg["same"]["oracle_30"]
+    assert whole["gain"] == {"mean": 12.0, "std": 3.0, "min": 9.0, "max": 15.0, "n": 3}
+    assert whole["ap50"]["mean"] == pytest.approx(63.0 + 12.0)
+    assert whole["seeds_ci_above_0"] == 3 and part["seeds_ci_above_0"] == 2
+    assert part["gain"]["mean"] == 5.0
+    assert agg["warmup_x2_gain"]["mean"] == pytest.approx(4.0 / 3) and \
+        agg["warmup_x2_gain"]["max"] == 3.0
+    assert agg["supervised_gain_over_warmup"]["mean"] == pytest.approx(1.0)
+    assert agg["same"]["bar_met"]  # mean 12 >= 10, every interval above 0
+    # one seed's interval reaching 0 fails the bar, whatever the mean
+    rows[1]["same"]["oracle_all"]["gain_ci95"] = [-0.5, 13.0]
+    assert not bh.aggregate(rows, ["same"])["same"]["bar_met"]
+    # a mean below 10 fails it too
+    rows[1]["same"]["oracle_all"].update(gain=1.0, gain_ci95=[0.5, 1.5])
+    assert not bh.aggregate(rows, ["same"])["same"]["bar_met"]
+    result = {"seeds": [0, 1, 2], "pools": ["same"], "command": "c", "commit": "abc",
+              "config": bh.CONFIG, "warmup_iterations": 600, "continuation_iterations": 300,
+              "overrides": [], "machine": "m", "wall_seconds": 60,
+              "mean_over_seeds": agg, "per_seed": rows}
+    text = bh.markdown(result)
+    assert "x2_same" not in text  # no seed has the arms from the warm-up x2
+    assert "| same | oracle_all | 460 | 75.0 ± 3.6 (72.0 to 79.0) | +12.0 ± 3.0 (+9.0 to " \
+           "+15.0) | 3/3 |" in text
+    assert "same pool met" in text and "at commit abc" in text
+    # arms from the warm-up x2 on one seed only: aggregated over that seed, "-" elsewhere
+    rows[0]["x2_same"] = {arm: dict(rows[0]["same"][arm], gain=2.0, gain_ci95=[-1.0, 5.0])
+                          for arm in bh.ARMS}
+    rows[0]["x2_supervised_ap50"] = 70.0
+    agg = bh.aggregate(rows, ["same"])
+    assert agg["x2_same"]["oracle_all"]["gain"]["n"] == 1 and not agg["x2_same"]["bar_met"]
+    assert agg["x2_supervised_ap50"]["mean"] == 70.0
+    text = bh.markdown(dict(result, mean_over_seeds=agg, per_seed=rows))
+    assert "x2_same pool NOT met" in text and "| x2_same | oracle_all | 460 |" in text
+    assert text.count("| - | - |") == 2  # seeds 1 and 2 have no x2 arms
+
+
+def test_bench_headroom_x2_arms_double_the_warmup_only(tmp_path):
+    """The arms continued from the warm-up x2 start where the plateau check's run ends
+    (START_ITER = its MAX_ITER, the same LR steps) and continue as long as the others."""
+    bh = _bench_headroom()
+    import bench_plateau
+
+    from imagescore_det.engine import load_config
+
+    base = load_config(os.path.join(REPO, bh.CONFIG), [])
+    x2_run = load_config(os.path.join(REPO, bh.PLATEAU_CONFIG), bench_plateau.overrides(
+        str(tmp_path / "x2"), 2, 0, [], bh.PLATEAU_CONFIG))
+    cfg = load_config(os.path.join(REPO, bh.CONFIG), bh.arm_overrides(
+        0, "same", "oracle_all", str(tmp_path / "a"), bh.x2_overrides()))
+    assert cfg.IMAGE_SCORE.START_ITER == x2_run.SOLVER.MAX_ITER == 2 * base.IMAGE_SCORE.START_ITER
+    assert list(cfg.SOLVER.STEPS) == list(x2_run.SOLVER.STEPS)
+    assert cfg.SOLVER.MAX_ITER - cfg.IMAGE_SCORE.START_ITER == \
+        base.SOLVER.MAX_ITER - base.IMAGE_SCORE.START_ITER
+    assert cfg.IMAGE_SCORE.PAIRED_BASELINE and cfg.IMAGE_SCORE.TOP_FRACTION == 1.0
+
+
+def test_bench_headroom_refuses_a_gain_of_the_wrong_sign():
+    """The gain is the arm minus its paired supervised copy: a bootstrap of the swapped pair
+    (supervised minus arm) or of another baseline is refused, an agreeing one passes."""
+    bh = _bench_headroom()
+    bh.check_gain(73.57 - 56.85, 16.73, "run")
+    bh.check_gain(0.2, -0.3, "run")
+    with pytest.raises(RuntimeError, match="disagrees"):
+        bh.check_gain(73.57 - 56.85, -16.73, "run")

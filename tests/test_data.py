@@ -335,6 +335,10 @@ def test_builtin_names_registered():
     for split in ("labeled", "unlabeled", "test"):
         md = MetadataCatalog.get(f"voc07real_{split}")
         assert len(md.thing_classes) == 20 and md.split == split and md.year == 2007
+    for dataset in D.HEADROOM_DATASETS:  # the headroom protocol's, in their own directories
+        md = MetadataCatalog.get(f"{dataset}_labeled")
+        assert md.dirname.endswith(os.path.join(os.sep + dataset, "VOC2007"))
+        assert md.thing_classes == list(D.SYNTHETIC_CLASSES) and md.split == "labeled"
     # same root again: no-op; another root: error
     D.register_all_imagescore_datasets()
     with pytest.raises(ValueError, match="already registered"):

@@ -707,6 +707,32 @@ CATALOGUE = (
         new="image_root, id_map=None, keep_scores=True)",
         tests=(f"{CUSTOM}::test_export_pseudo_labels_to_coco_and_back",),
     ),
+    Mutation(
+        id="headroom-bar-ignores-intervals",
+        description="bench_headroom's bar is met on the mean gain alone, an interval reaching 0 "
+                    "or not",
+        file="benchmarks/bench_headroom.py",
+        old="and whole[\"seeds_ci_above_0\"] == whole[\"seeds\"])",
+        new=")",
+        tests=("tests/test_benchmarks_cli.py::test_bench_headroom_aggregates_a_known_input",),
+    ),
+    Mutation(
+        id="headroom-gain-check-off",
+        description="bench_headroom accepts a bootstrap gain that disagrees with the evaluated "
+                    "AP50s (a swapped pair: supervised minus arm)",
+        file="benchmarks/bench_headroom.py",
+        old="    if abs(evaluated - bootstrapped) > tolerance:",
+        new="    if False:",
+        tests=("tests/test_benchmarks_cli.py::test_bench_headroom_refuses_a_gain_of_the_wrong_sign",),
+    ),
+    Mutation(
+        id="headroom-x2-continuation-doubled",
+        description="the arms from the warm-up x2 continue twice as long as the others",
+        file="benchmarks/bench_headroom.py",
+        old='"SOLVER.MAX_ITER", str(2 * warmup + int(cfg.SOLVER.MAX_ITER) - warmup),',
+        new='"SOLVER.MAX_ITER", str(2 * int(cfg.SOLVER.MAX_ITER)),',
+        tests=("tests/test_benchmarks_cli.py::test_bench_headroom_x2_arms_double_the_warmup_only",),
+    ),
 )
 
 

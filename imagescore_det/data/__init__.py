@@ -11,6 +11,11 @@ synthetic_voc_labeled       ``<root>/synthetic_voc/VOC2007``, split        SYNTH
 synthetic_voc_unlabeled     ``labeled`` / ``unlabeled`` / ``test`` /       CLASSES
 synthetic_voc_test          ``trainval``                                   (4 shapes)
 synthetic_voc_trainval
+synthetic_headroom_*        ``<root>/synthetic_headroom/VOC2007``: the     SYNTHETIC_
+                            headroom protocol's data (HEADROOM_DATASETS),  CLASSES
+                            pool from the labeled data's distribution
+synthetic_headroom_         ``<root>/synthetic_headroom_shifted/VOC2007``  SYNTHETIC_
+shifted_*                   the same labeled/test images, 40% shifted pool CLASSES
 voc07real_labeled           ``$IMAGESCORE_VOC07REAL`` if set, else          20 VOC
 voc07real_unlabeled         ``<root>/voc2007-real/VOC2007``; split          classes
 voc07real_test              ``labeled`` / ``unlabeled`` / ``test``
@@ -33,15 +38,39 @@ import os
 from .synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc, read_synthetic_meta
 
 __all__ = [
+    "HEADROOM_DATASETS",
     "SYNTHETIC_CLASSES",
     "generate_synthetic_voc",
     "read_synthetic_meta",
     "datasets_root",
+    "generate_headroom_datasets",
     "register_all_imagescore_datasets",
 ]
 
 SYNTHETIC_SPLITS = ("labeled", "unlabeled", "test", "trainval")
+# The headroom protocol's datasets (benchmarks/bench_headroom.py, configs/synthetic/
+# *_V16tiny_headroom.yaml): few labeled images and a pool 11.5x larger, where labels still
+# matter (the supervised detector gains ~24 AP50 with the pool labeled). Name -> the
+# generate_synthetic_voc arguments (directory <root>/<name>); registered as <name>_<split>.
+# The labeled and test images depend only on the seed and the split sizes, so both variants
+# share them: only the pool differs (same distribution, or 40% shifted domain).
+HEADROOM_DATASETS = {
+    "synthetic_headroom": dict(seed=0, num_labeled=40, num_unlabeled=460, num_test=200,
+                               shifted_fraction=0.0),
+    "synthetic_headroom_shifted": dict(seed=0, num_labeled=40, num_unlabeled=460, num_test=200,
+                                       shifted_fraction=0.4),
+}
 VOC07REAL_SPLITS = ("labeled", "unlabeled", "test")
+
+
+def generate_headroom_datasets(root=None):
+    """Generate the :data:`HEADROOM_DATASETS` under ``root`` (default: :func:`datasets_root`)
+    if absent (a no-op when they exist with these parameters). Returns their directories."""
+    root = datasets_root(root)
+    out = {}
+    for name, params in HEADROOM_DATASETS.items():
+        out[name] = generate_synthetic_voc(os.path.join(root, name), **params)["dirname"]
+    return out
 
 
 def datasets_root(root=None):
@@ -99,6 +128,15 @@ else:
             register_voc(name, synth_dir, split, 2007, SYNTHETIC_CLASSES,
                          missing_hint=synth_hint, replace=replace)
             names.append(name)
+        for dataset in HEADROOM_DATASETS:
+            d = os.path.join(root, dataset, "VOC2007")
+            hint = (f"Generate it with `python benchmarks/bench_headroom.py --root {root}` "
+                    "(it generates the headroom datasets first), or set DETECTRON2_DATASETS "
+                    f"to the directory that contains {dataset}/ (currently {root!r}).")
+            for split in SYNTHETIC_SPLITS:
+                register_voc(f"{dataset}_{split}", d, split, 2007, SYNTHETIC_CLASSES,
+                             missing_hint=hint, replace=replace)
+                names.append(f"{dataset}_{split}")
         real_dir = voc07real_dirname(root)
         real_hint = (
             "Set IMAGESCORE_VOC07REAL to the real data's VOC2007 directory (on the project's "
