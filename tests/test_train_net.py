@@ -129,6 +129,28 @@ def test_eval_only_refuses_weights_that_do_not_cover_the_model(trained):
     assert "copypaste:" not in output  # nothing was evaluated
 
 
+def test_eval_only_checks_the_test_set_as_the_evaluator_reads_it(trained, tmp_path):
+    """Issue 19.4 for --eval-only: a test annotation Detectron2's VOC evaluator cannot read
+    (no <pose>) stops before the model is built, naming the file and the fix; without the
+    check the evaluation itself would crash on it (parse_rec's KeyError-style failure)."""
+    root = tmp_path / "datasets"
+    shutil.copytree(trained["root"] / "synthetic_voc", root / "synthetic_voc")
+    voc = root / "synthetic_voc" / "VOC2007"
+    first = (voc / "ImageSets" / "Main" / "test.txt").read_text().split()[0]
+    xml = voc / "Annotations" / f"{first}.xml"
+    text = xml.read_text()
+    assert "<pose>" in text
+    xml.write_text(re.sub(r"\s*<pose>[^<]*</pose>", "", text, count=1))
+    r = run_train_net(root, opts_for(tmp_path / "eval_out", "MODEL.WEIGHTS",
+                                     str(trained["out"] / "model_final.pth")),
+                      flags=["--eval-only"])
+    output = r.stdout + r.stderr
+    assert r.returncode == 1, output[-3000:]
+    assert f"{first}.xml" in output and "evaluator_cannot_read" in output, output[-3000:]
+    assert "<pose>" in output
+    assert "copypaste:" not in output  # nothing was evaluated
+
+
 def test_resume_continues(trained):
     out3 = trained["root"] / "resume_out"
     shutil.copytree(trained["out"], out3)

@@ -733,6 +733,16 @@ CATALOGUE = (
         new='"SOLVER.MAX_ITER", str(2 * int(cfg.SOLVER.MAX_ITER)),',
         tests=("tests/test_benchmarks_cli.py::test_bench_headroom_x2_arms_double_the_warmup_only",),
     ),
+    Mutation(
+        id="eval-only-test-set-unchecked",
+        description="(issue 19.4) --eval-only evaluates without the test-set check: an "
+                    "annotation the VOC evaluator cannot read crashes the evaluation",
+        file="tools/train_net.py",
+        old='        trainer_cls.check_data(cfg, ("test",))',
+        new="        pass",
+        tests=("tests/test_train_net.py::"
+               "test_eval_only_checks_the_test_set_as_the_evaluator_reads_it",),
+    ),
 )
 
 

@@ -49,6 +49,8 @@ def main(args):
         from imagescore_det.teacher.trainer import TeacherTrainer, TeacherWeightsCheckpointer
         trainer_cls, checkpointer_cls = TeacherTrainer, TeacherWeightsCheckpointer
     if args.eval_only:  # a teacher-student checkpoint: its teacher is evaluated
+        # the test sets as the evaluator reads them, before the model is built and loaded
+        trainer_cls.check_data(cfg, ("test",))
         model = trainer_cls.build_model(cfg)
         # evaluation is strict: weights that miss part of the model stop, naming the keys
         checkpointer_cls(model, save_dir=cfg.OUTPUT_DIR, strict=True,
