@@ -282,15 +282,15 @@ def shifted_shares(round_entry):
     """The shifted domain's share of the images trained on and of the pool, from a round's
     ``domains`` (``{}`` without domains). A domain's ``selected`` counts the images trained
     on (selected or back-filled, with at least MIN_BOXES_PER_IMAGE pseudo-boxes), which is
-    not ``num_selected`` when back-fill is off or runs out: the share divides by their sum."""
+    not ``num_selected`` when back-fill is off or runs out: the share divides by their sum.
+    A pool with no shifted image (the headroom protocol's same-distribution pool) has 0."""
     doms = round_entry.get("domains")
     if not doms:
         return {}
     trained = sum(d["selected"] for d in doms.values())
-    return {"shifted_share_of_selection": doms["shifted"]["selected"] / trained if trained
-            else None,
-            "shifted_share_of_pool": doms["shifted"]["pool"] / sum(d["pool"] for d in
-                                                                   doms.values())}
+    shifted = doms.get("shifted", {"selected": 0, "pool": 0})
+    return {"shifted_share_of_selection": shifted["selected"] / trained if trained else None,
+            "shifted_share_of_pool": shifted["pool"] / sum(d["pool"] for d in doms.values())}
 
 
 def versus(a_dir, b_dir):

@@ -291,6 +291,10 @@ def test_bench_quality_shifted_share_divides_by_the_images_trained_on():
     assert quality.shifted_shares(entry) == {"shifted_share_of_selection": 0.25,
                                              "shifted_share_of_pool": 4 / 12}
     assert quality.shifted_shares({"num_selected": 5}) == {}
+    # a pool of one domain (the headroom protocol's same-distribution pool): no shifted image
+    typical_only = {"num_selected": 3, "domains": {"typical": {"pool": 9, "selected": 3}}}
+    assert quality.shifted_shares(typical_only) == {"shifted_share_of_selection": 0.0,
+                                                    "shifted_share_of_pool": 0.0}
 
 
 # --------------------------------------------------------------------------- bench_quality
