@@ -20,7 +20,10 @@ The leading underscore keeps it out of ``tests/test_benchmarks_cli.py``'s glob o
 benchmark scripts.
 """
 import os
+import subprocess
 import sys
+import threading
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VOC_ROOT = os.path.join(os.path.dirname(REPO), "shared", "voc2007-real")
@@ -125,3 +128,31 @@ def save_figure(fig, path, dpi=110, **savefig_kwargs):
 
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, **savefig_kwargs))
     plt.close(fig)
+
+
+_print_lock = threading.Lock()
+
+
+def log(msg):
+    """Print one line at once (benchmarks run training processes from several threads)."""
+    with _print_lock:
+        print(msg, flush=True)
+
+
+def run_train_net(out_dir, config, opts, resume, threads):
+    """``tools/train_net.py --config-file <config> [--resume] <opts>`` in a subprocess with
+    ``threads`` OpenMP/MKL threads, its output appended to ``<out_dir>.log``; raises, naming
+    that log, when it fails (a rerun of the benchmark resumes the run)."""
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
+           os.path.join(REPO, config)] + (["--resume"] if resume else []) + list(opts)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    os.makedirs(os.path.dirname(out_dir.rstrip("/")) or ".", exist_ok=True)
+    name = os.path.relpath(out_dir, REPO)
+    started = time.time()
+    log(f"[{name}] started: {' '.join(cmd[1:])}")
+    with open(out_dir.rstrip("/") + ".log", "a") as f:
+        done = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {done.returncode}); see "
+                           f"{out_dir}.log. Rerun the benchmark to resume.")
+    log(f"[{name}] done in {time.time() - started:.0f} s")

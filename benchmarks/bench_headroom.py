@@ -43,14 +43,13 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from _bench_cli import save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
+from _bench_cli import log, run_train_net, save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
 
 CONFIG = os.path.join("configs", "synthetic", "oracle_V16tiny_headroom.yaml")
 PLATEAU_CONFIG = os.path.join("configs", "synthetic", "supervised_V16tiny_headroom.yaml")
@@ -73,12 +72,6 @@ X2 = "x2_same"
 X2_WHAT = ("the same-distribution pool, both arms continued from the warm-up x2 (the plateau "
            "check's final checkpoint), against their own paired supervised copy")
 BAR_GAIN = 10.0  # the bar for the whole-pool oracle over supervised (AP50)
-_print_lock = threading.Lock()
-
-
-def log(msg):
-    with _print_lock:
-        print(msg, flush=True)
 
 
 def parse_args(argv=None):
@@ -135,18 +128,7 @@ def train(out_dir, config, opts, resume, threads, done_file="report.json"):
     if os.path.isfile(os.path.join(out_dir, done_file)):
         log(f"[{os.path.relpath(out_dir, ROOT)}] finished before; reused")
         return
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
-           os.path.join(ROOT, config)] + (["--resume"] if resume else []) + list(opts)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    started = time.time()
-    log(f"[{os.path.relpath(out_dir, ROOT)}] started: {' '.join(cmd[1:])}")
-    with open(out_dir.rstrip("/") + ".log", "a") as f:
-        done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {done.returncode}); see "
-                           f"{out_dir}.log. Rerun the benchmark to resume.")
-    log(f"[{os.path.relpath(out_dir, ROOT)}] done in {time.time() - started:.0f} s")
+    run_train_net(out_dir, config, opts, resume, threads)
 
 
 def run_seed(seed, pools, work_dir, threads, extra, pool_executor):

@@ -56,16 +56,14 @@ Runs go ``--jobs`` at a time (default 2 on this 2-core machine, one thread each)
 import argparse
 import concurrent.futures
 import os
-import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from _bench_cli import recorded_path, save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
+from _bench_cli import log, recorded_path, run_train_net, save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
 
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 BASE = "image_score"
@@ -94,12 +92,6 @@ VARIANTS = {
     "oracle_all": ("the whole pool labeled with its ground truth (oracle, TOP_FRACTION 1.0)",
                    ["IMAGE_SCORE.SELECTOR", "oracle", "IMAGE_SCORE.TOP_FRACTION", "1.0"]),
 }
-_print_lock = threading.Lock()
-
-
-def log(msg):
-    with _print_lock:
-        print(msg, flush=True)
 
 
 def available(name):
@@ -142,19 +134,8 @@ def train(out_dir, opts, seed, resume, threads, extra, config=CONFIG):
     if os.path.isfile(report):
         log(f"[{os.path.relpath(out_dir)}] finished before; reused")
         return report
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
-           os.path.join(ROOT, config)] + (["--resume"] if resume else []) + [
-        "SEED", str(seed), "IMAGE_SCORE.ANALYZE_POOL", "True", "OUTPUT_DIR", out_dir,
-        *opts, *extra]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    started = time.time()
-    log(f"[{os.path.relpath(out_dir)}] started: {' '.join(cmd[1:])}")
-    with open(out_dir.rstrip("/") + ".log", "a") as f:
-        done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {done.returncode}); see "
-                           f"{out_dir}.log. Rerun the benchmark to resume.")
-    log(f"[{os.path.relpath(out_dir)}] done in {time.time() - started:.0f} s")
+    run_train_net(out_dir, config, ["SEED", str(seed), "IMAGE_SCORE.ANALYZE_POOL", "True",
+                                    "OUTPUT_DIR", out_dir, *opts, *extra], resume, threads)
     return report
 
 

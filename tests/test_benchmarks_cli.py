@@ -434,7 +434,7 @@ def test_bench_quality_measures_the_config_it_is_given(tmp_path, monkeypatch):
     class Done:
         returncode = 0
 
-    monkeypatch.setattr(bq.subprocess, "run", lambda cmd, **kw: seen.append(cmd) or Done())
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: seen.append(cmd) or Done())
     other = os.path.join("configs", "synthetic", "other.yaml")
     bq.train(str(tmp_path / "run"), ["K", "V"], 3, False, 1, ["X", "Y"], other)
     cmd = seen[0]
