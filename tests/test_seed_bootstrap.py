@@ -116,7 +116,6 @@ def test_brute_force_two_seeds_two_images():
         {"a": _evaluation(truth, [("x", 0.2, BOX), ("y", 0.8, BOX), ("x", 0.5, MISS)]),
          "b": _evaluation(truth, [("x", 0.2, MISS), ("y", 0.8, BOX), ("y", 0.9, OTHER)])},
     ]
-    ids = ["x", "y"]
     exact = []
     for seed_draw in itertools.product(range(2), repeat=2):
         for image_draw in itertools.product(range(2), repeat=2):

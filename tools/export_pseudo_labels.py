@@ -19,7 +19,6 @@ data: add ``(name, "coco", reviewed.json, image_root)`` to DATASETS.REGISTER and
 DATASETS.TRAIN (README "Your own data").
 """
 import argparse
-import json
 import os
 import re
 import sys
