@@ -721,3 +721,52 @@ def test_bench_headroom_refuses_a_gain_of_the_wrong_sign():
     bh.check_gain(0.2, -0.3, "run")
     with pytest.raises(RuntimeError, match="disagrees"):
         bh.check_gain(73.57 - 56.85, -16.73, "run")
+
+
+def test_bench_quality_other_pool_branches_every_variant_with_its_overrides(tmp_path,
+                                                                             monkeypatch):
+    """--pool NAME KEY VALUE: the base run trains as without it; every variant, the base's own
+    selector too, branches from its round checkpoint into seed<s>/pool_NAME/<variant> and
+    trains with the pool's overrides after the variant's; without --pool the base's selector
+    is not branched and no pool overrides appear."""
+    import concurrent.futures
+
+    import imagescore_det.engine.paired as paired
+
+    bq = _bench_quality()
+    trained, branched = [], []
+    monkeypatch.setattr(bq, "train", lambda out, opts, *a, **k: trained.append((out, opts)))
+    monkeypatch.setattr(paired, "branch_from_round", lambda src, dst: branched.append((src, dst)))
+    pool_opts = ["IMAGE_SCORE.UNLABELED_DATASETS", '("other_pool",)']
+    work = str(tmp_path)
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        for f in bq.run_seed(3, ["image_score", "random"], work, 1, [], ex,
+                             other_pool=("shifted", pool_opts)):
+            f.result()
+    base = os.path.join(work, "seed3", "image_score")
+    assert trained[0] == (base, ["IMAGE_SCORE.PAIRED_BASELINE", "True"])
+    assert branched == [(base, os.path.join(work, "seed3", "pool_shifted", v))
+                        for v in ("image_score", "random")]
+    assert trained[1:] == [
+        (os.path.join(work, "seed3", "pool_shifted", "image_score"),
+         pool_opts + ["IMAGE_SCORE.PAIRED_BASELINE", "False"]),
+        (os.path.join(work, "seed3", "pool_shifted", "random"),
+         ["IMAGE_SCORE.SELECTOR", "random"] + pool_opts + ["IMAGE_SCORE.PAIRED_BASELINE",
+                                                            "False"])]
+    trained.clear(), branched.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        for f in bq.run_seed(3, ["image_score", "random"], work, 1, [], ex):
+            f.result()
+    assert branched == [(base, os.path.join(work, "seed3", "random"))]
+    assert trained[1] == (os.path.join(work, "seed3", "random"),
+                          ["IMAGE_SCORE.SELECTOR", "random", "IMAGE_SCORE.PAIRED_BASELINE",
+                           "False"])
+    assert bq.variant_dir(work, 3, "oracle", "shifted") == os.path.join(
+        work, "seed3", "pool_shifted", "oracle")
+
+
+def test_bench_quality_pool_argument_needs_a_name_and_pairs():
+    bq = _bench_quality()
+    for bad in (["shifted", "KEY"], ["no-name", "K", "V"]):
+        with pytest.raises(SystemExit):
+            bq.main(["--pool", *bad, "--seeds", "0"])
