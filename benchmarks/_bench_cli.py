@@ -156,3 +156,36 @@ def run_train_net(out_dir, config, opts, resume, threads):
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {done.returncode}); see "
                            f"{out_dir}.log. Rerun the benchmark to resume.")
     log(f"[{name}] done in {time.time() - started:.0f} s")
+
+
+# --------------------------------------------------------------------------- --pool
+POOL_DIR_PREFIX = "pool_"
+
+
+def add_pool_argument(parser, example):
+    """``--pool NAME KEY VALUE ...``: the arms measured on another pool of ``--config``'s
+    protocol, every one branched from the base run's round checkpoint with these overrides
+    (the labeled and test images are the base run's, so its supervised copy serves)."""
+    parser.add_argument(
+        "--pool", nargs="+", default=None, metavar="NAME [KEY VALUE]",
+        help="measure on another pool of --config's protocol: every arm branches from the base "
+             "run's round checkpoint with these KEY VALUE overrides, into "
+             f"<work-dir>/seed<s>/{POOL_DIR_PREFIX}NAME/ (e.g. {example}); the supervised "
+             "copy stays the base run's")
+
+
+def parse_pool(parser, args):
+    """``(NAME, [KEY VALUE ...])`` of ``args.pool``, or None; a usage error (exit 2) naming
+    the flag when it is not a name followed by pairs."""
+    if not args.pool:
+        return None
+    if len(args.pool) % 2 == 0 or not args.pool[0].isidentifier():
+        parser.error(f"--pool {' '.join(args.pool)}: give a NAME (letters, digits, _) then "
+                     "KEY VALUE pairs")
+    return args.pool[0], args.pool[1:]
+
+
+def pool_run_dir(work_dir, seed, name, pool=None):
+    """``<work_dir>/seed<s>/[pool_<POOL>/]<name>``: where an arm's run of ``seed`` lives."""
+    return os.path.join(work_dir, f"seed{seed}", *([POOL_DIR_PREFIX + pool] if pool else []),
+                        name)

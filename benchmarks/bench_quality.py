@@ -70,7 +70,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from _bench_cli import log, recorded_path, run_train_net, save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
+from _bench_cli import (  # noqa: E402 (benchmarks/, beside this file)
+    add_pool_argument, log, parse_pool, pool_run_dir, recorded_path, run_train_net, save_figure,
+    write_results)
 
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 BASE = "image_score"
@@ -146,11 +148,7 @@ def train(out_dir, opts, seed, resume, threads, extra, config=CONFIG):
     return report
 
 
-def variant_dir(work_dir, seed, name, pool=None):
-    """Where a variant's run of ``seed`` lives: ``seed<s>/<name>``, or under ``pool_<NAME>``
-    for another pool (``--pool``), whose variants are all branches."""
-    parts = [work_dir, f"seed{seed}"] + ([f"pool_{pool}"] if pool else []) + [name]
-    return os.path.join(*parts)
+variant_dir = pool_run_dir  # seed<s>/<name>, or seed<s>/pool_<POOL>/<name> (all branches)
 
 
 def run_seed(seed, variants, work_dir, threads, extra, pool, config=CONFIG, other_pool=None):
@@ -562,16 +560,10 @@ def main(argv=None):
                         "dataset setting of --config's protocol")
     p.add_argument("--resamples", type=int, default=1000,
                    help="resamples of the bootstrap over seeds and test images (default 1000)")
-    p.add_argument("--pool", nargs="+", default=None, metavar="NAME [KEY VALUE]",
-                   help="measure on another pool of --config's protocol: every variant "
-                        "branches from the base run's round checkpoint with these KEY VALUE "
-                        "overrides (e.g. shifted IMAGE_SCORE.UNLABELED_DATASETS "
-                        "'(\"synthetic_headroom_shifted_unlabeled\",)'); none stays the base "
-                        "run's paired copy")
+    add_pool_argument(p, "shifted IMAGE_SCORE.UNLABELED_DATASETS "
+                         "'(\"synthetic_headroom_shifted_unlabeled\",)'")
     args = p.parse_args(argv)
-    if args.pool and (len(args.pool) % 2 == 0 or not args.pool[0].isidentifier()):
-        p.error(f"--pool {' '.join(args.pool)}: give a NAME (letters, digits, _) then KEY "
-                "VALUE pairs")
+    other_pool = parse_pool(p, args)
     if BASE not in args.variants:
         args.variants.insert(0, BASE)  # every branch starts from its round checkpoint
     from imagescore_det.data import generate_synthetic_voc
@@ -579,7 +571,6 @@ def main(argv=None):
     args.root = os.path.abspath(args.root)
     os.environ["DETECTRON2_DATASETS"] = args.root
     generate_synthetic_voc(os.path.join(args.root, "synthetic_voc"))
-    other_pool = (args.pool[0], args.pool[1:]) if args.pool else None
     check_protocol(args.config, args.opts + (args.pool[1:] if args.pool else []))
     skipped = {name: why for name in args.variants if (why := available(name))}
     for name, why in skipped.items():

@@ -52,7 +52,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench_cli import recorded_path, save_figure, write_results  # noqa: E402
+from _bench_cli import (  # noqa: E402
+    add_pool_argument, parse_pool, pool_run_dir, recorded_path, save_figure, write_results)
 from bench_quality import _error_bar, log, share_text, train  # noqa: E402 (same runner)
 
 CONFIG = os.path.join("configs", "synthetic", "teacher_V16tiny_quick.yaml")
@@ -102,7 +103,10 @@ def parse_args(argv=None):
     p.add_argument("--cost", type=int, default=0, metavar="N",
                    help="measure only the cost: N supervised then N online iterations, timed "
                         "(default output benchmarks/results/teacher_cost.json)")
+    add_pool_argument(p, "shifted IMAGE_SCORE.UNLABELED_DATASETS "
+                         "'(\"synthetic_headroom_shifted_unlabeled\",)'; online none too")
     args = p.parse_args(argv)
+    args.other_pool = parse_pool(p, args)
     if args.cost and args.output == p.get_default("output"):
         args.output = os.path.join(ROOT, "benchmarks", "results", "teacher_cost.json")
     if args.cost < 0 or args.cost == 1:
@@ -118,15 +122,20 @@ def parse_args(argv=None):
 def arm_overrides(name, top_fraction):
     """The KEY VALUE overrides of a branch arm (on top of the config and --opts)."""
     extra = ["TEACHER.TOP_FRACTION", str(top_fraction)] if name in FILTERS else []
-    return ARMS[name][1] + extra + ["TEACHER.PAIRED_BASELINE", "False"]
+    own = ["TEACHER.SELECTOR", "none"] if ARMS[name][1] is None else ARMS[name][1]
+    return own + extra + ["TEACHER.PAIRED_BASELINE", "False"]
 
 
-def arm_dir(work_dir, seed, name):
+def arm_dir(work_dir, seed, name, pool=None):
+    """Where an arm's run of ``seed`` lives: ``supervised`` is the base run's paired copy,
+    ``none`` the base run itself, the others its branches; with another pool (``--pool``)
+    every arm but ``supervised`` is a branch under ``seed<s>/pool_<POOL>/``."""
     from imagescore_det.engine.paired import PAIRED_DIR
 
-    base = os.path.join(work_dir, f"seed{seed}", BASE)
-    return os.path.join(base, PAIRED_DIR) if name == SUPERVISED else (
-        base if name == BASE else os.path.join(work_dir, f"seed{seed}", name))
+    base = pool_run_dir(work_dir, seed, BASE)
+    if name == SUPERVISED:
+        return os.path.join(base, PAIRED_DIR)
+    return base if name == BASE and not pool else pool_run_dir(work_dir, seed, name, pool)
 
 
 # --------------------------------------------------------------------------- running
@@ -147,8 +156,10 @@ def check_protocol(config, opts):
     return cfg
 
 
-def run_seed(seed, arms, work_dir, threads, extra, pool, config, top_fraction):
-    """The base run of ``seed`` (arms none and supervised), then its branches (submitted)."""
+def run_seed(seed, arms, work_dir, threads, extra, pool, config, top_fraction, other_pool=None):
+    """The base run of ``seed`` (arms none and supervised), then its branches (submitted).
+    With ``other_pool`` (NAME, [KEY VALUE ...]) ``none`` is a branch too, and every branch
+    trains with those overrides."""
     from imagescore_det.engine.paired import branch_from_round
     from imagescore_det.engine.safe_load import LAST_CHECKPOINT
 
@@ -156,15 +167,16 @@ def run_seed(seed, arms, work_dir, threads, extra, pool, config, top_fraction):
     os.makedirs(os.path.dirname(base_dir), exist_ok=True)
     resume = os.path.isfile(os.path.join(base_dir, LAST_CHECKPOINT))
     train(base_dir, BASE_OVERRIDES, seed, resume, threads, extra, config)
+    pool_name, pool_opts = other_pool or (None, [])
     futures = []
     for name in arms:
-        if ARMS[name][1] is None:
+        if name == SUPERVISED or (name == NONE and not pool_name):
             continue
-        out = arm_dir(work_dir, seed, name)
+        out = arm_dir(work_dir, seed, name, pool_name)
         if not os.path.exists(os.path.join(out, LAST_CHECKPOINT)):
             branch_from_round(base_dir, out)
-        futures.append(pool.submit(train, out, arm_overrides(name, top_fraction), seed, True,
-                                   threads, extra, config))
+        futures.append(pool.submit(train, out, arm_overrides(name, top_fraction) + pool_opts,
+                                   seed, True, threads, extra, config))
     return futures
 
 
@@ -237,12 +249,12 @@ def cost(per_arm):
             "targets": {"online_over_supervised": 2.5, "image_score_over_none": 1.05}}
 
 
-def seed_bootstrap(work_dir, seeds, arms, resamples):
+def seed_bootstrap(work_dir, seeds, arms, resamples, pool=None):
     from imagescore_det.evaluation.bootstrap import seed_image_bootstrap
     from imagescore_det.evaluation.detections import find_detections, load_detections
 
-    runs = [{name: load_detections(find_detections(arm_dir(work_dir, s, name))) for name in arms}
-            for s in seeds]
+    runs = [{name: load_detections(find_detections(arm_dir(work_dir, s, name, pool)))
+             for name in arms} for s in seeds]
     return seed_image_bootstrap(runs, resamples=resamples)
 
 
@@ -388,7 +400,10 @@ def markdown(result):
     lines = [f"# bench_teacher: online teacher-student against its paired baselines "
              f"({len(seeds)} seed(s): {', '.join(map(str, seeds))})", "",
              f"Command: `{result['command']}`  ",
-             f"Config: `{result['config']}` (overrides: {' '.join(result['overrides']) or 'none'})"
+             f"Config: `{result['config']}` (overrides: {' '.join(result['overrides']) or 'none'}"
+             + (f"; pool `{result['pool']['name']}`: {' '.join(result['pool']['overrides'])}, "
+                "every arm but `supervised` branched from the base run's burn-in checkpoint"
+                if result.get("pool") else "") + ")"
              f"; machine: {result['machine']}; wall time {result['wall_seconds'] / 60:.0f} min.",
              "", f"Every arm from the same burn-in checkpoint for the same "
              f"{result['online_iterations']} iterations. Gain: the arm minus `supervised` in "
@@ -466,7 +481,8 @@ def main(argv=None):
 
     if not os.path.isdir(os.path.join(args.root, "synthetic_voc")):
         generate_synthetic_voc(os.path.join(args.root, "synthetic_voc"))
-    cfg = check_protocol(args.config, args.opts)
+    pool_name, pool_opts = args.other_pool or (None, [])
+    cfg = check_protocol(args.config, list(args.opts) + pool_opts)
     if args.cost:
         result = measure_cost(args)
         write_results(args.output, result, cost_plot, cost_markdown)
@@ -476,15 +492,18 @@ def main(argv=None):
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         seeds = [pool.submit(run_seed, s, args.arms, work_dir, threads, args.opts, pool,
-                             args.config, args.top_fraction) for s in args.seeds]
+                             args.config, args.top_fraction, args.other_pool)
+                 for s in args.seeds]
         for f in [f for s in seeds for f in s.result()]:
             f.result()
-    runs = {name: [measure(arm_dir(work_dir, s, name)) for s in args.seeds] for name in args.arms}
+    runs = {name: [measure(arm_dir(work_dir, s, name, pool_name)) for s in args.seeds]
+            for name in args.arms}
     import platform
 
     result = {
         "benchmark": "teacher", "seeds": args.seeds, "config": recorded_path(args.config),
         "overrides": args.opts, "root": recorded_path(args.root), "arms": args.arms,
+        "pool": {"name": pool_name, "overrides": pool_opts} if pool_name else None,
         "top_fraction": args.top_fraction,
         "online_iterations": cfg.SOLVER.MAX_ITER - cfg.TEACHER.BURN_IN_ITER,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
@@ -492,8 +511,8 @@ def main(argv=None):
         "wall_seconds": time.time() - started,
         "command": " ".join(["benchmarks/bench_teacher.py"] + args.argv),
         "arm_settings": {k: {"what": ARMS[k][0], "overrides": ARMS[k][1]} for k in args.arms},
-        "gains": summarize(seed_bootstrap(work_dir, args.seeds, args.arms, args.resamples),
-                           args.arms),
+        "gains": summarize(seed_bootstrap(work_dir, args.seeds, args.arms, args.resamples,
+                                          pool_name), args.arms),
         "cost": cost(runs),
         "pseudo_precision": "not measured: the online step does not compare the teacher's "
                             "boxes with the pool's truth",

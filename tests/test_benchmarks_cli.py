@@ -770,3 +770,42 @@ def test_bench_quality_pool_argument_needs_a_name_and_pairs():
     for bad in (["shifted", "KEY"], ["no-name", "K", "V"]):
         with pytest.raises(SystemExit):
             bq.main(["--pool", *bad, "--seeds", "0"])
+
+
+def test_bench_teacher_other_pool_branches_none_too(tmp_path, monkeypatch):
+    """bench_teacher --pool: the base run trains as without it; online none and the other arms
+    branch from its burn-in checkpoint into seed<s>/pool_NAME/ with the pool's overrides last;
+    supervised stays the base run's paired copy. Without --pool, none is the base run."""
+    import concurrent.futures
+
+    import imagescore_det.engine.paired as paired
+    from imagescore_det.engine.paired import PAIRED_DIR
+
+    bt = _import("bench_teacher")
+    trained, branched = [], []
+    monkeypatch.setattr(bt, "train", lambda out, opts, *a, **k: trained.append((out, opts)))
+    monkeypatch.setattr(paired, "branch_from_round", lambda src, dst: branched.append((src, dst)))
+    pool_opts = ["IMAGE_SCORE.UNLABELED_DATASETS", '("other_pool",)']
+    work = str(tmp_path)
+    arms = ["supervised", "none", "random"]
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        for f in bt.run_seed(1, arms, work, 1, [], ex, "c.yaml", 0.5, ("shifted", pool_opts)):
+            f.result()
+    base = os.path.join(work, "seed1", "none")
+    other = os.path.join(work, "seed1", "pool_shifted")
+    assert trained[0] == (base, bt.BASE_OVERRIDES)
+    assert branched == [(base, os.path.join(other, "none")), (base, os.path.join(other, "random"))]
+    assert trained[1] == (os.path.join(other, "none"), ["TEACHER.SELECTOR", "none",
+                                                        "TEACHER.PAIRED_BASELINE", "False"]
+                          + pool_opts)
+    assert trained[2] == (os.path.join(other, "random"), [
+        "TEACHER.SELECTOR", "random", "TEACHER.TOP_FRACTION", "0.5", "TEACHER.PAIRED_BASELINE",
+        "False"] + pool_opts)
+    assert bt.arm_dir(work, 1, "supervised", "shifted") == os.path.join(base, PAIRED_DIR)
+    assert bt.arm_dir(work, 1, "none", "shifted") == os.path.join(other, "none")
+    assert bt.arm_dir(work, 1, "none") == base
+    trained.clear(), branched.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        for f in bt.run_seed(1, arms, work, 1, [], ex, "c.yaml", 0.5):
+            f.result()
+    assert branched == [(base, os.path.join(work, "seed1", "random"))]
