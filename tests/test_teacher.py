@@ -77,6 +77,7 @@ def test_keep_rate_scaling_keeps_the_time_constant_in_images(tiny_cfg):
     (["TEACHER.PAIRED_BASELINE", "True", "TEACHER.BURN_IN_ITER", "0"], "TEACHER.BURN_IN_ITER",
      "at least 1 iteration"),
     (["TEACHER.TARGETS", "gt"], "TEACHER.TARGETS", "or \"truth\""),
+    (["TEACHER.NUM_REFRESHES", "-1"], "TEACHER.NUM_REFRESHES", "N > 0 (at most N)"),
 ])
 def test_bad_teacher_config_is_refused_naming_key_and_fix(tiny_cfg, opts, key, fix):
     from imagescore_det.engine import ConfigError

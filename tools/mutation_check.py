@@ -568,6 +568,17 @@ CATALOGUE = (
         tests=(f"{TEACHER}::test_online_steps_log_pseudo_box_precision_only_with_truth",),
     ),
     Mutation(
+        id="teacher-refreshes-count-unscaled",
+        description="GPU scaling leaves TEACHER.NUM_REFRESHES as written (0): the rounded "
+                    "scaled REFRESH fits an extra ranking at the end (3 GPUs from 8: 27999 of "
+                    "28000)",
+        file="imagescore_det/engine/trainer.py",
+        old="teacher.NUM_REFRESHES = len(teacher_refreshes(cfg))",
+        new="teacher.NUM_REFRESHES = cfg.TEACHER.NUM_REFRESHES",
+        tests=("tests/test_paper_configs.py::test_teacher_refreshes_stay_at_their_fractions_on_"
+               "1_to_16_gpus",),
+    ),
+    Mutation(
         id="teacher-ddp-wrapped",
         description="the teacher is a copy of the DistributedDataParallel-wrapped student, not "
                     "of the bare model",

@@ -36,7 +36,7 @@ from detectron2.utils.events import get_event_storage
 from ..engine.checkpoint import CheckedCheckpointer, CheckpointMismatchError
 from ..engine.config_loading import ConfigError
 from ..engine.consistency import load_datasets, run_seed
-from ..engine.hook import preserved_rng
+from ..engine.hook import preserved_rng, teacher_refreshes
 from ..engine.paired import save_round_checkpoint
 from ..engine.ranking import select_top
 from ..engine.resume import ReplayHook, derived_seed
@@ -301,10 +301,7 @@ class TeacherTrainer(Trainer):
 
     # ------------------------------------------------------------------ the pool filter
     def refresh_iterations(self):
-        settings, burn_in = self.cfg.TEACHER, self.cfg.TEACHER.BURN_IN_ITER
-        if settings.REFRESH <= 0:
-            return [burn_in]
-        return list(range(burn_in, self.max_iter, settings.REFRESH))
+        return teacher_refreshes(self.cfg)
 
     def refresh_selection(self, iteration):
         """Rank the pool with the teacher (``TEACHER.SELECTOR``) and keep the top fraction."""
