@@ -19,11 +19,13 @@ Per arm: test AP50 and AP (mean over seeds, per seed), the gain over ``supervise
 95% interval over seeds and test images (``evaluation.bootstrap.seed_image_bootstrap``,
 ``seed_gain``), the share of the oracle's gain it recovers (``seed_share_of_gain``;
 undefined, with the reason, when the oracle's own gain is not above 0), each filter's gain
-over online ``none``, the teacher's pseudo-boxes per image over training, and the cost:
-seconds per iteration of the online phase (median of Detectron2's logged step times from the
-burn-in on) against the supervised copy's, and of ``image_score`` against ``none``, with the
-seconds the filter's rankings took. Pseudo-box precision over training is not measured (the
-online step does not compare the teacher's boxes with the pool's truth).
+over online ``none``, the teacher's pseudo-boxes per image over training, their precision
+and recall against the pool's truth over training (pooled over the online phase: sum TP /
+sum (TP + FP), and per quarter of it, from the running sums ``teacher/pseudo_{tp,fp,gt}_total``
+the online step logs when the pool has truth; none for ``supervised`` and ``oracle``), and the
+cost: seconds per iteration of the online phase (median of Detectron2's logged step times from
+the burn-in on) against the supervised copy's, and of ``image_score`` against ``none``, with
+the seconds the filter's rankings took.
 
     .venv/bin/python benchmarks/bench_teacher.py                    # 3 seeds, every arm
     .venv/bin/python benchmarks/bench_teacher.py --seeds 0 --arms none random oracle
@@ -196,6 +198,46 @@ def mean_logged(metrics_path, key):
     return float(np.mean(values)) if values else None
 
 
+PSEUDO_TOTALS = ("teacher/pseudo_tp_total", "teacher/pseudo_fp_total", "teacher/pseudo_gt_total")
+
+
+def pseudo_precision_over_training(metrics_path, burn_in, max_iter, parts=4):
+    """The teacher's pseudo-boxes against the pool's truth over the online phase, from the
+    running sums ``teacher/pseudo_{tp,fp,gt}_total`` of metrics.json (logged every 20 steps and
+    at the end): pooled (sum TP / sum (TP + FP), sum TP / sum true boxes) and per ``parts``
+    equal spans of ``[burn_in, max_iter)``. A span's bounds snap to the logged rows: it counts
+    the steps after the last row before its start up to its last row (``first_iteration`` /
+    ``last_iteration`` say which; None when no row falls in it). All None when nothing was
+    logged (no truth in the pool, the supervised copy, TARGETS truth)."""
+    rows = {}
+    with open(metrics_path) as f:
+        for row in map(json.loads, filter(str.strip, f)):
+            if all(k in row for k in PSEUDO_TOTALS):  # a resumed run's replayed rows: the same
+                rows[row["iteration"]] = tuple(int(row[k]) for k in PSEUDO_TOTALS)
+    if not rows:
+        return {"pseudo_precision": None, "pseudo_recall": None, "pseudo_counts": None,
+                "pseudo_precision_by_quarter": None}
+    logged = sorted(rows)
+
+    def before(iteration):  # the running sums after the steps < iteration: (last step, sums)
+        done = [i for i in logged if i < iteration]
+        return (done[-1], rows[done[-1]]) if done else (burn_in - 1, (0, 0, 0))
+
+    def span(start, end):
+        (first, a), (last, b) = before(start), before(end)
+        tp, fp, gt = (y - x for x, y in zip(a, b))
+        return {"first_iteration": first + 1 if last > first else None,
+                "last_iteration": last if last > first else None, "tp": tp, "fp": fp, "gt": gt,
+                "precision": tp / (tp + fp) if tp + fp else None,
+                "recall": tp / gt if gt else None}
+
+    bounds = [burn_in + int(round(k * (max_iter - burn_in) / parts)) for k in range(parts + 1)]
+    pooled = span(burn_in, max_iter)
+    return {"pseudo_precision": pooled["precision"], "pseudo_recall": pooled["recall"],
+            "pseudo_counts": {k: pooled[k] for k in ("tp", "fp", "gt")},
+            "pseudo_precision_by_quarter": [span(a, b) for a, b in zip(bounds, bounds[1:])]}
+
+
 def measure(run_dir):
     """One arm's numbers for one seed, from its report.json and metrics.json."""
     with open(os.path.join(run_dir, "report.json")) as f:
@@ -204,11 +246,13 @@ def measure(run_dir):
     teacher = report.get("teacher") or {}
     metrics = os.path.join(run_dir, "metrics.json")
     burn_in = teacher.get("burn_in_iter", 0)
+    max_iter = report["config"]["max_iter"]
     return {"ap50": bbox.get("AP50"), "ap": bbox.get("AP"),
             "seconds_per_iteration": step_seconds(metrics, burn_in),
             "pseudo_boxes_per_image": mean_logged(metrics, "teacher/pseudo_boxes_per_image"),
             "ranking_seconds": sum(r.get("seconds", 0.0) for r in teacher.get("refreshes", [])),
-            "online_iterations": report["config"]["max_iter"] - burn_in}
+            "online_iterations": max_iter - burn_in,
+            **pseudo_precision_over_training(metrics, burn_in, max_iter)}
 
 
 def summarize(boot, arms, confidence=0.95):
@@ -411,7 +455,8 @@ def markdown(result):
              f"({gains['bootstrap']['resamples']} resamples); share: (arm − supervised) / "
              "(oracle − supervised).", "",
              f"| arm | AP50 | AP | AP50 gain over supervised [{pct}] | p | share of oracle's "
-             "gain | s/iter | pseudo-boxes/image |", "|" + " --- |" * 8]
+             "gain | s/iter | pseudo-boxes/image | pseudo-box precision | precision by quarter "
+             "|", "|" + " --- |" * 10]
     for name in result["arms"]:
         rows = result["runs"][name]
         g = gains["over_supervised"].get(name)
@@ -421,7 +466,8 @@ def markdown(result):
         lines.append(f"| {name} | {_num(_mean(rows, 'ap50'))} | {_num(_mean(rows, 'ap'))} | "
                      f"{gain} | {share if g else '-'} | "
                      f"{_num(_mean(rows, 'seconds_per_iteration'), 3)} | "
-                     f"{_num(_mean(rows, 'pseudo_boxes_per_image'))} |")
+                     f"{_num(_mean(rows, 'pseudo_boxes_per_image'))} | "
+                     f"{_num(_mean(rows, 'pseudo_precision'), 3)} | {_quarters(rows)} |")
     if gains["over_none"]:
         lines += ["", f"Filters against online `none` (AP50, {pct}):", "",
                   "| filter | gain over none | interval | p |", "| --- | --- | --- | --- |"]
@@ -434,9 +480,23 @@ def markdown(result):
               f"(target ≤ {c['targets']['online_over_supervised']}); `image_score` / `none` = "
               f"{_ratio(c['image_score_over_none'])} (target ≤ "
               f"{c['targets']['image_score_over_none']}).", "",
-              "Pseudo-box precision over training: not measured.", "", "Arms:", ""]
+              "Pseudo-box precision: the teacher's boxes (score >= TEACHER.SCORE_THRESH) "
+              "against the pool's truth (IoU >= 0.5, same class, each true box once), sum TP / "
+              "sum (TP + FP) over the online phase and per quarter of it (first … last), mean "
+              "over seeds; `-` where nothing is measured (no pseudo-boxes: supervised, oracle).",
+              "", "Arms:", ""]
     lines += [f"* `{k}`: {ARMS[k][0]}" for k in result["arms"]]
     return "\n".join(lines) + "\n"
+
+
+def _quarters(rows):
+    """Per quarter of the online phase the mean over seeds of its precision, ' / '-joined."""
+    per_seed = [r["pseudo_precision_by_quarter"] for r in rows
+                if r.get("pseudo_precision_by_quarter")]
+    if not per_seed:
+        return "-"
+    return " / ".join(_num(_mean([q[k] for q in per_seed], "precision"), 3)
+                      for k in range(len(per_seed[0])))
 
 
 def _ratio(r):
@@ -514,8 +574,9 @@ def main(argv=None):
         "gains": summarize(seed_bootstrap(work_dir, args.seeds, args.arms, args.resamples,
                                           pool_name), args.arms),
         "cost": cost(runs),
-        "pseudo_precision": "not measured: the online step does not compare the teacher's "
-                            "boxes with the pool's truth",
+        "pseudo_precision": "per run: the teacher's boxes against the pool's truth, sum TP / "
+                            "sum (TP + FP) over the online phase (pseudo_precision) and per "
+                            "quarter of it (pseudo_precision_by_quarter)",
         "runs": runs,
     }
     write_results(args.output, result, plot, markdown)

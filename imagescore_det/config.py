@@ -272,6 +272,11 @@ def add_imagescore_config(cfg):
     _C.TEACHER.SELECTOR = "none"
     _C.TEACHER.TOP_FRACTION = 1.0
     _C.TEACHER.REFRESH = 0
+    # With REFRESH N > 0: at most this many rankings, the one at BURN_IN_ITER included (0 =
+    # every N iterations until MAX_ITER). `--num-gpus` scaling (Trainer.auto_scale_workers)
+    # sets it to the count of the config as written, so that rounding the scaled period
+    # cannot add a ranking at the end (as IMAGE_SCORE.NUM_ROUNDS does for the rounds).
+    _C.TEACHER.NUM_REFRESHES = 0
     # The fair baseline (issue 17 item 7): after training, a supervised-only copy continued
     # from the checkpoint at BURN_IN_ITER (OUTPUT_DIR/model_round1.pth) for the same
     # iterations, with the same labeled batches and seeds, training on the labeled images'

@@ -491,6 +491,50 @@ def test_bench_teacher_step_seconds_and_cost_on_known_input(tmp_path):
     assert teacher.cost({"none": per_arm["none"]})["online_over_supervised"] is None
 
 
+def test_bench_teacher_pseudo_precision_over_training_on_known_input(tmp_path):
+    """measure() from a hand-written report.json and metrics.json: 80 online steps after a
+    burn-in of 100, running sums logged every 20 steps (one row replayed by a resume): the
+    pooled precision and recall and each quarter's from the differences of the sums."""
+    teacher = _import("bench_teacher")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps({
+        "config": {"max_iter": 180}, "eval_after": {"bbox": {"AP50": 60.0, "AP": 30.0}},
+        "teacher": {"burn_in_iter": 100, "refreshes": []}}))
+    totals = {119: (2, 8, 20), 139: (6, 12, 40), 159: (15, 15, 60), 179: (24, 16, 80)}
+    rows = [{"iteration": 99, "time": 0.1}]
+    for it, (tp, fp, gt) in totals.items():
+        rows.append({"iteration": it, "time": 0.2, "teacher/pseudo_tp": 1,
+                     "teacher/pseudo_tp_total": tp, "teacher/pseudo_fp_total": fp,
+                     "teacher/pseudo_gt_total": gt})
+    rows.insert(3, dict(rows[2]))  # iteration 139 again (a resume replays it)
+    rows.append({"iteration": 179, "bbox/AP50": 60.0})
+    (run / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    m = teacher.measure(str(run))
+    assert m["pseudo_precision"] == pytest.approx(24 / 40)
+    assert m["pseudo_recall"] == pytest.approx(24 / 80)
+    assert m["pseudo_counts"] == {"tp": 24, "fp": 16, "gt": 80}
+    quarters = m["pseudo_precision_by_quarter"]
+    assert [q["precision"] for q in quarters] == pytest.approx([0.2, 0.5, 0.75, 0.9])
+    assert [q["recall"] for q in quarters] == pytest.approx([0.1, 0.2, 0.45, 0.45])
+    assert [(q["first_iteration"], q["last_iteration"]) for q in quarters] == [
+        (100, 119), (120, 139), (140, 159), (160, 179)]
+    assert teacher._quarters([m, m]) == "0.200 / 0.500 / 0.750 / 0.900"
+
+    # no row in the first quarter: it is empty (None), the second counts from the burn-in on
+    del rows[1]
+    (run / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    quarters = teacher.measure(str(run))["pseudo_precision_by_quarter"]
+    assert quarters[0] == {"first_iteration": None, "last_iteration": None, "tp": 0, "fp": 0,
+                           "gt": 0, "precision": None, "recall": None}
+    assert (quarters[1]["first_iteration"], quarters[1]["precision"]) == (100, 6 / 18)
+    # nothing logged (the supervised copy, the oracle): every field None
+    (run / "metrics.json").write_text(json.dumps({"iteration": 179, "time": 0.2}) + "\n")
+    m = teacher.measure(str(run))
+    assert m["pseudo_precision"] is None and m["pseudo_precision_by_quarter"] is None
+    assert teacher._quarters([m]) == "-"
+
+
 def test_bench_teacher_gains_on_known_input():
     """Hand-made bootstrap result: every resample equals the full-set mean, so the gains
     and shares are exact and their intervals collapse onto them."""

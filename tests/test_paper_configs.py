@@ -224,17 +224,19 @@ def test_differences_sees_a_changed_schedule():
 
 
 # ------------------------------------------- refreshed rounds under GPU scaling (issue 19.1)
-def _rounds_on_every_world_size(cfg, reference):
+def _rounds_on_every_world_size(cfg, reference, schedule=None):
     """{world size: round iterations} of ``cfg`` scaled to 1..16 processes, each checked to be
     the reference schedule's rounds at the same fractions (within the rounding of START_ITER
-    and of k periods: (k + 1) / 2 iterations for round k)."""
+    and of k periods: (k + 1) / 2 iterations for round k). ``schedule``: cfg -> iterations
+    (default the offline rounds, ``round_iterations``)."""
     from imagescore_det.engine.hook import round_iterations
 
-    expected = round_iterations(cfg)
+    schedule = schedule or round_iterations
+    expected = schedule(cfg)
     out = {}
     for world in range(1, 17):
         scaled = Trainer.auto_scale_workers(cfg, world)
-        rounds = round_iterations(scaled)
+        rounds = schedule(scaled)
         where = f"{world} processes: rounds {rounds} of {scaled.SOLVER.MAX_ITER}"
         assert len(rounds) == len(expected), where  # no round gained or lost
         factor = reference / world
@@ -273,6 +275,48 @@ def test_refresh_rounds_stay_at_their_fractions_synthetic(start, period, max_ite
     cfg.IMAGE_SCORE.ENABLED = True
     cfg.IMAGE_SCORE.START_ITER, cfg.IMAGE_SCORE.REFRESH_PERIOD = start, period
     rounds = _rounds_on_every_world_size(cfg, 4)  # periods >= 8: >= 2 iterations on 16
+    assert rounds[4] == list(range(start, max_iter, period))
+
+
+def _teacher_refreshes(cfg):
+    """The iterations at which the teacher ranks the pool (``TeacherTrainer.refresh_iterations``
+    of a trainer of ``cfg``)."""
+    import types
+
+    from imagescore_det.teacher.trainer import TeacherTrainer
+
+    return TeacherTrainer.refresh_iterations(types.SimpleNamespace(
+        cfg=cfg, max_iter=cfg.SOLVER.MAX_ITER))
+
+
+@pytest.mark.parametrize("path, expected", [
+    (os.path.join(PAPER_DIR, "faster_rcnn_V16_teacher.yaml"), {
+        8: [9000, 9500, 10000], 3: [24000, 25333, 26666], 7: [10286, 10857, 11428],
+        16: [4500, 4750, 5000]}),
+    (os.path.join(PAPER_DIR, "faster_rcnn_R_50_C4_teacher.yaml"), {
+        8: [12000, 12500, 13000, 13500], 3: [32000, 33333, 34666, 35999]})],
+    ids=["V16", "R_50_C4"])
+def test_teacher_refreshes_stay_at_their_fractions_on_1_to_16_gpus(path, expected):
+    """TEACHER.REFRESH 500 on the VOC teacher configs: the rounding of the scaled period alone
+    gave 3 GPUs an extra ranking at 27999 of 28000 (V16) and at 37332 of 37333 (R50-C4);
+    TEACHER.NUM_REFRESHES, set by the scaling to the count as written, keeps it."""
+    cfg = _load(path, ("TEACHER.REFRESH", "500"))
+    rounds = _rounds_on_every_world_size(cfg, REFERENCE_WORLD_SIZE, _teacher_refreshes)
+    for world, its in expected.items():
+        assert rounds[world] == its, world
+
+
+@pytest.mark.parametrize("start, period, max_iter", [
+    (600, 200, 1200), (36, 36, 144), (40, 12, 124), (90, 45, 180), (21, 13, 99)])
+def test_teacher_refreshes_stay_at_their_fractions_synthetic(start, period, max_iter):
+    from imagescore_det.engine import get_imagescore_cfg
+
+    cfg = get_imagescore_cfg()
+    cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH = 4, 8
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = max_iter, ()
+    cfg.TEACHER.ENABLED = True
+    cfg.TEACHER.BURN_IN_ITER, cfg.TEACHER.REFRESH = start, period
+    rounds = _rounds_on_every_world_size(cfg, 4, _teacher_refreshes)
     assert rounds[4] == list(range(start, max_iter, period))
 
 

@@ -77,6 +77,7 @@ def test_keep_rate_scaling_keeps_the_time_constant_in_images(tiny_cfg):
     (["TEACHER.PAIRED_BASELINE", "True", "TEACHER.BURN_IN_ITER", "0"], "TEACHER.BURN_IN_ITER",
      "at least 1 iteration"),
     (["TEACHER.TARGETS", "gt"], "TEACHER.TARGETS", "or \"truth\""),
+    (["TEACHER.NUM_REFRESHES", "-1"], "TEACHER.NUM_REFRESHES", "N > 0 (at most N)"),
 ])
 def test_bad_teacher_config_is_refused_naming_key_and_fix(tiny_cfg, opts, key, fix):
     from imagescore_det.engine import ConfigError
@@ -667,3 +668,105 @@ def test_an_unlabeled_batch_the_processes_cannot_share_is_refused(tiny_cfg, monk
         TeacherTrainer(cfg)
     monkeypatch.setattr(comm, "get_world_size", lambda: 1)
     TeacherTrainer(cfg)  # one process: fine
+
+
+# ------------------------------------------------------------------------------ pseudo-box precision
+def _boxes(rows, scores=None):
+    """Instances of (x0, y0, x1, y1, class) rows: a teacher's prediction with ``scores``, or
+    the truth (``gt_boxes`` / ``gt_classes``) without."""
+    out = Instances((100, 100))
+    boxes = Boxes(torch.tensor([r[:4] for r in rows], dtype=torch.float32).reshape(-1, 4))
+    classes = torch.tensor([r[4] for r in rows], dtype=torch.int64)
+    if scores is None:
+        out.gt_boxes, out.gt_classes = boxes, classes
+    else:
+        out.pred_boxes, out.pred_classes = boxes, classes
+        out.scores = torch.tensor(scores, dtype=torch.float32)
+    return out
+
+
+def test_pseudo_box_precision_and_recall_known_answer():
+    """Image 1: an exact box (TP), its duplicate (FP: the true box is taken), a box on a true
+    box of another class (FP), a box at IoU 100/160 (TP), one at IoU 0.4 (FP) and a correct box
+    below the threshold (not a pseudo-box); image 2: no pseudo-box, one true box; image 3: two
+    pseudo-boxes, no truth. Sums 2 TP, 5 FP, 4 true boxes: precision 2/7, recall 1/2."""
+    from imagescore_det.teacher.targets import pseudo_box_counts, pseudo_box_scalars
+
+    truth1 = _boxes([(0, 0, 10, 10, 0), (20, 20, 30, 30, 1), (40, 40, 50, 50, 0)])
+    pred1 = _boxes([(0, 0, 10, 10, 0), (1, 0, 10, 10, 0), (20, 20, 30, 30, 0),
+                    (40, 40, 50, 56, 0), (20, 20, 30, 30, 1), (20, 20, 30, 45, 1)],
+                   [0.9, 0.8, 0.95, 0.75, 0.5, 0.8])
+    truth2, pred2 = _boxes([(5, 5, 20, 20, 2)]), _boxes([(5, 5, 20, 20, 2)], [0.3])
+    truth3, pred3 = _boxes([]), _boxes([(0, 0, 9, 9, 1), (50, 50, 60, 60, 3)], [0.99, 0.7])
+    rows = pseudo_box_counts([pred1, pred2, pred3], [truth1, truth2, truth3], 0.7)
+    assert rows == [(2, 3, 3), (0, 0, 1), (0, 2, 0)]
+    totals = [10, 1, 7]  # the running sums before this step
+    scalars = pseudo_box_scalars(rows, totals)
+    assert scalars == {"teacher/pseudo_tp": 2, "teacher/pseudo_fp": 5, "teacher/pseudo_gt": 4,
+                       "teacher/pseudo_precision": 2 / 7, "teacher/pseudo_recall": 0.5,
+                       "teacher/pseudo_tp_total": 12, "teacher/pseudo_fp_total": 6,
+                       "teacher/pseudo_gt_total": 11}
+    assert totals == [12, 6, 11]
+    # a batch without pseudo-box: precision undefined, left out (no NaN); recall 0
+    only2 = pseudo_box_scalars(pseudo_box_counts([pred2], [truth2], 0.7), [0, 0, 0])
+    assert only2 == {"teacher/pseudo_tp": 0, "teacher/pseudo_fp": 0, "teacher/pseudo_gt": 1,
+                     "teacher/pseudo_recall": 0.0, "teacher/pseudo_tp_total": 0,
+                     "teacher/pseudo_fp_total": 0, "teacher/pseudo_gt_total": 1}
+    # a batch without truth: recall undefined, left out; precision 0
+    only3 = pseudo_box_scalars(pseudo_box_counts([pred3], [truth3], 0.7), [0, 0, 0])
+    assert only3["teacher/pseudo_precision"] == 0.0 and "teacher/pseudo_recall" not in only3
+    assert (only3["teacher/pseudo_tp"], only3["teacher/pseudo_fp"], only3["teacher/pseudo_gt"]) \
+        == (0, 2, 0)
+
+
+def test_online_steps_log_pseudo_box_precision_only_with_truth(tiny_cfg, tiny_voc, tmp_path,
+                                                              monkeypatch):
+    """A pool with truth: every online step logs the teacher's boxes against it (here a
+    teacher whose one box per image hits nothing: 0 TP, one FP per image, as many true boxes
+    as the images' annotations), the teacher never sees the truth, and the running sums reach
+    metrics.json; a pool without annotations and the supervised-only copy log nothing."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from imagescore_det.data import SYNTHETIC_CLASSES
+    import imagescore_det.teacher.trainer as module
+
+    truth = {d["file_name"]: len(d["annotations"])
+             for d in DatasetCatalog.get("tiny_voc_unlabeled")}
+    seen = []
+
+    def fake_inference(inputs, do_postprocess=True):
+        seen.append([dict(d) for d in inputs])
+        return [_boxes([(0, 0, 1, 1, 0)], [0.99]) for _ in inputs]
+
+    opts = [*TEACHER_OPTS, "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
+    trainer = module.TeacherTrainer(tiny_cfg(*opts, max_iter=4))
+    monkeypatch.setattr(trainer.teacher, "inference", fake_inference)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert len(seen) == 2  # iterations 2 and 3
+    assert all("instances" not in d and "annotations" not in d for batch in seen for d in batch)
+    gts = [sum(truth[d["file_name"]] for d in batch) for batch in seen]
+    history = trainer.storage.history
+    assert [v for v, _ in history("teacher/pseudo_tp").values()] == [0, 0]
+    assert [v for v, _ in history("teacher/pseudo_fp").values()] == [2, 2]
+    assert [v for v, _ in history("teacher/pseudo_gt").values()] == gts
+    assert [v for v, _ in history("teacher/pseudo_precision").values()] == [0.0, 0.0]
+    assert [v for v, _ in history("teacher/pseudo_recall").values()] == [0.0, 0.0]
+    assert trainer.state.pseudo_totals == [0, 4, sum(gts)]
+    with open(os.path.join(trainer.cfg.OUTPUT_DIR, "metrics.json")) as f:
+        last = [json.loads(line) for line in f if line.strip()][-1]
+    assert (last["teacher/pseudo_fp_total"], last["teacher/pseudo_gt_total"]) == (4, sum(gts))
+
+    if "tiny_voc_no_truth" not in DatasetCatalog.list():
+        DatasetCatalog.register("tiny_voc_no_truth", lambda: [
+            {k: v for k, v in d.items() if k != "annotations"}
+            for d in DatasetCatalog.get("tiny_voc_unlabeled")])
+        MetadataCatalog.get("tiny_voc_no_truth").set(thing_classes=list(SYNTHETIC_CLASSES))
+    for extra in (["IMAGE_SCORE.UNLABELED_DATASETS", "('tiny_voc_no_truth',)"],
+                  ["TEACHER.SUPERVISED_ONLY", "True"]):
+        trainer = module.TeacherTrainer(tiny_cfg(*opts, *extra, "OUTPUT_DIR",
+                                                 str(tmp_path / extra[0]), max_iter=3))
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        assert not any(k.startswith("teacher/pseudo_") and k != "teacher/pseudo_boxes_per_image"
+                       for k in trainer.storage.histories())

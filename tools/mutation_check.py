@@ -507,7 +507,7 @@ CATALOGUE = (
         id="teacher-ignores-threshold",
         description="the teacher's boxes become targets whatever TEACHER.SCORE_THRESH",
         file="imagescore_det/teacher/targets.py",
-        old="keep = pred.scores >= score_thresh",
+        old="return pred.scores >= score_thresh",
         new='keep = pred.scores >= -float("inf")',
         tests=(f"{TEACHER}::test_threshold_drops_boxes_below_it",
                f"{TEACHER}::test_no_box_above_threshold_gives_exactly_zero_loss"),
@@ -548,6 +548,35 @@ CATALOGUE = (
         new="              ]",
         tests=(f"{TEACHER}::test_no_box_above_threshold_gives_exactly_zero_loss",
                f"{TEACHER}::test_images_without_a_box_are_left_out_of_the_loss"),
+    ),
+    Mutation(
+        id="teacher-pseudo-precision-any-iou",
+        description="the online pseudo-box precision counts a teacher box of the right class "
+                    "as correct at any IoU with a true box (the IoU threshold ignored)",
+        file="imagescore_det/teacher/targets.py",
+        old="truth.gt_classes.cpu().numpy(), iou_thresh))",
+        new="truth.gt_classes.cpu().numpy(), 0.0))",
+        tests=(f"{TEACHER}::test_pseudo_box_precision_and_recall_known_answer",),
+    ),
+    Mutation(
+        id="teacher-sees-pool-truth",
+        description="the pool's truth (the weak views' instances, kept to measure the "
+                    "pseudo-box precision) is not stripped before the teacher and the student",
+        file="imagescore_det/teacher/trainer.py",
+        old='weak = [{k: v for k, v in d.items() if k != "instances"} for d in weak]',
+        new="weak = list(weak)",
+        tests=(f"{TEACHER}::test_online_steps_log_pseudo_box_precision_only_with_truth",),
+    ),
+    Mutation(
+        id="teacher-refreshes-count-unscaled",
+        description="GPU scaling leaves TEACHER.NUM_REFRESHES as written (0): the rounded "
+                    "scaled REFRESH fits an extra ranking at the end (3 GPUs from 8: 27999 of "
+                    "28000)",
+        file="imagescore_det/engine/trainer.py",
+        old="teacher.NUM_REFRESHES = len(teacher_refreshes(cfg))",
+        new="teacher.NUM_REFRESHES = cfg.TEACHER.NUM_REFRESHES",
+        tests=("tests/test_paper_configs.py::test_teacher_refreshes_stay_at_their_fractions_on_"
+               "1_to_16_gpus",),
     ),
     Mutation(
         id="teacher-ddp-wrapped",
@@ -611,8 +640,8 @@ CATALOGUE = (
         id="teacher-truth-targets-ignored",
         description="TEACHER.TARGETS truth (the oracle arm) still trains on the teacher's boxes",
         file="imagescore_det/teacher/trainer.py",
-        old='if settings.TARGETS == "truth":  # the upper bound',
-        new='if False:  # the upper bound',
+        old='if settings.TARGETS == "truth":',
+        new='if False:',
         tests=(f"{TEACHER}::test_truth_targets_are_the_pool_annotations_in_the_weak_view",),
     ),
     Mutation(

@@ -239,6 +239,10 @@ def check_teacher_config(cfg, where="the config"):
         raise ConfigError(f"TEACHER.REFRESH is {settings.REFRESH} in {where}; use 0 to rank the "
                           "pool once at the end of the burn-in, or N > 0 to rank it every N "
                           "iterations.")
+    if settings.NUM_REFRESHES < 0:
+        raise ConfigError(f"TEACHER.NUM_REFRESHES is {settings.NUM_REFRESHES} in {where}; use 0 "
+                          "(a ranking every REFRESH iterations until MAX_ITER) or N > 0 (at "
+                          "most N).")
     if settings.TARGETS not in ("teacher", "truth"):
         raise ConfigError(f"TEACHER.TARGETS is {settings.TARGETS!r} in {where}; use \"teacher\" "
                           "(the teacher's boxes, the method) or \"truth\" (the pool's own "

@@ -36,12 +36,30 @@ def round_iterations(cfg):
     return refresh_rounds(cfg)
 
 
+def refresh_schedule(start, max_iter, period, count):
+    """``range(start, max_iter, period)``, its first ``count`` when that is > 0 (the count
+    of the config as written, set by ``Trainer.auto_scale_workers``: the rounded scaled
+    period alone can fit one more before the scaled ``MAX_ITER``)."""
+    return list(range(start, max_iter, period)[:count or None])
+
+
 def refresh_rounds(cfg):
     """With ``REFRESH_PERIOD`` > 0: ``range(START_ITER, MAX_ITER, REFRESH_PERIOD)``, its
     first ``NUM_ROUNDS`` when that is > 0."""
     settings = cfg.IMAGE_SCORE
-    rounds = range(settings.START_ITER, cfg.SOLVER.MAX_ITER, settings.REFRESH_PERIOD)
-    return list(rounds[:settings.NUM_ROUNDS or None])
+    return refresh_schedule(settings.START_ITER, cfg.SOLVER.MAX_ITER, settings.REFRESH_PERIOD,
+                            settings.NUM_ROUNDS)
+
+
+def teacher_refreshes(cfg):
+    """The iterations at which the online teacher ranks the pool: ``TEACHER.BURN_IN_ITER``
+    alone with ``REFRESH`` 0, else ``range(BURN_IN_ITER, MAX_ITER, REFRESH)``, its first
+    ``TEACHER.NUM_REFRESHES`` when that is > 0."""
+    settings = cfg.TEACHER
+    if settings.REFRESH <= 0:
+        return [settings.BURN_IN_ITER]
+    return refresh_schedule(settings.BURN_IN_ITER, cfg.SOLVER.MAX_ITER, settings.REFRESH,
+                            settings.NUM_REFRESHES)
 
 
 def check_pool_truth(cfg, pool):

@@ -16,7 +16,7 @@ from ..evaluation.coco import PerClassCOCOEvaluator, metric_name
 from ..utils import atomic_write_json, json_plain
 from .checkpoint import CheckedCheckpointer
 from .config_loading import check_config
-from .hook import ImageScoreHook, refresh_rounds, round_iterations
+from .hook import ImageScoreHook, refresh_rounds, round_iterations, teacher_refreshes
 from .lock import acquire_output_dir, release_output_dir, remove_stale_temp_files
 from .nonfinite import NonFiniteLossError, non_finite_error
 from .resume import ReplayHook
@@ -88,7 +88,8 @@ class Trainer(DefaultTrainer):
         """Detectron2's ``DefaultTrainer.auto_scale_workers``, plus this project's iteration
         keys: ``IMAGE_SCORE.START_ITER`` and ``REFRESH_PERIOD`` scale like ``MAX_ITER``, so
         a selection round stays at the same fraction of the schedule on any GPU count, and
-        ``IMAGE_SCORE.NUM_ROUNDS`` is set to the number of rounds of ``cfg`` as written."""
+        ``IMAGE_SCORE.NUM_ROUNDS`` is set to the number of rounds of ``cfg`` as written; the
+        same for ``TEACHER.BURN_IN_ITER``, ``REFRESH`` and ``NUM_REFRESHES``."""
         reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
         scaled = DefaultTrainer.auto_scale_workers(cfg, num_workers)
         if scaled is cfg:
@@ -111,6 +112,8 @@ class Trainer(DefaultTrainer):
         teacher.BURN_IN_ITER = int(round(cfg.TEACHER.BURN_IN_ITER / factor))
         if cfg.TEACHER.REFRESH > 0:
             teacher.REFRESH = max(1, int(round(cfg.TEACHER.REFRESH / factor)))
+            # as NUM_ROUNDS above: the rounded period could fit one more ranking at the end
+            teacher.NUM_REFRESHES = len(teacher_refreshes(cfg))
         # factor times the images a step: keep the EMA's time constant in images
         teacher.EMA_KEEP_RATE = scaled_keep_rate(cfg.TEACHER.EMA_KEEP_RATE, factor)
         if cfg.TEACHER.ENABLED:

@@ -36,17 +36,19 @@ from detectron2.utils.events import get_event_storage
 from ..engine.checkpoint import CheckedCheckpointer, CheckpointMismatchError
 from ..engine.config_loading import ConfigError
 from ..engine.consistency import load_datasets, run_seed
-from ..engine.hook import preserved_rng
+from ..engine.hook import preserved_rng, teacher_refreshes
 from ..engine.paired import save_round_checkpoint
 from ..engine.ranking import select_top
 from ..engine.resume import ReplayHook, derived_seed
+from ..engine.round import has_truth
 from ..engine.safe_load import FORMAT_KEY, FORMAT_VERSION, LAST_CHECKPOINT, atomic_torch_save
 from ..engine.selectors import NO_SELECTION, SelectorContext, rank_pool
 from ..engine.trainer import Trainer, unwrap_model
 from ..evaluation import ap50_of
 from .ema import copy_into, ema_update, make_teacher
 from .focal import use_focal_loss
-from .targets import pseudo_targets, unsup_loss_names, unsupervised_loss
+from .targets import (pseudo_box_counts, pseudo_box_scalars, pseudo_targets, unsup_loss_names,
+                      unsupervised_loss)
 from .views import strong_view, view_seed
 
 logger = logging.getLogger(__name__)
@@ -65,11 +67,13 @@ class TeacherState:
         self.selection = None  # {"iteration", "selector", "indices", "pool_size"}
         self.history = []  # one entry per ranking of the pool
         self.run_seed = None  # the selectors' seed (consistency.run_seed), kept for SEED -1
+        self.pseudo_totals = [0, 0, 0]  # the teacher's boxes against the pool's truth: tp, fp, gt
         self.loaded = False
 
     def state_dict(self):
         return {"mode": "teacher", "active": self.active, "ema_steps": self.ema_steps,
-                "selection": self.selection, "history": self.history, "run_seed": self.run_seed}
+                "selection": self.selection, "history": self.history, "run_seed": self.run_seed,
+                "pseudo_totals": list(self.pseudo_totals)}
 
     def load_state_dict(self, state):
         if state.get("mode") != "teacher":
@@ -80,6 +84,7 @@ class TeacherState:
         self.selection = state["selection"]
         self.history = list(state["history"])
         self.run_seed = state.get("run_seed")
+        self.pseudo_totals = list(state.get("pseudo_totals", [0, 0, 0]))
         self.loaded = True
 
 
@@ -108,7 +113,7 @@ class TeacherStudentStep(SimpleTrainer):
             with preserved_rng():
                 seed_all_rng(derived_seed(f"unlabeled/{owner.data_seed}", self.iter)
                              + comm.get_rank())
-                unsup, parts, targets = self._unsupervised(owner, settings)
+                unsup, parts, targets, counts = self._unsupervised(owner, settings)
             loss_dict = dict(loss_dict, loss_unsup=unsup)
         losses = sum(loss_dict.values())
         self.optimizer.zero_grad()
@@ -119,26 +124,38 @@ class TeacherStudentStep(SimpleTrainer):
             get_event_storage().put_scalars(
                 **{f"teacher/{k}": float(v) for k, v in parts.items()},
                 **{"teacher/pseudo_boxes_per_image": float(np.mean([len(t) for t in targets]))})
+            if counts is not None:  # this process's share of the batch, each step as it is
+                get_event_storage().put_scalars(
+                    **pseudo_box_scalars(counts, owner.state.pseudo_totals), smoothing_hint=False)
         self.optimizer.step()
         ema_update(owner.teacher, unwrap_model(self.model), settings.EMA_KEEP_RATE)
         owner.state.ema_steps += 1
 
     def _unsupervised(self, owner, settings):
         """The teacher on the weak views of the next unlabeled batch, the student on their
-        strong views against its boxes: ``(weighted loss, unweighted parts, targets)``."""
+        strong views against its boxes: ``(weighted loss, unweighted parts, targets, counts)``;
+        ``counts``: per image ``(tp, fp, n_true)`` of the teacher's boxes against the pool's
+        truth where it is measured (``owner.measures_pseudo_boxes``), else None."""
         weak = owner.next_unlabeled()
-        if settings.TARGETS == "truth":  # the upper bound: the pool's truth, weak-view coords
-            targets = [d["instances"] for d in weak]
-            weak = [{k: v for k, v in d.items() if k != "instances"} for d in weak]
+        # the pool's truth (weak-view coordinates) where it has one; neither the teacher nor
+        # the student sees it (but TARGETS truth, the upper bound, trains on it)
+        truths = [d.get("instances") for d in weak]
+        weak = [{k: v for k, v in d.items() if k != "instances"} for d in weak]
+        counts = None
+        if settings.TARGETS == "truth":
+            targets = truths
         else:
             with torch.no_grad():
                 predictions = owner.teacher.inference(weak, do_postprocess=False)
             targets = pseudo_targets(predictions, settings.SCORE_THRESH)
+            if owner.measures_pseudo_boxes:
+                counts = pseudo_box_counts(predictions, truths, settings.SCORE_THRESH,
+                                           owner.cfg.IMAGE_SCORE.PSEUDO_IOU_THRESH)
         strong = owner.strong_views(weak, self.iter)
         unsup, parts = unsupervised_loss(self.model, strong, targets,
                                          unsup_loss_names(settings.UNSUP_REGRESSION),
                                          settings.UNSUP_LOSS_WEIGHT)
-        return unsup, parts, targets
+        return unsup, parts, targets, counts
 
 
 class TeacherHook(HookBase):
@@ -194,6 +211,10 @@ class TeacherTrainer(Trainer):
         self.checkpointer.add_checkpointable("teacher_state", self.state)
         self.summary_title = "Teacher-student run summary (the teacher is evaluated):"
         self.pool = [] if self.cfg.TEACHER.SUPERVISED_ONLY else self._load_pool(self.cfg)
+        # the teacher's boxes are compared with the pool's truth at every step when every
+        # pool image has some (a synthetic pool; not a folder of images)
+        self.measures_pseudo_boxes = (self.cfg.TEACHER.TARGETS != "truth" and bool(self.pool)
+                                      and has_truth(self.pool))
         self._unlabeled_iter = None
 
     # ------------------------------------------------------------------ building
@@ -232,8 +253,12 @@ class TeacherTrainer(Trainer):
                     f"{len(lacking)} image(s) of IMAGE_SCORE.UNLABELED_DATASETS={tuple(names)} "
                     f"have none (e.g. {lacking[0]}). Name a pool with truth, or use "
                     "TEACHER.TARGETS teacher.")
-        # never train on the pool's annotations (but TARGETS truth, the upper bound): strip them
-        pool = [d if truth else {k: v for k, v in d.items() if k != "annotations"} for d in pool
+        # the annotations stay where every image has some: the loader maps them into the weak
+        # view, where TARGETS truth (the upper bound) trains on them and otherwise only the
+        # pseudo-box precision is measured with them (TeacherStudentStep._unsupervised strips
+        # them before the teacher and the student); a pool with only some is stripped
+        keep = truth or has_truth(pool)
+        pool = [d if keep else {k: v for k, v in d.items() if k != "annotations"} for d in pool
                 if os.path.normpath(d["file_name"]) not in bad]
         if not pool:
             raise ConfigError(f"Every image of the unlabeled pool {tuple(names)} is unusable "
@@ -276,10 +301,7 @@ class TeacherTrainer(Trainer):
 
     # ------------------------------------------------------------------ the pool filter
     def refresh_iterations(self):
-        settings, burn_in = self.cfg.TEACHER, self.cfg.TEACHER.BURN_IN_ITER
-        if settings.REFRESH <= 0:
-            return [burn_in]
-        return list(range(burn_in, self.max_iter, settings.REFRESH))
+        return teacher_refreshes(self.cfg)
 
     def refresh_selection(self, iteration):
         """Rank the pool with the teacher (``TEACHER.SELECTOR``) and keep the top fraction."""
