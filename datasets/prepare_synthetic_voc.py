@@ -3,6 +3,7 @@
 
     python datasets/prepare_synthetic_voc.py                    # $DETECTRON2_DATASETS/synthetic_voc
     python datasets/prepare_synthetic_voc.py --root /tmp/sv --seed 1 --num-labeled 50
+    python datasets/prepare_synthetic_voc.py --headroom         # + the headroom protocol's two
 
 Deterministic for a given seed and parameters. Running it again with the same parameters
 does nothing; with different ones it stops and asks to delete the directory or choose
@@ -46,6 +47,11 @@ def main(argv=None):
                    help="max larger side of an object's box (px; capped at 60%% of the "
                         "image's shorter side)")
     p.add_argument("--max-objects", type=int, default=default["max_objects"])
+    p.add_argument("--headroom", action="store_true",
+                   help="also generate the headroom protocol's datasets (40 labeled, a pool of "
+                        "460 from the same distribution or 40%% shifted, 200 test: "
+                        "synthetic_headroom, synthetic_headroom_shifted) beside --root, in its "
+                        "parent directory; configs/synthetic/*_headroom.yaml read them")
     args = p.parse_args(argv)
 
     t0 = time.time()
@@ -74,6 +80,17 @@ def main(argv=None):
     print("  objects per class: " + ", ".join(f"{c} {meta['num_objects'][c]}"
                                               for c in meta["classes"]))
     print(f"  metadata: {os.path.join(d, 'synthetic_meta.json')}")
+    if args.headroom:
+        from imagescore_det.data import HEADROOM_DATASETS, generate_headroom_datasets
+
+        t0 = time.time()
+        dirs = generate_headroom_datasets(os.path.dirname(os.path.abspath(args.root)))
+        for name, dirname in dirs.items():
+            params = HEADROOM_DATASETS[name]
+            print(f"{name}: {dirname} ({params['num_labeled']} labeled, "
+                  f"{params['num_unlabeled']} pool, {params['shifted_fraction']:.0%} shifted, "
+                  f"{params['num_test']} test)")
+        print(f"  headroom datasets ready in {time.time() - t0:.1f}s")
     return 0
 
 

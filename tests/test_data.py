@@ -257,6 +257,28 @@ def test_cli(tmp_path, capsys):
     assert "different parameters" in capsys.readouterr().err
 
 
+def test_cli_headroom_generates_the_protocols_datasets_beside_root(tmp_path, capsys,
+                                                                   monkeypatch):
+    """--headroom generates imagescore_det.data.HEADROOM_DATASETS in --root's parent (where
+    the configs read them: $DETECTRON2_DATASETS/synthetic_headroom*); without it, not."""
+    import imagescore_det.data as data
+
+    spec = importlib.util.spec_from_file_location(
+        "prepare_synthetic_voc", os.path.join(REPO, "datasets", "prepare_synthetic_voc.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    seen = []
+    monkeypatch.setattr(data, "generate_headroom_datasets", lambda root: seen.append(root) or {
+        name: os.path.join(root, name, "VOC2007") for name in data.HEADROOM_DATASETS})
+    args = ["--root", str(tmp_path / "c"), "--num-labeled", "2", "--num-unlabeled", "3",
+            "--num-test", "1"]
+    assert cli.main(args) == 0 and seen == []
+    assert cli.main(args + ["--headroom"]) == 0
+    assert seen == [str(tmp_path)]
+    out = capsys.readouterr().out
+    assert "synthetic_headroom_shifted: " in out and "460 pool, 40% shifted" in out
+
+
 # ------------------------------------------------------------------------------------------
 # registration and loading
 # ------------------------------------------------------------------------------------------
