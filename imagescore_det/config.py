@@ -272,6 +272,13 @@ def add_imagescore_config(cfg):
     _C.TEACHER.SELECTOR = "none"
     _C.TEACHER.TOP_FRACTION = 1.0
     _C.TEACHER.REFRESH = 0
+    # Rank weighting instead of a top fraction: the unlabeled batches come from the whole
+    # pool, each image drawn in proportion to a weight from its rank in the teacher's latest
+    # ranking, linear: w = 1 - r / N for the 0-based rank r of N images (best 1, worst 1/N),
+    # i.e. an image trains w / mean(w) = 2 (N - r) / (N + 1) times as often as under uniform
+    # sampling (Detectron2's RepeatFactorTrainingSampler with these repeat factors). Needs a
+    # SELECTOR other than "none" (the ranking) and TOP_FRACTION 1.0 (every image trains).
+    _C.TEACHER.RANK_WEIGHTING = False
     # With REFRESH N > 0: at most this many rankings, the one at BURN_IN_ITER included (0 =
     # every N iterations until MAX_ITER). `--num-gpus` scaling (Trainer.auto_scale_workers)
     # sets it to the count of the config as written, so that rounding the scaled period

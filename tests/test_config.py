@@ -35,7 +35,7 @@ TEACHER_DEFAULTS = {
     "FOCAL_GAMMA": 0.0,
     "SELECTOR": "none", "TOP_FRACTION": 1.0, "REFRESH": 0, "NUM_REFRESHES": 0,
     "PAIRED_BASELINE": False,
-    "SUPERVISED_ONLY": False, "TARGETS": "teacher",
+    "SUPERVISED_ONLY": False, "TARGETS": "teacher", "RANK_WEIGHTING": False,
 }
 
 

@@ -770,3 +770,161 @@ def test_online_steps_log_pseudo_box_precision_only_with_truth(tiny_cfg, tiny_vo
         trainer.train()
         assert not any(k.startswith("teacher/pseudo_") and k != "teacher/pseudo_boxes_per_image"
                        for k in trainer.storage.histories())
+
+
+# ------------------------------------------------------------------------------ rank weighting
+def test_rank_repeat_factors_known_answer():
+    """TEACHER.RANK_WEIGHTING: the image of 0-based rank r among N weighs w = 1 - r / N and
+    its repeat factor is w / mean(w) = 2 (N - r) / (N + 1), given per pool index."""
+    import numpy as np
+
+    from imagescore_det.engine.ranking import rank_repeat_factors
+
+    # pool 2 is best (w 1), then 0 (0.75), 3 (0.5), 1 (0.25); mean(w) = 0.625
+    assert rank_repeat_factors([2, 0, 3, 1]).tolist() == pytest.approx([1.2, 0.4, 1.6, 0.8],
+                                                                       abs=1e-15)
+    assert rank_repeat_factors([0, 1, 2]).tolist() == [1.5, 1.0, 0.5]  # exact
+    assert rank_repeat_factors([0]).tolist() == [1.0]
+    factors = rank_repeat_factors(np.random.default_rng(3).permutation(37))
+    assert factors.mean() == pytest.approx(1.0, abs=1e-12)  # uniform sampling's budget
+    assert factors.max() == pytest.approx(2 * 37 / 38) and factors.min() == pytest.approx(2 / 38)
+    with pytest.raises(ValueError, match="permutation"):
+        rank_repeat_factors([0, 0, 2])
+
+
+def _weighted_selection(order):
+    return {"iteration": 2, "selector": "random", "indices": sorted(order), "order": order,
+            "pool_size": len(order)}
+
+
+def test_rank_weighted_sampler_draws_in_proportion_to_the_weights():
+    """Over 20000 draws (fixed seed) each pool image's share is w / sum(w) within 0.01 (the
+    best image 2/11 = 0.18, the worst 1/55); a uniform sampler (1/10 each) fails the same
+    check. It is Detectron2's RepeatFactorTrainingSampler, deterministic for a seed."""
+    import itertools
+
+    import numpy as np
+    from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
+
+    from imagescore_det.teacher.trainer import unlabeled_sampler
+
+    order = [3, 7, 0, 9, 1, 5, 8, 2, 6, 4]
+    n, draws = len(order), 20000
+    expected = np.empty(n)
+    expected[order] = [(1 - r / n) for r in range(n)]
+    expected /= expected.sum()
+    sampler = unlabeled_sampler(_weighted_selection(order), seed=11)
+    assert isinstance(sampler, RepeatFactorTrainingSampler)
+    drawn = list(itertools.islice(iter(sampler), draws))
+    share = np.bincount(drawn, minlength=n) / draws
+    assert np.abs(share - expected).max() < 0.01, (share, expected)
+    assert drawn == list(itertools.islice(iter(unlabeled_sampler(_weighted_selection(order),
+                                                                  seed=11)), draws))
+    uniform = np.bincount(list(itertools.islice(iter(TrainingSampler(n, seed=11)), draws)),
+                          minlength=n) / draws
+    assert np.abs(uniform - expected).max() > 0.05
+    # without an order (no weighting): the uniform TrainingSampler, as before
+    plain = unlabeled_sampler({"indices": [0, 4, 5], "order": None, "pool_size": 10}, seed=11)
+    assert type(plain) is TrainingSampler
+
+
+def test_rank_weighted_sampler_shards_one_stream_across_ranks(monkeypatch):
+    """Each rank draws its own part (rank::world) of the one stream the seed gives, as
+    TrainingSampler shards the uniform one."""
+    import itertools
+
+    from detectron2.utils import comm
+
+    from imagescore_det.teacher.trainer import unlabeled_sampler
+
+    selection = _weighted_selection([4, 1, 0, 3, 2, 5])
+    stream = list(itertools.islice(iter(unlabeled_sampler(selection, seed=5)), 40))
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(comm, "get_rank", lambda rank=rank: rank)
+        part = list(itertools.islice(iter(unlabeled_sampler(selection, seed=5)), 20))
+        assert part == stream[rank::2]
+
+
+@pytest.mark.parametrize("opts, keys, fix", [
+    (["TEACHER.RANK_WEIGHTING", "True"], ("TEACHER.RANK_WEIGHTING", "TEACHER.SELECTOR none"),
+     "name a selector"),
+    (["TEACHER.RANK_WEIGHTING", "True", "TEACHER.SELECTOR", "random", "TEACHER.TOP_FRACTION",
+      "0.5"], ("TEACHER.RANK_WEIGHTING", "TEACHER.TOP_FRACTION 0.5"),
+     "set TEACHER.TOP_FRACTION 1.0"),
+])
+def test_rank_weighting_contradictions_are_refused(tiny_cfg, opts, keys, fix):
+    from imagescore_det.engine import ConfigError
+
+    tiny_cfg(*TEACHER_OPTS, "TEACHER.RANK_WEIGHTING", "True", "TEACHER.SELECTOR", "random")
+    with pytest.raises(ConfigError) as err:
+        tiny_cfg(*TEACHER_OPTS, *opts)
+    assert all(k in str(err.value) for k in keys) and fix in str(err.value)
+
+
+def test_rank_weighted_run_draws_the_known_images_and_resumes_them(tiny_cfg, tmp_path):
+    """RANK_WEIGHTING with the random selector: the selection is the whole pool with random's
+    ranking (seed SEED * 1000 + 1); at each online iteration (a checkpoint after every one,
+    so the loader is re-seeded at each) the batch is the first two draws of
+    RepeatFactorTrainingSampler(the ranking's repeat factors, derived_seed(SEED, it)), not
+    the uniform sampler's; killed after iteration 2 and resumed, the run draws the same
+    images and ends bit for bit equal; a resume with the weighting switched off is refused."""
+    import itertools
+    import shutil
+
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
+
+    from imagescore_det.engine import selection as sel
+    from imagescore_det.engine.checkpoint import CheckpointMismatchError
+    from imagescore_det.engine.ranking import rank_order, rank_repeat_factors
+    from imagescore_det.engine.resume import derived_seed
+    from imagescore_det.engine.safe_load import LAST_CHECKPOINT
+    from imagescore_det.teacher.trainer import TeacherTrainer
+
+    class Recording(TeacherTrainer):
+        def next_unlabeled(self):
+            batch = super().next_unlabeled()
+            self.seen[self.iter] = [d["file_name"] for d in batch]
+            return batch
+
+    opts = TEACHER_OPTS + ["TEACHER.SELECTOR", "random", "TEACHER.RANK_WEIGHTING", "True",
+                           "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()",
+                           "DATALOADER.ASPECT_RATIO_GROUPING", "False"]
+    whole = Recording(tiny_cfg(*opts, max_iter=5))
+    whole.seen = {}
+    whole.resume_or_load(resume=False)
+    whole.train()
+    out = tmp_path / "out"
+    uninterrupted = _load(out / "model_final.pth")
+    pool = [d["file_name"] for d in DatasetCatalog.get("tiny_voc_unlabeled")]
+    order = rank_order(sel.random_scores(len(pool), 7 * 1000 + 1)).tolist()
+    selection = uninterrupted["teacher_state"]["selection"]
+    assert selection["order"] == order and selection["indices"] == list(range(len(pool)))
+    factors = torch.tensor(rank_repeat_factors(order))
+    weighted_differs = False
+    for it in (2, 3, 4):
+        seed = derived_seed(7, it)
+        first = list(itertools.islice(iter(RepeatFactorTrainingSampler(factors, seed=seed)), 2))
+        assert whole.seen[it] == [pool[i] for i in first], it
+        weighted_differs |= first != list(itertools.islice(iter(TrainingSampler(len(pool),
+                                                                                 seed=seed)), 2))
+    assert weighted_differs
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    shutil.copy(out / "model_0000002.pth", killed)  # what the kill leaves
+    (killed / LAST_CHECKPOINT).write_text("model_0000002.pth")
+    plain = TeacherTrainer(tiny_cfg(*opts, "TEACHER.RANK_WEIGHTING", "False", "OUTPUT_DIR",
+                                    str(killed), max_iter=5))
+    with pytest.raises(CheckpointMismatchError, match="TEACHER.RANK_WEIGHTING"):
+        plain.resume_or_load(resume=True)
+    resumed = Recording(tiny_cfg(*opts, "OUTPUT_DIR", str(killed), max_iter=5))
+    resumed.seen = {}
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 3
+    resumed.train()
+    assert resumed.seen == {it: whole.seen[it] for it in (3, 4)}
+    replayed = _load(killed / "model_final.pth")
+    assert replayed["teacher_state"]["selection"] == selection
+    assert _states_equal(replayed["teacher"], uninterrupted["teacher"])
+    assert _states_equal(replayed["model"], uninterrupted["model"])

@@ -592,10 +592,29 @@ CATALOGUE = (
         description="each rank shuffles the unlabeled selection with its own seed, so the "
                     "ranks' parts are not one permutation's shards (images repeat across ranks)",
         file="imagescore_det/teacher/trainer.py",
-        old="sampler=TrainingSampler(len(dicts), seed=derived_seed(self.data_seed, iteration)),",
-        new="sampler=TrainingSampler(len(dicts), seed=derived_seed(self.data_seed, iteration) "
+        old="sampler=unlabeled_sampler(selection, derived_seed(self.data_seed, iteration)),",
+        new="sampler=unlabeled_sampler(selection, derived_seed(self.data_seed, iteration) "
             "+ comm.get_rank()),",
         tests=(f"{TEACHER}::test_two_processes_share_one_teacher_and_shard_the_unlabeled_batches",),
+    ),
+    Mutation(
+        id="teacher-rank-weights-reversed",
+        description="TEACHER.RANK_WEIGHTING weights the ranking backwards: the worst-ranked "
+                    "pool image is drawn most often, the best least",
+        file="imagescore_det/engine/ranking.py",
+        old="factors[order] = 2.0 * (n - np.arange(n)) / (n + 1)",
+        new="factors[order[::-1]] = 2.0 * (n - np.arange(n)) / (n + 1)",
+        tests=(f"{TEACHER}::test_rank_repeat_factors_known_answer",
+               f"{TEACHER}::test_rank_weighted_sampler_draws_in_proportion_to_the_weights"),
+    ),
+    Mutation(
+        id="teacher-rank-weighting-uniform",
+        description="under TEACHER.RANK_WEIGHTING the unlabeled loader samples the pool "
+                    "uniformly: the ranking's weights are kept but not used",
+        file="imagescore_det/teacher/trainer.py",
+        old="    if order is None:\n        return TrainingSampler(",
+        new="    if True:\n        return TrainingSampler(",
+        tests=(f"{TEACHER}::test_rank_weighted_run_draws_the_known_images_and_resumes_them",),
     ),
     Mutation(
         id="teacher-unlabeled-not-reseeded",

@@ -257,6 +257,17 @@ def check_teacher_config(cfg, where="the config"):
                           "burn-in's checkpoint, so the burn-in needs at least 1 iteration.")
     _check_selection("TEACHER", settings, where, " ('none' = the whole pool)",
                      "fraction of the pool the unlabeled batches come from")
+    if settings.RANK_WEIGHTING and settings.SELECTOR == NO_SELECTION:
+        raise ConfigError(f"TEACHER.RANK_WEIGHTING is on in {where} with TEACHER.SELECTOR none: "
+                          "the weights come from the teacher's ranking of the pool, and 'none' "
+                          "ranks nothing. Either name a selector (e.g. TEACHER.SELECTOR "
+                          "image_score, or random), or set TEACHER.RANK_WEIGHTING False.")
+    if settings.RANK_WEIGHTING and settings.TOP_FRACTION != 1.0:
+        raise ConfigError(f"TEACHER.RANK_WEIGHTING is on in {where} with TEACHER.TOP_FRACTION "
+                          f"{settings.TOP_FRACTION}: the weighting trains every image of the "
+                          "pool (weighted by its rank), a top fraction only some. Either set "
+                          "TEACHER.TOP_FRACTION 1.0, or TEACHER.RANK_WEIGHTING False to train on "
+                          "the top fraction alone.")
     if not cfg.IMAGE_SCORE.UNLABELED_DATASETS:
         raise ConfigError(f"TEACHER.ENABLED is on in {where} but IMAGE_SCORE.UNLABELED_DATASETS "
                           "(the unlabeled pool of both modes) is empty; name the registered "

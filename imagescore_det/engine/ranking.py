@@ -29,3 +29,21 @@ def num_to_select(pool_size, fraction):
 def select_top(scores, fraction):
     """Indices of the ``ceil(fraction * n)`` highest scores, best first; ties by pool order."""
     return rank_order(scores)[:num_to_select(len(scores), fraction)]
+
+
+def rank_repeat_factors(order):
+    """Per pool index, its repeat factor under linear rank weighting (``TEACHER.RANK_WEIGHTING``).
+
+    ``order``: every pool index once, best first (:func:`rank_order`). The image of 0-based
+    rank r among N weighs w = 1 - r / N (best 1, worst 1/N) and trains w / mean(w) =
+    2 (N - r) / (N + 1) times as often as under uniform sampling (the factors' mean is 1),
+    as Detectron2's ``RepeatFactorTrainingSampler`` takes them.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    n = len(order)
+    if not np.array_equal(np.sort(order), np.arange(n)):
+        raise ValueError(f"The ranking to weight is not a permutation of the pool's {n} "
+                         "indices (each index once, best first).")
+    factors = np.empty(n, dtype=np.float64)
+    factors[order] = 2.0 * (n - np.arange(n)) / (n + 1)
+    return factors

@@ -8,15 +8,18 @@ become the student's targets on the strong view of the same image, the unsupervi
 ``UNSUP_LOSS_WEIGHT`` x the switched-on losses, and after the optimizer's step the teacher
 follows the student by the EMA. Every ``TEACHER.REFRESH`` iterations (0: once, at the end of
 the burn-in) the teacher ranks the pool with ``TEACHER.SELECTOR`` and the unlabeled batches
-come from its top ``TEACHER.TOP_FRACTION``.
+come from its top ``TEACHER.TOP_FRACTION``, or with ``TEACHER.RANK_WEIGHTING`` from the whole
+pool, each image drawn in proportion to a weight from its rank (``ranking.rank_repeat_factors``,
+Detectron2's ``RepeatFactorTrainingSampler``).
 
 Checkpoints (``DetectionCheckpointer`` checkpointables) hold the student (``model``), the
 teacher (``teacher``) and ``teacher_state`` (EMA steps, the current selection); the final
 teacher is also written as the plain Detectron2 checkpoint ``model_final_teacher.pth``.
 Many processes (``--num-gpus``): only the student is wrapped in DistributedDataParallel;
 the teacher is made from and follows the unwrapped student, so it is the same on every rank;
-the unlabeled batches are sharded (Detectron2's ``TrainingSampler``: each rank its own part
-of one seeded permutation of the selection).
+the unlabeled batches are sharded (Detectron2's ``TrainingSampler``, or
+``RepeatFactorTrainingSampler`` under rank weighting: each rank its own part of one seeded
+stream of the selection).
 """
 import logging
 import os
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 
 from detectron2.data import DatasetMapper, build_detection_train_loader
-from detectron2.data.samplers import TrainingSampler
+from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.engine import HookBase, SimpleTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -38,7 +41,7 @@ from ..engine.config_loading import ConfigError
 from ..engine.consistency import load_datasets, run_seed
 from ..engine.hook import preserved_rng, teacher_refreshes
 from ..engine.paired import save_round_checkpoint
-from ..engine.ranking import select_top
+from ..engine.ranking import rank_order, rank_repeat_factors, select_top
 from ..engine.resume import ReplayHook, derived_seed
 from ..engine.round import has_truth
 from ..engine.safe_load import FORMAT_KEY, FORMAT_VERSION, LAST_CHECKPOINT, atomic_torch_save
@@ -56,6 +59,18 @@ logger = logging.getLogger(__name__)
 TEACHER_EXPORT = "model_final_teacher.pth"
 
 
+def unlabeled_sampler(selection, seed):
+    """The unlabeled loader's sampler over ``selection["indices"]`` (``seed``: the same on
+    every rank, each rank draws its part of the one stream): uniform (``TrainingSampler``),
+    or under rank weighting (the selection holds the ranking, ``"order"``: the whole pool,
+    best first) Detectron2's ``RepeatFactorTrainingSampler`` with the rank's repeat factors,
+    whose stochastic rounding draws from the same seeded generator as its shuffle."""
+    order = selection.get("order")
+    if order is None:
+        return TrainingSampler(len(selection["indices"]), seed=seed)
+    return RepeatFactorTrainingSampler(torch.tensor(rank_repeat_factors(order)), seed=seed)
+
+
 class TeacherState:
     """What a checkpoint needs besides the two models: whether the teacher exists yet, the
     EMA steps taken, and the current selection (pool indices the unlabeled batches come
@@ -64,7 +79,9 @@ class TeacherState:
     def __init__(self):
         self.active = False
         self.ema_steps = 0
-        self.selection = None  # {"iteration", "selector", "indices", "pool_size"}
+        # {"iteration", "selector", "indices", "order", "pool_size"}; "order" (the ranking,
+        # best first) only under TEACHER.RANK_WEIGHTING, else None
+        self.selection = None
         self.history = []  # one entry per ranking of the pool
         self.run_seed = None  # the selectors' seed (consistency.run_seed), kept for SEED -1
         self.pseudo_totals = [0, 0, 0]  # the teacher's boxes against the pool's truth: tp, fp, gt
@@ -304,9 +321,11 @@ class TeacherTrainer(Trainer):
         return teacher_refreshes(self.cfg)
 
     def refresh_selection(self, iteration):
-        """Rank the pool with the teacher (``TEACHER.SELECTOR``) and keep the top fraction."""
+        """Rank the pool with the teacher (``TEACHER.SELECTOR``) and keep the top fraction, or
+        under ``TEACHER.RANK_WEIGHTING`` the whole pool with its ranking (the weights)."""
         settings = self.cfg.TEACHER
         t0 = time.perf_counter()
+        order = None
         if settings.SELECTOR == NO_SELECTION:
             indices = list(range(len(self.pool)))
         else:
@@ -319,15 +338,21 @@ class TeacherTrainer(Trainer):
                                               or self.cfg.DATASETS.TRAIN, "labeled set"),
                 round_index=len(self.state.history) + 1, seed=self.state.run_seed)
             ranking = rank_pool(settings.SELECTOR, ctx)
-            indices = sorted(int(i) for i in select_top(ranking.scores, settings.TOP_FRACTION))
+            if settings.RANK_WEIGHTING:  # every image, drawn by its rank's weight
+                order = [int(i) for i in rank_order(ranking.scores)]
+                indices = list(range(len(self.pool)))
+            else:
+                indices = sorted(int(i) for i in select_top(ranking.scores,
+                                                            settings.TOP_FRACTION))
         seconds = time.perf_counter() - t0
         self.state.selection = {"iteration": iteration, "selector": settings.SELECTOR,
-                                "indices": indices, "pool_size": len(self.pool)}
+                                "indices": indices, "order": order, "pool_size": len(self.pool)}
         self.state.history.append({"iteration": iteration, "selector": settings.SELECTOR,
                                    "num_selected": len(indices), "pool_size": len(self.pool),
-                                   "seconds": seconds})
-        logger.info("Iteration %d: the teacher's filter %s keeps %d of %d pool images (%.1f s)",
-                    iteration, settings.SELECTOR, len(indices), len(self.pool), seconds)
+                                   "rank_weighting": order is not None, "seconds": seconds})
+        logger.info("Iteration %d: the teacher's filter %s keeps %d of %d pool images%s (%.1f s)",
+                    iteration, settings.SELECTOR, len(indices), len(self.pool),
+                    ", weighted by rank" if order is not None else "", seconds)
 
     def unlabeled_batch_size(self, cfg=None):
         """All processes' unlabeled images a step (``build_detection_train_loader`` gives
@@ -337,9 +362,10 @@ class TeacherTrainer(Trainer):
         return max(1, int(round(cfg.SOLVER.IMS_PER_BATCH * ratio)))
 
     def rebuild_unlabeled(self, iteration):
-        """The unlabeled loader over the current selection, its order seeded by the run's
-        data seed and ``iteration`` (as the replay hook seeds the labeled one); the same
-        permutation on every rank, of which ``TrainingSampler`` gives each rank its part."""
+        """The unlabeled loader over the current selection, its order (and under rank
+        weighting its repeats) seeded by the run's data seed and ``iteration`` (as the replay
+        hook seeds the labeled one); the same stream on every rank, of which the sampler
+        (:func:`unlabeled_sampler`) gives each rank its part."""
         selection = self.state.selection
         if len(selection["indices"]) and selection["pool_size"] != len(self.pool):
             raise CheckpointMismatchError(
@@ -350,7 +376,7 @@ class TeacherTrainer(Trainer):
         dicts = [self.pool[i] for i in selection["indices"]]
         loader = build_detection_train_loader(
             dicts, mapper=DatasetMapper(self.cfg, is_train=True),
-            sampler=TrainingSampler(len(dicts), seed=derived_seed(self.data_seed, iteration)),
+            sampler=unlabeled_sampler(selection, derived_seed(self.data_seed, iteration)),
             total_batch_size=self.unlabeled_batch_size(),
             aspect_ratio_grouping=self.cfg.DATALOADER.ASPECT_RATIO_GROUPING,
             num_workers=self.cfg.DATALOADER.NUM_WORKERS)
@@ -377,6 +403,14 @@ class TeacherTrainer(Trainer):
     # ------------------------------------------------------------------ checkpoints, report
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
+        selection = self.state.selection
+        weighted = bool(self.cfg.TEACHER.RANK_WEIGHTING)
+        if selection is not None and (selection.get("order") is not None) != weighted:
+            raise CheckpointMismatchError(
+                f"The checkpoint's teacher selection was made with TEACHER.RANK_WEIGHTING "
+                f"{not weighted}, the config has {weighted}: the resumed run would draw other "
+                "unlabeled images than the run that wrote it. Resume with TEACHER.RANK_WEIGHTING "
+                f"{not weighted}, or train in a new OUTPUT_DIR.")
         if resume and self.start_iter > self.cfg.TEACHER.BURN_IN_ITER and not self.state.loaded:
             path = os.path.join(self.cfg.OUTPUT_DIR, LAST_CHECKPOINT)
             raise CheckpointMismatchError(
@@ -403,6 +437,7 @@ class TeacherTrainer(Trainer):
             "unsup_loss_weight": settings.UNSUP_LOSS_WEIGHT,
             "unsup_regression": bool(settings.UNSUP_REGRESSION),
             "selector": settings.SELECTOR, "top_fraction": settings.TOP_FRACTION,
+            "rank_weighting": bool(settings.RANK_WEIGHTING),
             "refreshes": self.state.history,
             "export": TEACHER_EXPORT if self.state.active else None,
             "student_eval_after": getattr(self, "student_results", None)}}
