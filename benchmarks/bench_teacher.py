@@ -12,8 +12,10 @@ For every seed:
 2. every other arm *branches* from that run's burn-in checkpoint
    (``engine.paired.branch_from_round``) and trains the same online iterations:
    ``image_score``, ``softmax``, ``random`` (the teacher's filter keeps the top
-   ``--top-fraction`` of the pool at every ranking) and ``oracle`` (``TEACHER.TARGETS
-   truth``: the pool's own annotations as the student's targets, the upper bound).
+   ``--top-fraction`` of the pool at every ranking), ``image_score_weighted`` (the whole
+   pool, each image drawn in proportion to its image-score rank weight:
+   ``TEACHER.RANK_WEIGHTING``) and ``oracle`` (``TEACHER.TARGETS truth``: the pool's own
+   annotations as the student's targets, the upper bound).
 
 Per arm: test AP50 and AP (mean over seeds, per seed), the gain over ``supervised`` with a
 95% interval over seeds and test images (``evaluation.bootstrap.seed_image_bootstrap``,
@@ -61,6 +63,7 @@ from bench_quality import _error_bar, log, share_text, train  # noqa: E402 (same
 CONFIG = os.path.join("configs", "synthetic", "teacher_V16tiny_quick.yaml")
 SUPERVISED, NONE, ORACLE, BASE = "supervised", "none", "oracle", "none"
 FILTERS = ("image_score", "softmax", "random")
+WEIGHTED = "image_score_weighted"  # compared with online none like the filters
 
 # name -> (what it is, KEY VALUE overrides of the branch; None: made by the base run)
 ARMS = {
@@ -74,6 +77,10 @@ ARMS = {
                 ["TEACHER.SELECTOR", "softmax"]),
     "random": ("online, the teacher's filter: a random fraction of the pool",
                ["TEACHER.SELECTOR", "random"]),
+    WEIGHTED: ("online over the whole pool, each image drawn in proportion to its image-score "
+               "rank weight 1 - r/N (TEACHER.RANK_WEIGHTING)",
+               ["TEACHER.SELECTOR", "image_score", "TEACHER.RANK_WEIGHTING", "True",
+                "TEACHER.TOP_FRACTION", "1.0"]),
     ORACLE: ("online with the pool's truth as the student's targets (TEACHER.TARGETS truth): "
              "the upper bound", ["TEACHER.TARGETS", "truth"]),
 }
@@ -274,7 +281,7 @@ def summarize(boot, arms, confidence=0.95):
             row["share_of_oracle"] = seed_share_of_gain(boot, SUPERVISED, name, ORACLE,
                                                         confidence=confidence)
         out["over_supervised"][name] = row
-        if name in FILTERS:
+        if name in FILTERS or name == WEIGHTED:
             out["over_none"][name] = seed_gain(boot, NONE, name, "AP50", confidence)
     return out
 

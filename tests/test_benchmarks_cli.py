@@ -540,7 +540,7 @@ def test_bench_teacher_gains_on_known_input():
     and shares are exact and their intervals collapse onto them."""
     teacher = _import("bench_teacher")
     full = {"supervised": [50.0, 52.0], "none": [54.0, 56.0], "image_score": [55.0, 57.0],
-            "oracle": [58.0, 60.0]}
+            "image_score_weighted": [53.0, 55.0], "oracle": [58.0, 60.0]}
     boot = {"resamples": 4, "seed": 0,
             "full": {a: {"AP50": np.array(v), "AP": np.array(v) / 2} for a, v in full.items()},
             "boot": {a: {"AP50": np.full(4, np.mean(v)), "AP": np.full(4, np.mean(v) / 2)}
@@ -556,7 +556,11 @@ def test_bench_teacher_gains_on_known_input():
     assert "share_of_oracle" not in gains["over_supervised"]["oracle"]
     assert "supervised" not in gains["over_supervised"]
     assert gains["over_none"]["image_score"]["difference"] == pytest.approx(1.0)
-    assert set(gains["over_none"]) == {"image_score"}
+    assert gains["over_none"]["image_score_weighted"]["difference"] == pytest.approx(-1.0)
+    assert set(gains["over_none"]) == {"image_score", "image_score_weighted"}
+    assert teacher.arm_overrides("image_score_weighted", 0.5) == [
+        "TEACHER.SELECTOR", "image_score", "TEACHER.RANK_WEIGHTING", "True",
+        "TEACHER.TOP_FRACTION", "1.0", "TEACHER.PAIRED_BASELINE", "False"]
 
 
 def test_bench_teacher_smoke_at_toy_size(tiny_voc, tmp_path, monkeypatch):
