@@ -158,6 +158,16 @@ def run_train_net(out_dir, config, opts, resume, threads):
     log(f"[{name}] done in {time.time() - started:.0f} s")
 
 
+def git_commit():
+    """The repository's short HEAD commit (``"unknown"`` outside a git checkout): results
+    record it, so a number can be traced to the code that made it."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 # --------------------------------------------------------------------------- --pool
 POOL_DIR_PREFIX = "pool_"
 

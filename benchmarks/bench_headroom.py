@@ -41,7 +41,6 @@ import argparse
 import concurrent.futures
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -49,7 +48,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from _bench_cli import log, run_train_net, save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
+from _bench_cli import git_commit, log, run_train_net, save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
 
 CONFIG = os.path.join("configs", "synthetic", "oracle_V16tiny_headroom.yaml")
 PLATEAU_CONFIG = os.path.join("configs", "synthetic", "supervised_V16tiny_headroom.yaml")
@@ -406,14 +405,6 @@ def plot(path, result):
     save_figure(fig, path)
 
 
-def commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None):
     args = parse_args(argv)
     from imagescore_det.data import generate_headroom_datasets
@@ -439,7 +430,8 @@ def main(argv=None):
                 for s in args.seeds]
     cfg = load_config(os.path.join(ROOT, CONFIG), list(args.opts))
     result = {
-        "benchmark": "headroom", "commit": commit(), "seeds": args.seeds, "pools": args.pools,
+        "benchmark": "headroom", "commit": git_commit(), "seeds": args.seeds,
+        "pools": args.pools,
         "plateau_seeds": args.plateau_seeds,
         "config": CONFIG, "overrides": args.opts,
         "warmup_iterations": int(cfg.IMAGE_SCORE.START_ITER),

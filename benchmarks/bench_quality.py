@@ -52,7 +52,8 @@ every variant, the base run's own selector too, branches from the base run's rou
 checkpoint with those overrides (``<work-dir>/seed<s>/pool_NAME/<variant>``), and ``none``
 stays the base run's paired copy (the labeled and test images are the same):
 
-    .venv/bin/python benchmarks/bench_quality.py --config configs/synthetic/imagescore_V16tiny_headroom.yaml \
+    .venv/bin/python benchmarks/bench_quality.py \
+        --config configs/synthetic/imagescore_V16tiny_headroom.yaml \
         --pool shifted IMAGE_SCORE.UNLABELED_DATASETS '("synthetic_headroom_shifted_unlabeled",)'
 
 ``--root`` is the datasets root holding ``synthetic_voc/`` (generated there if absent).
@@ -71,8 +72,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from _bench_cli import (  # noqa: E402 (benchmarks/, beside this file)
-    add_pool_argument, log, parse_pool, pool_run_dir, recorded_path, run_train_net, save_figure,
-    write_results)
+    add_pool_argument, git_commit, log, parse_pool, pool_run_dir, recorded_path, run_train_net,
+    save_figure, write_results)
 
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 BASE = "image_score"
@@ -390,7 +391,9 @@ def markdown(result):
     seeds = result["seeds"]
     lines = [f"# bench_quality: selectors on the synthetic set ({len(seeds)} seeds: "
              f"{', '.join(map(str, seeds))})", "",
-             f"Command: `{result['command']}`  ", f"Config: `{result['config']}` "
+             f"Command: `{result['command']}`"
+             + (f" at commit {result['commit']}" if result.get("commit") else "") + "  ",
+             f"Config: `{result['config']}` "
              f"(overrides: {' '.join(result['overrides']) or 'none'}"
              + (f"; pool `{result['pool']['name']}`: {' '.join(result['pool']['overrides'])}, "
                 "every variant branched from the base run's round checkpoint"
@@ -601,7 +604,8 @@ def main(argv=None):
     import platform
 
     result = {
-        "benchmark": "quality", "seeds": args.seeds, "config": recorded_path(args.config),
+        "benchmark": "quality", "commit": git_commit(), "seeds": args.seeds,
+        "config": recorded_path(args.config),
         "overrides": args.opts, "root": recorded_path(args.root),
         "pool": {"name": args.pool[0], "overrides": args.pool[1:]} if args.pool else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "

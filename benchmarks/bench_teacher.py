@@ -57,7 +57,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _bench_cli import (  # noqa: E402
-    add_pool_argument, parse_pool, pool_run_dir, recorded_path, save_figure, write_results)
+    add_pool_argument, git_commit, parse_pool, pool_run_dir, recorded_path, save_figure,
+    write_results)
 from bench_quality import _error_bar, log, share_text, train  # noqa: E402 (same runner)
 
 CONFIG = os.path.join("configs", "synthetic", "teacher_V16tiny_quick.yaml")
@@ -450,7 +451,8 @@ def markdown(result):
     pct = f"{100 * gains['bootstrap']['confidence']:g}%"
     lines = [f"# bench_teacher: online teacher-student against its paired baselines "
              f"({len(seeds)} seed(s): {', '.join(map(str, seeds))})", "",
-             f"Command: `{result['command']}`  ",
+             f"Command: `{result['command']}`"
+             + (f" at commit {result['commit']}" if result.get("commit") else "") + "  ",
              f"Config: `{result['config']}` (overrides: {' '.join(result['overrides']) or 'none'}"
              + (f"; pool `{result['pool']['name']}`: {' '.join(result['pool']['overrides'])}, "
                 "every arm but `supervised` branched from the base run's burn-in checkpoint"
@@ -568,7 +570,8 @@ def main(argv=None):
     import platform
 
     result = {
-        "benchmark": "teacher", "seeds": args.seeds, "config": recorded_path(args.config),
+        "benchmark": "teacher", "commit": git_commit(), "seeds": args.seeds,
+        "config": recorded_path(args.config),
         "overrides": args.opts, "root": recorded_path(args.root), "arms": args.arms,
         "pool": {"name": pool_name, "overrides": pool_opts} if pool_name else None,
         "top_fraction": args.top_fraction,

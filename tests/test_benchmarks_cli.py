@@ -857,3 +857,19 @@ def test_bench_teacher_other_pool_branches_none_too(tmp_path, monkeypatch):
         for f in bt.run_seed(1, arms, work, 1, [], ex, "c.yaml", 0.5):
             f.result()
     assert branched == [(base, os.path.join(work, "seed1", "random"))]
+
+
+def test_results_record_the_commit_that_made_them(tmp_path, monkeypatch):
+    """git_commit is the checkout's short HEAD, and "unknown" outside a git checkout; the
+    bench_quality and bench_teacher Markdown name it beside the command."""
+    cli = _import("_bench_cli")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                          capture_output=True).stdout.strip()
+    if head:
+        assert cli.git_commit() == head
+    monkeypatch.setattr(cli, "REPO", str(tmp_path))
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert cli.git_commit() == "unknown"
+    result = dict(_quality_result(), commit="abc1234")
+    assert "Command: `benchmarks/bench_quality.py` at commit abc1234" in \
+        _bench_quality().markdown(result)
