@@ -14,7 +14,8 @@ For every seed:
    ``image_score``, ``softmax``, ``random`` (the teacher's filter keeps the top
    ``--top-fraction`` of the pool at every ranking), ``image_score_weighted`` (the whole
    pool, each image drawn in proportion to its image-score rank weight:
-   ``TEACHER.RANK_WEIGHTING``) and ``oracle`` (``TEACHER.TARGETS truth``: the pool's own
+   ``TEACHER.RANK_WEIGHTING``), ``offline`` (the paper's one-shot image-score round from the
+   same checkpoint, no teacher) and ``oracle`` (``TEACHER.TARGETS truth``: the pool's own
    annotations as the student's targets, the upper bound).
 
 Per arm: test AP50 and AP (mean over seeds, per seed), the gain over ``supervised`` with a
@@ -65,6 +66,7 @@ CONFIG = os.path.join("configs", "synthetic", "teacher_V16tiny_quick.yaml")
 SUPERVISED, NONE, ORACLE, BASE = "supervised", "none", "oracle", "none"
 FILTERS = ("image_score", "softmax", "random")
 WEIGHTED = "image_score_weighted"  # compared with online none like the filters
+OFFLINE = "offline"  # the paper's one-shot round, from the same burn-in checkpoint
 
 # name -> (what it is, KEY VALUE overrides of the branch; None: made by the base run)
 ARMS = {
@@ -82,6 +84,14 @@ ARMS = {
                "rank weight 1 - r/N (TEACHER.RANK_WEIGHTING)",
                ["TEACHER.SELECTOR", "image_score", "TEACHER.RANK_WEIGHTING", "True",
                 "TEACHER.TOP_FRACTION", "1.0"]),
+    OFFLINE: ("the paper's one-shot round from the same burn-in checkpoint, no teacher: "
+               "image_score selects 30% of the pool once (GRID 8x8, BOX_SCORE_THRESH 0.5, as "
+               "configs/synthetic/imagescore_V16tiny_headroom.yaml), their pseudo-labels join "
+               "the labeled images for the same iterations",
+               ["TEACHER.ENABLED", "False", "IMAGE_SCORE.ENABLED", "True",
+                "IMAGE_SCORE.SELECTOR", "image_score", "IMAGE_SCORE.TOP_FRACTION", "0.3",
+                "IMAGE_SCORE.GRID", "(8, 8)", "IMAGE_SCORE.BOX_SCORE_THRESH", "0.5",
+                "IMAGE_SCORE.ANALYZE_POOL", "True"]),
     ORACLE: ("online with the pool's truth as the student's targets (TEACHER.TARGETS truth): "
              "the upper bound", ["TEACHER.TARGETS", "truth"]),
 }
@@ -129,9 +139,12 @@ def parse_args(argv=None):
     return args
 
 
-def arm_overrides(name, top_fraction):
-    """The KEY VALUE overrides of a branch arm (on top of the config and --opts)."""
+def arm_overrides(name, top_fraction, burn_in=None):
+    """The KEY VALUE overrides of a branch arm (on top of the config and --opts); the
+    offline round takes place at ``burn_in`` (the config's TEACHER.BURN_IN_ITER)."""
     extra = ["TEACHER.TOP_FRACTION", str(top_fraction)] if name in FILTERS else []
+    if name == OFFLINE:
+        extra = ["IMAGE_SCORE.START_ITER", str(burn_in)]
     own = ["TEACHER.SELECTOR", "none"] if ARMS[name][1] is None else ARMS[name][1]
     return own + extra + ["TEACHER.PAIRED_BASELINE", "False"]
 
@@ -166,7 +179,8 @@ def check_protocol(config, opts):
     return cfg
 
 
-def run_seed(seed, arms, work_dir, threads, extra, pool, config, top_fraction, other_pool=None):
+def run_seed(seed, arms, work_dir, threads, extra, pool, config, top_fraction, other_pool=None,
+             burn_in=None):
     """The base run of ``seed`` (arms none and supervised), then its branches (submitted).
     With ``other_pool`` (NAME, [KEY VALUE ...]) ``none`` is a branch too, and every branch
     trains with those overrides."""
@@ -185,8 +199,8 @@ def run_seed(seed, arms, work_dir, threads, extra, pool, config, top_fraction, o
         out = arm_dir(work_dir, seed, name, pool_name)
         if not os.path.exists(os.path.join(out, LAST_CHECKPOINT)):
             branch_from_round(base_dir, out)
-        futures.append(pool.submit(train, out, arm_overrides(name, top_fraction) + pool_opts,
-                                   seed, True, threads, extra, config))
+        futures.append(pool.submit(train, out, arm_overrides(name, top_fraction, burn_in)
+                                   + pool_opts, seed, True, threads, extra, config))
     return futures
 
 
@@ -253,13 +267,17 @@ def measure(run_dir):
     bbox = (report.get("eval_after") or {}).get("bbox", {})
     teacher = report.get("teacher") or {}
     metrics = os.path.join(run_dir, "metrics.json")
-    burn_in = teacher.get("burn_in_iter", 0)
+    rounds = report.get("rounds") or [{}]  # the offline arm: its round ends the burn-in
+    burn_in = teacher.get("burn_in_iter", rounds[0].get("iteration", 0))
     max_iter = report["config"]["max_iter"]
     return {"ap50": bbox.get("AP50"), "ap": bbox.get("AP"),
             "seconds_per_iteration": step_seconds(metrics, burn_in),
             "pseudo_boxes_per_image": mean_logged(metrics, "teacher/pseudo_boxes_per_image"),
             "ranking_seconds": sum(r.get("seconds", 0.0) for r in teacher.get("refreshes", [])),
             "online_iterations": max_iter - burn_in,
+            **({"offline_pseudo_precision": rounds[0].get("pseudo_precision"),
+                "offline_pseudo_images": rounds[0].get("num_pseudo_images")}
+               if "pseudo_precision" in rounds[0] else {}),
             **pseudo_precision_over_training(metrics, burn_in, max_iter)}
 
 
@@ -282,7 +300,7 @@ def summarize(boot, arms, confidence=0.95):
             row["share_of_oracle"] = seed_share_of_gain(boot, SUPERVISED, name, ORACLE,
                                                         confidence=confidence)
         out["over_supervised"][name] = row
-        if name in FILTERS or name == WEIGHTED:
+        if name in FILTERS or name in (WEIGHTED, OFFLINE):
             out["over_none"][name] = seed_gain(boot, NONE, name, "AP50", confidence)
     return out
 
@@ -561,7 +579,8 @@ def main(argv=None):
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         seeds = [pool.submit(run_seed, s, args.arms, work_dir, threads, args.opts, pool,
-                             args.config, args.top_fraction, args.other_pool)
+                             args.config, args.top_fraction, args.other_pool,
+                             cfg.TEACHER.BURN_IN_ITER)
                  for s in args.seeds]
         for f in [f for s in seeds for f in s.result()]:
             f.result()

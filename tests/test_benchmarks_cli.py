@@ -533,6 +533,17 @@ def test_bench_teacher_pseudo_precision_over_training_on_known_input(tmp_path):
     m = teacher.measure(str(run))
     assert m["pseudo_precision"] is None and m["pseudo_precision_by_quarter"] is None
     assert teacher._quarters([m]) == "-"
+    # the offline arm (no teacher): its round's iteration ends the burn-in, its precision is
+    # the round's
+    (run / "report.json").write_text(json.dumps({
+        "config": {"max_iter": 180}, "eval_after": {"bbox": {"AP50": 61.0, "AP": 31.0}},
+        "rounds": [{"iteration": 130, "pseudo_precision": 0.45, "num_pseudo_images": 7}]}))
+    (run / "metrics.json").write_text("\n".join(json.dumps(r) for r in [
+        {"iteration": 119, "time": 9.0}, {"iteration": 139, "time": 0.3},
+        {"iteration": 159, "time": 0.5}]) + "\n")
+    m = teacher.measure(str(run))
+    assert (m["online_iterations"], m["seconds_per_iteration"]) == (50, 0.4)
+    assert (m["offline_pseudo_precision"], m["offline_pseudo_images"]) == (0.45, 7)
 
 
 def test_bench_teacher_gains_on_known_input():
@@ -558,6 +569,11 @@ def test_bench_teacher_gains_on_known_input():
     assert gains["over_none"]["image_score"]["difference"] == pytest.approx(1.0)
     assert gains["over_none"]["image_score_weighted"]["difference"] == pytest.approx(-1.0)
     assert set(gains["over_none"]) == {"image_score", "image_score_weighted"}
+    offline = teacher.arm_overrides("offline", 0.5, 1000)
+    assert offline[offline.index("IMAGE_SCORE.START_ITER") + 1] == "1000"
+    assert offline[offline.index("TEACHER.ENABLED") + 1] == "False"
+    assert offline[offline.index("IMAGE_SCORE.ENABLED") + 1] == "True"
+    assert "TEACHER.TOP_FRACTION" not in offline
     assert teacher.arm_overrides("image_score_weighted", 0.5) == [
         "TEACHER.SELECTOR", "image_score", "TEACHER.RANK_WEIGHTING", "True",
         "TEACHER.TOP_FRACTION", "1.0", "TEACHER.PAIRED_BASELINE", "False"]
