@@ -56,7 +56,10 @@ stays the base run's paired copy (the labeled and test images are the same):
         --config configs/synthetic/imagescore_V16tiny_headroom.yaml \
         --pool shifted IMAGE_SCORE.UNLABELED_DATASETS '("synthetic_headroom_shifted_unlabeled",)'
 
-``--root`` is the datasets root holding ``synthetic_voc/`` (generated there if absent).
+``--root`` is the datasets root: the synthetic datasets ``--config`` uses are generated
+there if absent (``synthetic_voc/``, the headroom protocol's); for the real photos
+(``configs/voc07real/``) it is the directory holding ``voc2007-real/`` (e.g. ``../shared``),
+only read.
 Writes ``--output`` (JSON) and, beside it, ``.png`` and ``.md``; prints the table. Finished
 runs are reused (their report.json), so an interrupted benchmark resumes where it stopped.
 Runs go ``--jobs`` at a time (default 2 on this 2-core machine, one thread each).
@@ -137,6 +140,24 @@ def check_protocol(config, opts):
         sys.exit(f"error: {shown} does not load for bench_quality: {str(e).rstrip('.')}. Pass "
                  f"a config that runs a round (e.g. {CONFIG}) and KEY VALUE pairs it knows.")
     return cfg
+
+
+def generate_datasets_of(cfg, root):
+    """Generate under ``root`` the synthetic datasets ``cfg`` trains, tests or selects on
+    (``synthetic_voc``, the headroom protocol's), if absent; nothing for other data (the
+    real photos under ``root`` are only read)."""
+    from imagescore_det.data import generate_headroom_datasets, generate_synthetic_voc
+
+    names = (list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+             + list(cfg.IMAGE_SCORE.UNLABELED_DATASETS))
+    made = []
+    if any(n.startswith("synthetic_voc_") for n in names):
+        generate_synthetic_voc(os.path.join(root, "synthetic_voc"))
+        made.append("synthetic_voc")
+    if any(n.startswith("synthetic_headroom") for n in names):
+        generate_headroom_datasets(root)
+        made.append("synthetic_headroom")
+    return made
 
 
 def train(out_dir, opts, seed, resume, threads, extra, config=CONFIG):
@@ -546,8 +567,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=os.environ.get("DETECTRON2_DATASETS",
                                                     os.path.join(ROOT, "datasets")),
-                   help="datasets root holding synthetic_voc/ (default: $DETECTRON2_DATASETS "
-                        "or ./datasets)")
+                   help="datasets root (default: $DETECTRON2_DATASETS or ./datasets): the "
+                        "synthetic datasets --config uses are generated there if absent; for "
+                        "the real photos, the directory holding voc2007-real/ (e.g. ../shared)")
     p.add_argument("--config", default=CONFIG,
                    help="the protocol measured: a config that runs a round, relative to the "
                         f"repository or absolute (default {CONFIG}, the quickstart's); its "
@@ -569,12 +591,10 @@ def main(argv=None):
     other_pool = parse_pool(p, args)
     if BASE not in args.variants:
         args.variants.insert(0, BASE)  # every branch starts from its round checkpoint
-    from imagescore_det.data import generate_synthetic_voc
-
     args.root = os.path.abspath(args.root)
     os.environ["DETECTRON2_DATASETS"] = args.root
-    generate_synthetic_voc(os.path.join(args.root, "synthetic_voc"))
-    check_protocol(args.config, args.opts + (args.pool[1:] if args.pool else []))
+    cfg = check_protocol(args.config, args.opts + (args.pool[1:] if args.pool else []))
+    generate_datasets_of(cfg, args.root)
     skipped = {name: why for name in args.variants if (why := available(name))}
     for name, why in skipped.items():
         log(f"skipping variant {name}: {why}")

@@ -889,3 +889,25 @@ def test_results_record_the_commit_that_made_them(tmp_path, monkeypatch):
     result = dict(_quality_result(), commit="abc1234")
     assert "Command: `benchmarks/bench_quality.py` at commit abc1234" in \
         _bench_quality().markdown(result)
+
+
+def test_bench_quality_generates_only_the_synthetic_data_its_config_uses(tmp_path,
+                                                                         monkeypatch):
+    """The quickstart's config: synthetic_voc; the headroom config: the headroom datasets;
+    the real-photo config: nothing (its root holds real photos, only read)."""
+    import imagescore_det.data as data
+
+    bq = _bench_quality()
+    made = []
+    monkeypatch.setattr(data, "generate_synthetic_voc", lambda d, **k: made.append(d))
+    monkeypatch.setattr(data, "generate_headroom_datasets", lambda r: made.append(r))
+    root = str(tmp_path)
+    headroom = os.path.join("configs", "synthetic", "imagescore_V16tiny_headroom.yaml")
+    real = os.path.join("configs", "voc07real", "imagescore_V16tiny_real.yaml")
+    for config, expected, calls in (
+            (bq.CONFIG, ["synthetic_voc"], [os.path.join(root, "synthetic_voc")]),
+            (headroom, ["synthetic_headroom"], [root]),
+            (real, [], [])):
+        made.clear()
+        assert bq.generate_datasets_of(bq.check_protocol(config, []), root) == expected
+        assert made == calls

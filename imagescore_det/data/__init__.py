@@ -130,8 +130,9 @@ else:
             names.append(name)
         for dataset in HEADROOM_DATASETS:
             d = os.path.join(root, dataset, "VOC2007")
-            hint = (f"Generate it with `python benchmarks/bench_headroom.py --root {root}` "
-                    "(it generates the headroom datasets first), or set DETECTRON2_DATASETS "
+            hint = (f"Generate it with `python datasets/prepare_synthetic_voc.py --headroom "
+                    f"--root {os.path.join(root, 'synthetic_voc')}` (or any benchmark of the "
+                    "headroom protocol, which generates it first), or set DETECTRON2_DATASETS "
                     f"to the directory that contains {dataset}/ (currently {root!r}).")
             for split in SYNTHETIC_SPLITS:
                 register_voc(f"{dataset}_{split}", d, split, 2007, SYNTHETIC_CLASSES,
