@@ -410,7 +410,7 @@ def fmt(stat, digits=3, signed=False):
 
 def markdown(result):
     seeds = result["seeds"]
-    lines = [f"# bench_quality: selectors on the synthetic set ({len(seeds)} seeds: "
+    lines = [f"# bench_quality: selectors on `{result['config']}` ({len(seeds)} seeds: "
              f"{', '.join(map(str, seeds))})", "",
              f"Command: `{result['command']}`"
              + (f" at commit {result['commit']}" if result.get("commit") else "") + "  ",
