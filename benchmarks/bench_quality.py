@@ -142,17 +142,20 @@ def check_protocol(config, opts):
     return cfg
 
 
-def generate_datasets_of(cfg, root):
+def generate_datasets_of(cfg, root, keep_existing=False):
     """Generate under ``root`` the synthetic datasets ``cfg`` trains, tests or selects on
     (``synthetic_voc``, the headroom protocol's), if absent; nothing for other data (the
-    real photos under ``root`` are only read)."""
+    real photos under ``root`` are only read). ``keep_existing``: an existing
+    ``synthetic_voc/`` is used as it is, whatever its parameters (a test's small copy)."""
     from imagescore_det.data import generate_headroom_datasets, generate_synthetic_voc
 
     names = (list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
              + list(cfg.IMAGE_SCORE.UNLABELED_DATASETS))
     made = []
-    if any(n.startswith("synthetic_voc_") for n in names):
-        generate_synthetic_voc(os.path.join(root, "synthetic_voc"))
+    synthetic = os.path.join(root, "synthetic_voc")
+    if any(n.startswith("synthetic_voc_") for n in names) and not (
+            keep_existing and os.path.isdir(synthetic)):
+        generate_synthetic_voc(synthetic)
         made.append("synthetic_voc")
     if any(n.startswith("synthetic_headroom") for n in names):
         generate_headroom_datasets(root)

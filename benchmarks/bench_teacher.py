@@ -60,7 +60,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _bench_cli import (  # noqa: E402
     add_pool_argument, git_commit, parse_pool, pool_run_dir, recorded_path, save_figure,
     write_results)
-from bench_quality import _error_bar, log, share_text, train  # noqa: E402 (same runner)
+from bench_quality import (  # noqa: E402 (same runner)
+    _error_bar, generate_datasets_of, log, share_text, train)
 
 CONFIG = os.path.join("configs", "synthetic", "teacher_V16tiny_quick.yaml")
 SUPERVISED, NONE, ORACLE, BASE = "supervised", "none", "oracle", "none"
@@ -564,12 +565,10 @@ def main(argv=None):
     args.root = os.path.abspath(args.root)
     # before the package's import: its built-in datasets are registered under this root
     os.environ["DETECTRON2_DATASETS"] = args.root
-    from imagescore_det.data import generate_synthetic_voc
-
-    if not os.path.isdir(os.path.join(args.root, "synthetic_voc")):
-        generate_synthetic_voc(os.path.join(args.root, "synthetic_voc"))
     pool_name, pool_opts = args.other_pool or (None, [])
     cfg = check_protocol(args.config, list(args.opts) + pool_opts)
+    # the synthetic data the protocol uses (the headroom datasets too), as bench_quality does
+    generate_datasets_of(cfg, args.root, keep_existing=True)
     if args.cost:
         result = measure_cost(args)
         write_results(args.output, result, cost_plot, cost_markdown)

@@ -911,3 +911,13 @@ def test_bench_quality_generates_only_the_synthetic_data_its_config_uses(tmp_pat
         made.clear()
         assert bq.generate_datasets_of(bq.check_protocol(config, []), root) == expected
         assert made == calls
+    # keep_existing (bench_teacher's: a test's small copy stays): an existing synthetic_voc/ is
+    # not regenerated, an absent one is
+    made.clear()
+    cfg = bq.check_protocol(bq.CONFIG, [])
+    assert bq.generate_datasets_of(cfg, root, keep_existing=True) == ["synthetic_voc"]
+    assert made == [os.path.join(root, "synthetic_voc")]
+    os.makedirs(os.path.join(root, "synthetic_voc"))
+    made.clear()
+    assert bq.generate_datasets_of(cfg, root, keep_existing=True) == []
+    assert made == []
