@@ -199,3 +199,49 @@ def pool_run_dir(work_dir, seed, name, pool=None):
     """``<work_dir>/seed<s>/[pool_<POOL>/]<name>``: where an arm's run of ``seed`` lives."""
     return os.path.join(work_dir, f"seed{seed}", *([POOL_DIR_PREFIX + pool] if pool else []),
                         name)
+
+
+# --------------------------------------------------------------------------- --round-from
+def add_round_from_argument(parser, example):
+    """``--round-from DIR``: every seed's base run starts from another run's round checkpoint
+    (``{seed}`` in DIR is the seed) instead of training its warm-up again."""
+    parser.add_argument(
+        "--round-from", default=None, metavar="DIR",
+        help="start every seed's base run from the round checkpoint (model_round1.pth) of a "
+             "run that trained the same warm-up, instead of training it again: that run's "
+             "folder, with {seed} where the seed goes (e.g. " + example + "); its round "
+             "must be where this benchmark's config starts (IMAGE_SCORE.START_ITER, or "
+             "TEACHER.BURN_IN_ITER in the teacher-student mode)")
+
+
+def round_sources(pattern, seeds, cfg):
+    """``{seed: run folder or None}`` for ``--round-from`` ``pattern``, each checked before
+    anything trains: it holds ``model_round1.pth`` and its saved config.yaml puts the round
+    where ``cfg`` starts (``engine.paired.start_iteration``); else SystemExit naming the
+    file and the fix."""
+    from imagescore_det.engine import load_config
+    from imagescore_det.engine.paired import ROUND_CHECKPOINT, start_iteration
+
+    sources = {}
+    for seed in seeds:
+        if not pattern:
+            sources[seed] = None
+            continue
+        source = os.path.abspath(pattern.format(seed=seed))
+        checkpoint = os.path.join(source, ROUND_CHECKPOINT + ".pth")
+        saved = os.path.join(source, "config.yaml")
+        if not (os.path.isfile(checkpoint) and os.path.isfile(saved)):
+            raise SystemExit(
+                f"--round-from {pattern}: {checkpoint} or {saved} is missing for seed {seed}. "
+                "Give the folder of a run that trained its warm-up with PAIRED_BASELINE True "
+                "(e.g. bench_headroom.py's <work-dir>/seed{seed}/same/oracle_all), with {seed} "
+                "where the seed goes.")
+        theirs, ours = start_iteration(load_config(saved)), start_iteration(cfg)
+        if theirs != ours:
+            raise SystemExit(
+                f"--round-from {pattern}: {saved} has its round at iteration {theirs}, this "
+                f"benchmark's config starts from iteration {ours}. Pass --opts with that "
+                "iteration (IMAGE_SCORE.START_ITER or TEACHER.BURN_IN_ITER, and the run's "
+                "SOLVER.STEPS), or another --round-from.")
+        sources[seed] = source
+    return sources

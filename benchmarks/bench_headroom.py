@@ -17,8 +17,9 @@ headroom schedule (``configs/synthetic/*_V16tiny_headroom.yaml``), per seed:
    pool (the labeled and test images of the two variants are the same files, so one
    warm-up and one supervised continuation serve both);
 3. the plateau check: the warm-up stretched twice as long (``bench_plateau.py``'s
-   ``overrides``, supervised only); the warm-up is at its plateau when that adds at most
-   ~2 AP50. Then both oracle arms and their paired supervised copy continue from the end
+   ``overrides``, supervised only; it starts from the base run's checkpoint before the
+   first LR step, where the two schedules are still the same); the warm-up is at its
+   plateau when that adds at most ~2 AP50. Then both oracle arms and their paired supervised copy continue from the end
    of that longer warm-up too (``x2_same``: its final checkpoint is the round checkpoint;
    ``--no-x2-arms`` skips them), which measures the room with a detector closer to its
    plateau when the warm-up is not at it.
@@ -152,12 +153,51 @@ def run_seed(seed, pools, work_dir, threads, extra, pool_executor):
     return futures
 
 
+SHARED_PREFIX = "shared_prefix.json"
+
+
+def share_warmup_prefix(seed, work_dir, extra=()):
+    """Start the seed's warm-up x2 from its base run's checkpoint just before the warm-up's
+    first LR step (the whole warm-up when it has none): up to there the two schedules are
+    the same (LR, LR warm-up, labeled images), so the plateau check trains only the
+    iterations where they differ, and x1 and x2 differ by the longer schedule alone, not by
+    another random stream before the step. Writes ``warmup_x2/shared_prefix.json``; returns
+    the iterations shared, or None when the warm-up x2 has started already or the base run
+    has no checkpoint there (it then trains from scratch, as ``bench_plateau.py`` does)."""
+    import shutil
+
+    from bench_plateau import warmup_schedule
+
+    from imagescore_det.engine.safe_load import LAST_CHECKPOINT
+    from imagescore_det.utils import atomic_write, atomic_write_json, atomic_write_text
+
+    warmup, steps, lr_warmup = warmup_schedule(list(extra), PLATEAU_CONFIG)
+    shared = steps[0] if steps else warmup
+    out = os.path.join(work_dir, f"seed{seed}", "warmup_x2")
+    name = f"model_{shared - 1:07d}.pth"  # the periodic checkpointer's name after step shared-1
+    source = os.path.join(run_dir(work_dir, seed, BASE_POOL, BASE_ARM), name)
+    if os.path.exists(os.path.join(out, LAST_CHECKPOINT)) or shared <= lr_warmup \
+            or not os.path.isfile(source):
+        return None
+    os.makedirs(out, exist_ok=True)
+    with open(source, "rb") as f:
+        atomic_write(os.path.join(out, name), lambda dst: shutil.copyfileobj(f, dst))
+    atomic_write_json(os.path.join(out, SHARED_PREFIX),
+                      {"iterations": shared, "from": os.path.relpath(source, work_dir)})
+    atomic_write_text(os.path.join(out, LAST_CHECKPOINT), name)
+    log(f"[seed {seed}] warm-up x2 starts from the base run's checkpoint after {shared} "
+        "iterations (before the first LR step, where the schedules are the same)")
+    return shared
+
+
 def plateau_run(seed, work_dir, threads, extra, x2_arms=True):
-    """The warm-up x2 (supervised only) of ``seed``, then (``x2_arms``) both oracle arms
-    continued from its end; returns its out_dir."""
+    """The warm-up x2 (supervised only) of ``seed`` (sharing the base run's iterations
+    before the first LR step where it has them: :func:`share_warmup_prefix`), then
+    (``x2_arms``) both oracle arms continued from its end; returns its out_dir."""
     import bench_plateau
 
     out = os.path.join(work_dir, f"seed{seed}", "warmup_x2")
+    share_warmup_prefix(seed, work_dir, extra)
     bench_plateau.train(out, 2, seed, threads, list(extra), PLATEAU_CONFIG)
     if x2_arms:
         x2_run(seed, work_dir, threads, extra)
@@ -230,6 +270,10 @@ def measure_seed(seed, pools, work_dir, with_plateau, extra=()):
         points = dict(curve(os.path.join(work_dir, f"seed{seed}", "warmup_x2", "metrics.json"),
                             2 * warmup))
         row["warmup_x2_ap50"] = points.get(2 * warmup)
+        shared = os.path.join(work_dir, f"seed{seed}", "warmup_x2", SHARED_PREFIX)
+        if os.path.isfile(shared):
+            with open(shared) as f:
+                row["warmup_x2_shared_iterations"] = json.load(f)["iterations"]
         row["warmup_x2_curve"] = sorted(points.items())
     x2_base = run_dir(work_dir, seed, X2, BASE_ARM)
     if with_plateau and os.path.isfile(os.path.join(x2_base, "report.json")):
@@ -321,6 +365,16 @@ def shown_pools(result):
     return list(result["pools"]) + ([X2] if X2 in result["mean_over_seeds"] else [])
 
 
+def _shared_text(result):
+    shared = sorted({r["warmup_x2_shared_iterations"] for r in result["per_seed"]
+                     if r.get("warmup_x2_shared_iterations")})
+    if not shared:
+        return ""
+    return (f" (the warm-up x2 continues the warm-up's own run after its first "
+            f"{'/'.join(map(str, shared))} iterations, before the first LR step, where the "
+            "schedules are the same)")
+
+
 def _cell(r, pool, arm):
     return f"{r[pool][arm]['ap50']:.2f}: {_ci(r[pool][arm])}" if pool in r else "-"
 
@@ -342,7 +396,7 @@ def markdown(result):
              "the test images. Mean ± std (range) over seeds.", "",
              f"* warm-up (the round's detector): {_ms(agg['warmup_ap50'])}",
              f"* warm-up x2 minus warm-up (plateau check, bar ~2): "
-             f"{_ms(agg['warmup_x2_gain'], signed=True)}",
+             f"{_ms(agg['warmup_x2_gain'], signed=True)}" + _shared_text(result),
              f"* supervised continuation: {_ms(agg['supervised_ap50'])} "
              f"(minus warm-up: {_ms(agg['supervised_gain_over_warmup'], signed=True)})"] + (
                  [f"* supervised continuation from the warm-up x2: "

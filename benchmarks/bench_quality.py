@@ -56,6 +56,15 @@ stays the base run's paired copy (the labeled and test images are the same):
         --config configs/synthetic/imagescore_V16tiny_headroom.yaml \
         --pool shifted IMAGE_SCORE.UNLABELED_DATASETS '("synthetic_headroom_shifted_unlabeled",)'
 
+``--round-from DIR`` starts every seed's base run from the round checkpoint of a run that
+trained the same warm-up (``{seed}`` in DIR is the seed), e.g. bench_headroom's, so a longer
+warm-up is trained once for both benchmarks:
+
+    .venv/bin/python benchmarks/bench_quality.py \
+        --config configs/synthetic/imagescore_V16tiny_headroom.yaml \
+        --opts IMAGE_SCORE.START_ITER 4000 SOLVER.STEPS '(3000,)' SOLVER.MAX_ITER 4250 \
+        --round-from 'output/bench_headroom_w4000/seed{seed}/same/oracle_all'
+
 ``--root`` is the datasets root: the synthetic datasets ``--config`` uses are generated
 there if absent (``synthetic_voc/``, the headroom protocol's); for the real photos
 (``configs/voc07real/``) it is the directory holding ``voc2007-real/`` (e.g. ``../shared``),
@@ -75,8 +84,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from _bench_cli import (  # noqa: E402 (benchmarks/, beside this file)
-    add_pool_argument, git_commit, log, parse_pool, pool_run_dir, recorded_path, run_train_net,
-    save_figure, write_results)
+    add_pool_argument, add_round_from_argument, git_commit, log, parse_pool, pool_run_dir,
+    recorded_path, round_sources, run_train_net, save_figure, write_results)
 
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 BASE = "image_score"
@@ -176,16 +185,21 @@ def train(out_dir, opts, seed, resume, threads, extra, config=CONFIG):
 variant_dir = pool_run_dir  # seed<s>/<name>, or seed<s>/pool_<POOL>/<name> (all branches)
 
 
-def run_seed(seed, variants, work_dir, threads, extra, pool, config=CONFIG, other_pool=None):
+def run_seed(seed, variants, work_dir, threads, extra, pool, config=CONFIG, other_pool=None,
+             round_from=None):
     """The base run of ``seed``, then its branches (submitted to ``pool``). With
     ``other_pool`` (NAME, [KEY VALUE ...]) every variant, ``BASE`` included, is a branch
-    with those overrides."""
+    with those overrides. With ``round_from`` (a run folder) the base run itself is a branch
+    of that run's round checkpoint: no warm-up is trained."""
     from imagescore_det.engine.paired import branch_from_round
     from imagescore_det.engine.safe_load import LAST_CHECKPOINT
 
     base_dir = os.path.join(work_dir, f"seed{seed}", BASE)
     os.makedirs(os.path.dirname(base_dir), exist_ok=True)
     resume = os.path.isfile(os.path.join(base_dir, LAST_CHECKPOINT))
+    if round_from and not resume:
+        branch_from_round(round_from, base_dir)
+        resume = True
     train(base_dir, ["IMAGE_SCORE.PAIRED_BASELINE", "True"], seed, resume, threads, extra,
           config)
     pool_name, pool_opts = other_pool or (None, [])
@@ -421,7 +435,9 @@ def markdown(result):
              f"(overrides: {' '.join(result['overrides']) or 'none'}"
              + (f"; pool `{result['pool']['name']}`: {' '.join(result['pool']['overrides'])}, "
                 "every variant branched from the base run's round checkpoint"
-                if result.get("pool") else "") + "); machine: "
+                if result.get("pool") else "")
+             + (f"; every seed's round checkpoint from `{result['round_from']}`, its warm-up "
+                "not trained again" if result.get("round_from") else "") + "); machine: "
              f"{result['machine']}; wall time {result['wall_seconds'] / 60:.0f} min.", "",
              "Mean ± standard deviation over seeds. Precision/recall: the pseudo-boxes of the "
              "images trained on (IoU 0.5). AUROC: the variant's score for \"all of this pool "
@@ -590,6 +606,7 @@ def main(argv=None):
                    help="resamples of the bootstrap over seeds and test images (default 1000)")
     add_pool_argument(p, "shifted IMAGE_SCORE.UNLABELED_DATASETS "
                          "'(\"synthetic_headroom_shifted_unlabeled\",)'")
+    add_round_from_argument(p, "output/bench_headroom/seed{seed}/same/oracle_all")
     args = p.parse_args(argv)
     other_pool = parse_pool(p, args)
     if BASE not in args.variants:
@@ -603,12 +620,13 @@ def main(argv=None):
         log(f"skipping variant {name}: {why}")
     variants = [v for v in args.variants if v not in skipped]
     work_dir = os.path.abspath(args.work_dir)
+    sources = round_sources(args.round_from, args.seeds, cfg)
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         # base runs first (they are the long ones), then every branch as soon as its base ends
         seeds = [pool.submit(run_seed, s, variants, work_dir, threads, args.opts, pool,
-                             args.config, other_pool)
+                             args.config, other_pool, sources[s])
                  for s in args.seeds]
         branches = [f for s in seeds for f in s.result()]
         for f in branches:
@@ -631,6 +649,7 @@ def main(argv=None):
         "config": recorded_path(args.config),
         "overrides": args.opts, "root": recorded_path(args.root),
         "pool": {"name": args.pool[0], "overrides": args.pool[1:]} if args.pool else None,
+        "round_from": recorded_path(args.round_from and os.path.abspath(args.round_from)),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{args.jobs} runs at a time ({threads} thread(s) each)",
         "wall_seconds": time.time() - started,

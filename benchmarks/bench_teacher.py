@@ -58,8 +58,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _bench_cli import (  # noqa: E402
-    add_pool_argument, git_commit, parse_pool, pool_run_dir, recorded_path, save_figure,
-    write_results)
+    add_pool_argument, add_round_from_argument, git_commit, parse_pool, pool_run_dir,
+    recorded_path, round_sources, save_figure, write_results)
 from bench_quality import (  # noqa: E402 (same runner)
     _error_bar, generate_datasets_of, log, share_text, train)
 
@@ -126,6 +126,8 @@ def parse_args(argv=None):
                         "(default output benchmarks/results/teacher_cost.json)")
     add_pool_argument(p, "shifted IMAGE_SCORE.UNLABELED_DATASETS "
                          "'(\"synthetic_headroom_shifted_unlabeled\",)'; online none too")
+    add_round_from_argument(p, "output/bench_headroom/seed{seed}/same/oracle_all, whose "
+                               "warm-up then is the burn-in")
     args = p.parse_args(argv)
     args.other_pool = parse_pool(p, args)
     if args.cost and args.output == p.get_default("output"):
@@ -181,16 +183,20 @@ def check_protocol(config, opts):
 
 
 def run_seed(seed, arms, work_dir, threads, extra, pool, config, top_fraction, other_pool=None,
-             burn_in=None):
+             burn_in=None, round_from=None):
     """The base run of ``seed`` (arms none and supervised), then its branches (submitted).
     With ``other_pool`` (NAME, [KEY VALUE ...]) ``none`` is a branch too, and every branch
-    trains with those overrides."""
+    trains with those overrides. With ``round_from`` (a run folder) the base run starts from
+    that run's round checkpoint: its burn-in is not trained."""
     from imagescore_det.engine.paired import branch_from_round
     from imagescore_det.engine.safe_load import LAST_CHECKPOINT
 
     base_dir = arm_dir(work_dir, seed, BASE)
     os.makedirs(os.path.dirname(base_dir), exist_ok=True)
     resume = os.path.isfile(os.path.join(base_dir, LAST_CHECKPOINT))
+    if round_from and not resume:
+        branch_from_round(round_from, base_dir)
+        resume = True
     train(base_dir, BASE_OVERRIDES, seed, resume, threads, extra, config)
     pool_name, pool_opts = other_pool or (None, [])
     futures = []
@@ -475,7 +481,9 @@ def markdown(result):
              f"Config: `{result['config']}` (overrides: {' '.join(result['overrides']) or 'none'}"
              + (f"; pool `{result['pool']['name']}`: {' '.join(result['pool']['overrides'])}, "
                 "every arm but `supervised` branched from the base run's burn-in checkpoint"
-                if result.get("pool") else "") + ")"
+                if result.get("pool") else "")
+             + (f"; every seed's burn-in is the round checkpoint of `{result['round_from']}`, "
+                "not trained again" if result.get("round_from") else "") + ")"
              f"; machine: {result['machine']}; wall time {result['wall_seconds'] / 60:.0f} min.",
              "", f"Every arm from the same burn-in checkpoint for the same "
              f"{result['online_iterations']} iterations. Gain: the arm minus `supervised` in "
@@ -574,12 +582,13 @@ def main(argv=None):
         write_results(args.output, result, cost_plot, cost_markdown)
         return result
     work_dir = os.path.abspath(args.work_dir)
+    sources = round_sources(args.round_from, args.seeds, cfg)
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         seeds = [pool.submit(run_seed, s, args.arms, work_dir, threads, args.opts, pool,
                              args.config, args.top_fraction, args.other_pool,
-                             cfg.TEACHER.BURN_IN_ITER)
+                             cfg.TEACHER.BURN_IN_ITER, sources[s])
                  for s in args.seeds]
         for f in [f for s in seeds for f in s.result()]:
             f.result()
@@ -592,6 +601,7 @@ def main(argv=None):
         "config": recorded_path(args.config),
         "overrides": args.opts, "root": recorded_path(args.root), "arms": args.arms,
         "pool": {"name": pool_name, "overrides": pool_opts} if pool_name else None,
+        "round_from": recorded_path(args.round_from and os.path.abspath(args.round_from)),
         "top_fraction": args.top_fraction,
         "online_iterations": cfg.SOLVER.MAX_ITER - cfg.TEACHER.BURN_IN_ITER,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "

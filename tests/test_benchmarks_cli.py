@@ -836,6 +836,99 @@ def test_bench_quality_pool_argument_needs_a_name_and_pairs():
             bq.main(["--pool", *bad, "--seeds", "0"])
 
 
+def test_bench_quality_round_from_branches_the_base_run_of_each_seed(tmp_path, monkeypatch):
+    """--round-from DIR: each seed's base run is a branch of DIR's round checkpoint ({seed}
+    filled in) and resumes from it (no warm-up trained); a source without a round checkpoint
+    or with its round at another START_ITER stops before any training, naming the fix."""
+    import concurrent.futures
+
+    import imagescore_det.engine.paired as paired
+    from imagescore_det.engine import load_config
+
+    bq = _bench_quality()
+    from _bench_cli import round_sources
+
+    config = os.path.join("configs", "synthetic", "imagescore_V16tiny_headroom.yaml")
+    cfg = load_config(os.path.join(REPO, config), [])
+    pattern = str(tmp_path / "src" / "seed{seed}" / "run")
+    with pytest.raises(SystemExit, match=r"model_round1.pth or .*config.yaml is missing"):
+        round_sources(pattern, [4], cfg)
+    source = tmp_path / "src" / "seed4" / "run"
+    source.mkdir(parents=True)
+    (source / "model_round1.pth").write_bytes(b"weights")
+    (source / "config.yaml").write_text(load_config(os.path.join(REPO, config), [
+        "IMAGE_SCORE.START_ITER", "4000", "SOLVER.STEPS", "(3000,)",
+        "SOLVER.MAX_ITER", "4250"]).dump())
+    with pytest.raises(SystemExit, match=r"round at iteration 4000, this benchmark's config "
+                                         r"starts from iteration 1000"):
+        round_sources(pattern, [4], cfg)
+    longer = load_config(os.path.join(REPO, config), [
+        "IMAGE_SCORE.START_ITER", "4000", "SOLVER.STEPS", "(3000,)", "SOLVER.MAX_ITER", "4250"])
+    assert round_sources(pattern, [4], longer) == {4: str(source)}
+    assert round_sources(None, [4, 5], cfg) == {4: None, 5: None}
+    # the teacher-student mode starts where its burn-in ends: the same source serves it
+    teacher = load_config(os.path.join(REPO, "configs", "synthetic",
+                                       "teacher_V16tiny_headroom.yaml"), [
+        "TEACHER.BURN_IN_ITER", "4000", "SOLVER.STEPS", "(3000,)", "SOLVER.MAX_ITER", "4500"])
+    assert round_sources(pattern, [4], teacher) == {4: str(source)}
+
+    trained, branched = [], []
+    monkeypatch.setattr(bq, "train", lambda out, opts, seed, resume, *a, **k:
+                        trained.append((out, resume)))
+    monkeypatch.setattr(paired, "branch_from_round", lambda src, dst: branched.append((src, dst)))
+    work = str(tmp_path / "work")
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        for f in bq.run_seed(4, ["image_score", "random"], work, 1, [], ex,
+                             round_from=str(source)):
+            f.result()
+    base = os.path.join(work, "seed4", "image_score")
+    assert branched == [(str(source), base), (base, os.path.join(work, "seed4", "random"))]
+    assert trained == [(base, True), (os.path.join(work, "seed4", "random"), True)]
+    trained.clear(), branched.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:  # without it: the warm-up trains
+        for f in bq.run_seed(5, ["image_score"], work, 1, [], ex):
+            f.result()
+    assert branched == [] and trained == [(os.path.join(work, "seed5", "image_score"), False)]
+
+
+def test_bench_headroom_warmup_x2_starts_from_the_base_runs_checkpoint_before_the_step(
+        tmp_path):
+    """The plateau check's warm-up x2 shares the base run's iterations before the first LR
+    step (the schedules agree there and only there): it gets that checkpoint, named as the
+    periodic checkpointer names it, and resumes from it; never twice, never without one."""
+    bh = _bench_headroom()
+    import bench_plateau
+
+    from imagescore_det.engine import load_config
+
+    work = str(tmp_path)
+    for extra, step in (([], 750), (["IMAGE_SCORE.START_ITER", "4000", "SOLVER.STEPS",
+                                     "(3000,)", "SOLVER.MAX_ITER", "4250"], 3000)):
+        seed = step
+        warmup, steps, _ = bench_plateau.warmup_schedule(extra, bh.PLATEAU_CONFIG)
+        x1 = load_config(os.path.join(REPO, bh.PLATEAU_CONFIG), bench_plateau.overrides(
+            work, 1, seed, extra, bh.PLATEAU_CONFIG))
+        x2 = load_config(os.path.join(REPO, bh.PLATEAU_CONFIG), bench_plateau.overrides(
+            work, 2, seed, extra, bh.PLATEAU_CONFIG))
+        assert steps == [step] and min(x1.SOLVER.STEPS) == step < min(x2.SOLVER.STEPS)
+        out = os.path.join(work, f"seed{seed}", "warmup_x2")
+        assert bh.share_warmup_prefix(seed, work, extra) is None  # no base run yet
+        assert not os.path.exists(out)
+        base = bh.run_dir(work, seed, "same", "oracle_all")
+        os.makedirs(base)
+        for it in (step - 251, step - 1, step + 249):
+            with open(os.path.join(base, f"model_{it:07d}.pth"), "w") as f:
+                f.write(str(it))
+        assert bh.share_warmup_prefix(seed, work, extra) == step
+        with open(os.path.join(out, "last_checkpoint")) as f:
+            name = f.read().strip()
+        with open(os.path.join(out, name)) as f:
+            assert f.read() == str(step - 1)
+        with open(os.path.join(out, bh.SHARED_PREFIX)) as f:
+            assert json.load(f)["iterations"] == step
+        assert bh.share_warmup_prefix(seed, work, extra) is None  # started: left alone
+
+
 def test_bench_teacher_other_pool_branches_none_too(tmp_path, monkeypatch):
     """bench_teacher --pool: the base run trains as without it; online none and the other arms
     branch from its burn-in checkpoint into seed<s>/pool_NAME/ with the pool's overrides last;
@@ -873,6 +966,17 @@ def test_bench_teacher_other_pool_branches_none_too(tmp_path, monkeypatch):
         for f in bt.run_seed(1, arms, work, 1, [], ex, "c.yaml", 0.5):
             f.result()
     assert branched == [(base, os.path.join(work, "seed1", "random"))]
+    # --round-from: the base run (burn-in) is itself a branch of that run, and resumes
+    resumed = []
+    monkeypatch.setattr(bt, "train", lambda out, opts, seed, resume, *a, **k:
+                        resumed.append((out, resume)))
+    branched.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        for f in bt.run_seed(2, arms, work, 1, [], ex, "c.yaml", 0.5, round_from="/src/seed2"):
+            f.result()
+    base2 = os.path.join(work, "seed2", "none")
+    assert branched == [("/src/seed2", base2), (base2, os.path.join(work, "seed2", "random"))]
+    assert resumed == [(base2, True), (os.path.join(work, "seed2", "random"), True)]
 
 
 def test_results_record_the_commit_that_made_them(tmp_path, monkeypatch):
