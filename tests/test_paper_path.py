@@ -325,7 +325,7 @@ def setup(args):  # every rank gets its own OUTPUT_DIR, as on machines without a
 train_net.setup = setup
 if __name__ == "__main__":
     args = train_net.default_argument_parser().parse_args()
-    train_net.launch(train_net.main, args.num_gpus, dist_url="auto", args=(args,))
+    train_net.launch(train_net.worker, args.num_gpus, dist_url="auto", args=(args,))
 '''
 
 

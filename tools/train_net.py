@@ -62,11 +62,27 @@ def main(args):
     return trainer.train()
 
 
+def worker(args):
+    """What ``launch`` runs in each process: :func:`main`, then every rank waits for the
+    others and the process group is destroyed before the worker exits, so no rank tears
+    gloo/NCCL down while another still talks to it (a 2-process CPU test once saw a rank
+    abort at exit, "terminate called without an active exception"; Detectron2's ``launch``
+    leaves the group to process exit). ``main`` itself leaves the group alone: a script may
+    call it more than once in one launch."""
+    import torch.distributed as dist
+
+    results = main(args)
+    if dist.is_available() and dist.is_initialized():
+        comm.synchronize()
+        dist.destroy_process_group()
+    return results
+
+
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
     try:
-        launch(main, args.num_gpus, num_machines=args.num_machines,
+        launch(worker, args.num_gpus, num_machines=args.num_machines,
                machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
