@@ -621,6 +621,13 @@ def test_bench_teacher_cost_phases_on_known_input():
         os.path.join("benchmarks", "results", "teacher_cost.json"))
     with pytest.raises(SystemExit):
         teacher.parse_args(["--cost", "1"])
+    # unfiltered steps of 0.38 s, a 4.2 s ranking: a filtered step of 0.4 s is over
+    # 1.05 x 0.38 = 0.399 already (no period reaches the target); at 0.39 s, P >= 4.2 / 0.009
+    assert teacher.refresh_period_for(1.05, 0.38, 0.4, 4.2) is None
+    period = teacher.refresh_period_for(1.05, 0.38, 0.39, 4.2)
+    assert period == pytest.approx(4.2 / (1.05 * 0.38 - 0.39))
+    assert (0.39 + 4.2 / period) / 0.38 == pytest.approx(1.05)
+    assert (0.39 + 4.2 / (0.9 * period)) / 0.38 > 1.05
 
 
 def _bench_headroom():
