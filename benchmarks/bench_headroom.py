@@ -19,10 +19,10 @@ headroom schedule (``configs/synthetic/*_V16tiny_headroom.yaml``), per seed:
 3. the plateau check: the warm-up stretched twice as long (``bench_plateau.py``'s
    ``overrides``, supervised only; it starts from the base run's checkpoint before the
    first LR step, where the two schedules are still the same); the warm-up is at its
-   plateau when that adds at most ~2 AP50. Then both oracle arms and their paired supervised copy continue from the end
-   of that longer warm-up too (``x2_same``: its final checkpoint is the round checkpoint;
-   ``--no-x2-arms`` skips them), which measures the room with a detector closer to its
-   plateau when the warm-up is not at it.
+   plateau when that adds at most ~2 AP50. Then both oracle arms and their paired
+   supervised copy continue from the end of that longer warm-up too (``x2_same``: its
+   final checkpoint is the round checkpoint; ``--no-x2-arms`` skips them), which measures
+   the room with a detector closer to its plateau when the warm-up is not at it.
 
 Reported per pool variant, arm and seed: test AP50 at the end and the gain over the paired
 supervised continuation with its 95% paired bootstrap interval over the test images
