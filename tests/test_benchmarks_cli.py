@@ -863,20 +863,20 @@ def test_bench_quality_round_from_branches_the_base_run_of_each_seed(tmp_path, m
     source = tmp_path / "src" / "seed4" / "run"
     source.mkdir(parents=True)
     (source / "model_round1.pth").write_bytes(b"weights")
-    (source / "config.yaml").write_text(load_config(os.path.join(REPO, config), [
-        "IMAGE_SCORE.START_ITER", "4000", "SOLVER.STEPS", "(3000,)",
-        "SOLVER.MAX_ITER", "4250"]).dump())
-    with pytest.raises(SystemExit, match=r"round at iteration 4000, this benchmark's config "
-                                         r"starts from iteration 1000"):
+    other = ["IMAGE_SCORE.START_ITER", "2000", "SOLVER.STEPS", "(1500,)",
+             "SOLVER.MAX_ITER", "2250"]
+    assert cfg.IMAGE_SCORE.START_ITER != 2000
+    (source / "config.yaml").write_text(load_config(os.path.join(REPO, config), other).dump())
+    with pytest.raises(SystemExit, match=r"round at iteration 2000, this benchmark's config "
+                                         rf"starts from iteration {cfg.IMAGE_SCORE.START_ITER}"):
         round_sources(pattern, [4], cfg)
-    longer = load_config(os.path.join(REPO, config), [
-        "IMAGE_SCORE.START_ITER", "4000", "SOLVER.STEPS", "(3000,)", "SOLVER.MAX_ITER", "4250"])
+    longer = load_config(os.path.join(REPO, config), other)
     assert round_sources(pattern, [4], longer) == {4: str(source)}
     assert round_sources(None, [4, 5], cfg) == {4: None, 5: None}
     # the teacher-student mode starts where its burn-in ends: the same source serves it
     teacher = load_config(os.path.join(REPO, "configs", "synthetic",
                                        "teacher_V16tiny_headroom.yaml"), [
-        "TEACHER.BURN_IN_ITER", "4000", "SOLVER.STEPS", "(3000,)", "SOLVER.MAX_ITER", "4500"])
+        "TEACHER.BURN_IN_ITER", "2000", "SOLVER.STEPS", "(1500,)", "SOLVER.MAX_ITER", "2500"])
     assert round_sources(pattern, [4], teacher) == {4: str(source)}
 
     trained, branched = [], []
@@ -909,8 +909,10 @@ def test_bench_headroom_warmup_x2_starts_from_the_base_runs_checkpoint_before_th
     from imagescore_det.engine import load_config
 
     work = str(tmp_path)
-    for extra, step in (([], 750), (["IMAGE_SCORE.START_ITER", "4000", "SOLVER.STEPS",
-                                     "(3000,)", "SOLVER.MAX_ITER", "4250"], 3000)):
+    own = min(load_config(os.path.join(REPO, bh.PLATEAU_CONFIG)).SOLVER.STEPS)
+    assert own != 1500
+    for extra, step in (([], own), (["IMAGE_SCORE.START_ITER", "2000", "SOLVER.STEPS",
+                                     "(1500,)", "SOLVER.MAX_ITER", "2250"], 1500)):
         seed = step
         warmup, steps, _ = bench_plateau.warmup_schedule(extra, bh.PLATEAU_CONFIG)
         x1 = load_config(os.path.join(REPO, bh.PLATEAU_CONFIG), bench_plateau.overrides(
