@@ -139,6 +139,22 @@ def log(msg):
         print(msg, flush=True)
 
 
+def add_threads_argument(parser):
+    """``--threads N``: OpenMP threads per training run (default: the CPU cores / --jobs)."""
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="threads per run (default: the CPU cores / --jobs); on a machine shared with "
+             "other jobs give 1: two OpenMP threads on an oversubscribed CPU wait for each "
+             "other (a run of ours went 5-10x slower)")
+
+
+def threads_per_run(args):
+    """``--threads``, else the CPU cores shared among ``--jobs`` runs (at least 1)."""
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads {args.threads}: give 1 or more threads per run.")
+    return args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+
+
 def run_train_net(out_dir, config, opts, resume, threads):
     """``tools/train_net.py --config-file <config> [--resume] <opts>`` in a subprocess with
     ``threads`` OpenMP/MKL threads, its output appended to ``<out_dir>.log``; raises, naming

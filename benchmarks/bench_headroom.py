@@ -49,7 +49,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from _bench_cli import git_commit, log, run_train_net, save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
+from _bench_cli import (  # noqa: E402 (benchmarks/, beside this file)
+    add_threads_argument, git_commit, log, run_train_net, save_figure, threads_per_run,
+    write_results)
 
 CONFIG = os.path.join("configs", "synthetic", "oracle_V16tiny_headroom.yaml")
 PLATEAU_CONFIG = os.path.join("configs", "synthetic", "supervised_V16tiny_headroom.yaml")
@@ -85,8 +87,7 @@ def parse_args(argv=None):
     p.add_argument("--pools", nargs="+", default=list(POOLS), choices=list(POOLS),
                    help="pool variants, in the order they run (default: same shifted)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads per run (default: the CPU cores / --jobs)")
+    add_threads_argument(p)
     p.add_argument("--plateau-seeds", type=int, nargs="*", default=None, metavar="SEED",
                    help="the seeds whose warm-up also runs twice as long (the plateau check; "
                         "default: every seed; none when given empty)")
@@ -468,7 +469,7 @@ def main(argv=None):
     os.environ["DETECTRON2_DATASETS"] = args.root
     generate_headroom_datasets(args.root)
     work_dir = os.path.abspath(args.work_dir)
-    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    threads = threads_per_run(args)
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as executor:
         # base runs first (the long ones), branches as soon as their base ends; the

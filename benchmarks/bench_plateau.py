@@ -33,7 +33,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from _bench_cli import recorded_path, save_figure, write_results  # noqa: E402 (benchmarks/, beside this file)
+from _bench_cli import (  # noqa: E402 (benchmarks/, beside this file)
+    add_threads_argument, recorded_path, save_figure, threads_per_run, write_results)
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 
 
@@ -120,6 +121,7 @@ def main(argv=None):
     p.add_argument("--scales", type=int, nargs="+", default=[1, 2],
                    help="schedule lengths, in warm-ups (default 1 2)")
     p.add_argument("--jobs", type=int, default=2)
+    add_threads_argument(p)
     p.add_argument("--config", default=CONFIG,
                    help="the config whose warm-up (up to IMAGE_SCORE.START_ITER) is measured, "
                         "relative to the repository (default: the quickstart's; e.g. "
@@ -138,7 +140,7 @@ def main(argv=None):
     generate_synthetic_voc(os.path.join(os.environ["DETECTRON2_DATASETS"], "synthetic_voc"))
     generate_headroom_datasets(os.environ["DETECTRON2_DATASETS"])
     warmup, steps, _ = warmup_schedule(args.opts, args.config)
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    threads = threads_per_run(args)
     started = time.time()
     work = os.path.abspath(args.work_dir)
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:

@@ -57,13 +57,12 @@ stays the base run's paired copy (the labeled and test images are the same):
         --pool shifted IMAGE_SCORE.UNLABELED_DATASETS '("synthetic_headroom_shifted_unlabeled",)'
 
 ``--round-from DIR`` starts every seed's base run from the round checkpoint of a run that
-trained the same warm-up (``{seed}`` in DIR is the seed), e.g. bench_headroom's, so a longer
-warm-up is trained once for both benchmarks:
+trained the same warm-up (``{seed}`` in DIR is the seed), e.g. bench_headroom's, so the
+headroom protocol's 4000-iteration warm-up is trained once for both benchmarks:
 
     .venv/bin/python benchmarks/bench_quality.py \
         --config configs/synthetic/imagescore_V16tiny_headroom.yaml \
-        --opts IMAGE_SCORE.START_ITER 4000 SOLVER.STEPS '(3000,)' SOLVER.MAX_ITER 4250 \
-        --round-from 'output/bench_headroom_w4000/seed{seed}/same/oracle_all'
+        --round-from 'output/bench_headroom/seed{seed}/same/oracle_all'
 
 ``--root`` is the datasets root: the synthetic datasets ``--config`` uses are generated
 there if absent (``synthetic_voc/``, the headroom protocol's); for the real photos
@@ -84,8 +83,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from _bench_cli import (  # noqa: E402 (benchmarks/, beside this file)
-    add_pool_argument, add_round_from_argument, git_commit, log, parse_pool, pool_run_dir,
-    recorded_path, round_sources, run_train_net, save_figure, write_results)
+    add_pool_argument, add_round_from_argument, add_threads_argument, git_commit, log,
+    parse_pool, pool_run_dir, recorded_path, round_sources, run_train_net, save_figure,
+    threads_per_run, write_results)
 
 CONFIG = os.path.join("configs", "synthetic", "imagescore_V16tiny_quick.yaml")
 BASE = "image_score"
@@ -596,6 +596,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
+    add_threads_argument(p)
     p.add_argument("--work-dir", default=os.path.join(ROOT, "output", "bench_quality"))
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results",
                                                     "bench_quality.json"))
@@ -621,7 +622,7 @@ def main(argv=None):
     variants = [v for v in args.variants if v not in skipped]
     work_dir = os.path.abspath(args.work_dir)
     sources = round_sources(args.round_from, args.seeds, cfg)
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    threads = threads_per_run(args)
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         # base runs first (they are the long ones), then every branch as soon as its base ends

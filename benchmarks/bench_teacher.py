@@ -58,8 +58,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _bench_cli import (  # noqa: E402
-    add_pool_argument, add_round_from_argument, git_commit, parse_pool, pool_run_dir,
-    recorded_path, round_sources, save_figure, write_results)
+    add_pool_argument, add_round_from_argument, add_threads_argument, git_commit, parse_pool,
+    pool_run_dir, recorded_path, round_sources, save_figure, threads_per_run, write_results)
 from bench_quality import (  # noqa: E402 (same runner)
     _error_bar, generate_datasets_of, log, share_text, train)
 
@@ -114,6 +114,7 @@ def parse_args(argv=None):
     p.add_argument("--top-fraction", type=float, default=0.5,
                    help="TEACHER.TOP_FRACTION of the filtered arms (default 0.5)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
+    add_threads_argument(p)
     p.add_argument("--work-dir", default=os.path.join(ROOT, "output", "bench_teacher"))
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results",
                                                     "bench_teacher.json"))
@@ -601,7 +602,7 @@ def main(argv=None):
         return result
     work_dir = os.path.abspath(args.work_dir)
     sources = round_sources(args.round_from, args.seeds, cfg)
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    threads = threads_per_run(args)
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
         seeds = [pool.submit(run_seed, s, args.arms, work_dir, threads, args.opts, pool,

@@ -1034,3 +1034,30 @@ def test_bench_quality_generates_only_the_synthetic_data_its_config_uses(tmp_pat
     made.clear()
     assert bq.generate_datasets_of(cfg, root, keep_existing=True) == []
     assert made == []
+
+
+def test_training_benchmarks_take_threads_per_run(monkeypatch):
+    """--threads N is every training benchmark's flag and wins; without it the CPU cores are
+    shared among --jobs (a run with --jobs 1 on this 2-core machine got 2 OpenMP threads,
+    which under load ran 5-10x slower than 1); a count below 1 is refused."""
+    import argparse
+    import subprocess
+
+    _bench_cli = _import("_bench_cli")
+
+    monkeypatch.setattr(_bench_cli.os, "cpu_count", lambda: 8)
+    p = argparse.ArgumentParser()
+    p.add_argument("--jobs", type=int, default=2)
+    _bench_cli.add_threads_argument(p)
+    assert _bench_cli.threads_per_run(p.parse_args(["--jobs", "1", "--threads", "1"])) == 1
+    assert _bench_cli.threads_per_run(p.parse_args(["--jobs", "1"])) == 8
+    assert _bench_cli.threads_per_run(p.parse_args(["--jobs", "3"])) == 2
+    assert _bench_cli.threads_per_run(p.parse_args(["--jobs", "16"])) == 1
+    with pytest.raises(SystemExit, match="--threads 0"):
+        _bench_cli.threads_per_run(p.parse_args(["--threads", "0"]))
+    for name in ("bench_quality", "bench_teacher", "bench_plateau", "bench_headroom"):
+        out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", name + ".py"),
+                              "--help"], capture_output=True, text=True, check=True).stdout
+        assert "--threads THREADS" in out, name
+        with open(os.path.join(REPO, "benchmarks", name + ".py")) as f:
+            assert "threads = threads_per_run(args)" in f.read(), name
