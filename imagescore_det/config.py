@@ -229,7 +229,7 @@ def add_imagescore_config(cfg):
     _C.IMAGE_SCORE.SPLIT.SEED = 1
 
     # ---------------------------------------------------------------------------------
-    # Online teacher-student training (issue 17, in progress; imagescore_det/teacher/)
+    # Online teacher-student training (issue 17; imagescore_det/teacher/)
     # ---------------------------------------------------------------------------------
     # A supervised burn-in, then every step: the teacher (an exponential moving average of
     # the student) predicts on the weak view of unlabeled images, its boxes above

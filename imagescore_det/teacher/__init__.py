@@ -1,4 +1,4 @@
-"""Online teacher-student training (issue 17, in progress): Unbiased Teacher's recipe with a
+"""Online teacher-student training (issue 17): Unbiased Teacher's recipe with a
 selector of the registry as the teacher's image filter.
 
 * :mod:`.ema`     - the EMA update of the teacher and the keep rate's scaling;
