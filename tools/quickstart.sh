@@ -8,7 +8,7 @@
 # teacher, the student and the paired supervised copy):
 #   CONFIG=configs/synthetic/teacher_V16tiny_quick.yaml bash tools/quickstart.sh
 # or a run of the headroom protocol (40 labeled images, a pool of 460: room for better labels
-# to help; its datasets are generated too; a 4000-iteration warm-up: about 8 minutes on 2
+# to help; its datasets are generated too; a 4000-iteration warm-up: about 10 minutes on 2
 # cores), e.g. the whole pool with its true boxes:
 #   CONFIG=configs/synthetic/oracle_V16tiny_headroom.yaml bash tools/quickstart.sh
 set -euo pipefail
