@@ -407,7 +407,7 @@ def measure_cost(args):
     import platform
 
     return {
-        "benchmark": "teacher_cost", "config": recorded_path(args.config),
+        "benchmark": "teacher_cost", "commit": git_commit(), "config": recorded_path(args.config),
         "overrides": args.opts, "seed": args.seeds[0], "iterations_per_phase": args.cost,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
                    f"{torch.get_num_threads()}",
@@ -432,7 +432,8 @@ def cost_markdown(c):
     none, score = c["runs"]["none"], c["runs"]["image_score"]
     return "\n".join([
         "# bench_teacher --cost: seconds per iteration of the online mode", "",
-        f"Command: `{c['command']}`  ", f"Config: `{c['config']}` (overrides: "
+        f"Command: `{c['command']}` at commit {c.get('commit', 'not recorded')}  ",
+        f"Config: `{c['config']}` (overrides: "
         f"{' '.join(c['overrides']) or 'none'}); seed {c['seed']}; machine: {c['machine']}; "
         f"load average (1, 5, 15 min) before {_loads(c.get('load_average_before'))}, after "
         f"{_loads(c.get('load_average_after'))}" + (f". {c['note']}" if c.get("note") else "."),
